@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["pika>=1.3,<2", "click>=8.1,<9", "tenacity>=8.2,<10"]
+# ///
+"""Work-queue worker for the RabbitMQ lab: takes messages from a queue and fakes work on each.
+
+Run it as a script (./qprocessor.py --help) or import it in ipython:
+
+    >>> import qprocessor
+    >>> channel = qprocessor.connect(host="localhost", vhost="alice", username="alice", password="...")
+    >>> qprocessor.receive(channel, "hello")          # one message, or None when the queue is empty
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Callable, Iterator, Optional, TypeVar
+
+import click
+import pika
+import tenacity
+from pika import exceptions as amqp
+
+# --- connection code, repeated in sender.py on purpose: each script must run when copied alone ---
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # a bad option value (click's own code)
+EXIT_UNREACHABLE = 3  # no broker answered within --retry-for seconds
+EXIT_LOGIN_REFUSED = 4  # wrong username or password
+EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
+EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED)
+EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
+EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
+
+T = TypeVar("T")
+
+
+class BrokerError(click.ClickException):
+    """A broker problem explained in one line, with the exit code documented in the README."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def connection_parameters(
+    url: Optional[str] = None,
+    host: str = "localhost",
+    port: int = 5672,
+    vhost: str = "/",
+    username: str = "guest",
+    password: str = "guest",
+    heartbeat: Optional[int] = None,
+) -> pika.ConnectionParameters:
+    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials."""
+    if url:
+        try:
+            params = pika.URLParameters(url)
+        except Exception as exc:  # pika raises several types for a malformed URL
+            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url")
+        if not url.startswith(("amqp://", "amqps://")):
+            raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
+    else:
+        params = pika.ConnectionParameters(
+            host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(username, password)
+        )
+    if heartbeat is not None:
+        params.heartbeat = heartbeat
+    params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
+    return params
+
+
+def describe(params: pika.ConnectionParameters) -> str:
+    return f"{params.host}:{params.port}"
+
+
+def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
+    """Turn a pika or socket error met while connecting into one line a student can act on."""
+    where, vhost = describe(params), params.virtual_host
+    user = getattr(params.credentials, "username", "?")
+    text = str(exc)
+    if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
+        return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
+    if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
+        if "not found" in text:
+            return BrokerError(f"vhost {vhost!r} does not exist at {where}", EXIT_VHOST_REFUSED)
+        return BrokerError(f"user {user!r} has no permission on vhost {vhost!r} at {where}", EXIT_VHOST_REFUSED)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        return BrokerError(f"{where} answered, but not as an AMQP 0-9-1 broker: is that the right port?", EXIT_NOT_AMQP)
+    if isinstance(exc, socket.gaierror):
+        return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
+    if "SSL" in text or "certificate" in text.lower():
+        return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
+    reason = re.sub(r"^\w+: ", "", text.strip("(),'\""))
+    return BrokerError(f"cannot reach a broker at {where}: {reason or type(exc).__name__}", EXIT_UNREACHABLE)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: the broker is down, restarting or the network dropped; not a refusal."""
+    if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
+        return False
+    if isinstance(exc, amqp.ConnectionClosedByBroker):
+        return exc.reply_code not in (403, 530)
+    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in str(exc)
+
+
+def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False) -> T:
+    """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
+
+    def say_waiting(state: tenacity.RetryCallState) -> None:
+        if not quiet:
+            reason = explain(state.outcome.exception(), params).message
+            click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_delay(retry_for),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5),
+        before_sleep=say_waiting,
+        reraise=True,
+    )
+    try:
+        return retrying(action)
+    except (amqp.AMQPConnectionError, OSError) as exc:
+        raise explain(exc, params) from None
+
+
+def open_connection(params: pika.ConnectionParameters, retry_for: float = 30) -> pika.BlockingConnection:
+    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for)
+
+
+def declare_queue(channel, queue: str, durable: bool = False) -> int:
+    """Declare the queue (idempotent) and return how many messages are ready in it."""
+    try:
+        return channel.queue_declare(queue=queue, durable=durable).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
+
+
+def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
+    """Explain RabbitMQ's PRECONDITION_FAILED for a queue declared with other properties."""
+    found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
+    if not found:
+        return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
+    arg, asked, current = found.groups()
+    hint = "rerun with the same settings"
+    if arg == "durable":
+        hint = "rerun with --durable" if current == "true" else "rerun without --durable"
+    return BrokerError(
+        f"queue {queue!r} already exists with {arg}={current} but this run asked for {arg}={asked}: "
+        f"{hint}, or delete the queue first (sender.py --delete-queue --queue {queue})",
+        EXIT_QUEUE_MISMATCH,
+    )
+
+
+def connection_options(command: Callable) -> Callable:
+    """The connection options shared, by name and environment variable, with sender.py."""
+    options = [
+        click.option("--url", envvar="AMQP_URL", show_envvar=True,
+                     help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below."),
+        click.option("--host", envvar="RABBITMQ_HOST", show_envvar=True, default="localhost", show_default=True,
+                     help="Broker host name or address."),
+        click.option("--port", envvar="RABBITMQ_PORT", show_envvar=True, default=5672, show_default=True,
+                     type=click.IntRange(1, 65535), help="Broker AMQP port."),
+        click.option("--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, default="/", show_default=True,
+                     help="Virtual host: in the lab, your username."),
+        click.option("--username", envvar="RABBITMQ_USERNAME", show_envvar=True, default="guest", show_default=True,
+                     help="User name."),
+        click.option("--password", envvar="RABBITMQ_PASSWORD", show_envvar=True, default="guest",
+                     help="Password; prefer the environment variable or --ask-password, which keep it out of the process list."),
+        click.option("--ask-password", is_flag=True, help="Prompt for the password without echoing it."),
+        click.option("--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
+                     help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off)."),
+        click.option("--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, default=30.0, show_default=True,
+                     type=click.FloatRange(0), help="Seconds to keep retrying an unreachable broker before giving up."),
+        click.option("--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, default="hello", show_default=True,
+                     help="Queue name."),
+        click.option("--durable", is_flag=True, help="Declare the queue durable (it survives a broker restart)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def parameters_from_options(options: dict) -> pika.ConnectionParameters:
+    password = click.prompt("Password", hide_input=True) if options.pop("ask_password") else options["password"]
+    return connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
+                                 options["username"], password, options["heartbeat"])
+
+
+def connect(
+    url: Optional[str] = None,
+    host: str = "localhost",
+    port: int = 5672,
+    vhost: str = "/",
+    username: str = "guest",
+    password: str = "guest",
+    heartbeat: Optional[int] = None,
+    retry_for: float = 30,
+):
+    """Connect to the broker and return a channel (for ipython; the CLI does the same)."""
+    params = connection_parameters(url, host, port, vhost, username, password, heartbeat)
+    return open_connection(params, retry_for).channel()
+
+
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except amqp.AMQPError:
+        pass
+
+
+# --- the worker ---
+
+LOSE_MODES = ("drop", "crash", "requeue")
+
+
+def receive(channel, queue: str = "hello", acknowledge: bool = True) -> Optional[bytes]:
+    """Take one message from the queue (basic.get), or return None when it is empty."""
+    method, _properties, body = channel.basic_get(queue=queue, auto_ack=not acknowledge)
+    if method is None:
+        return None
+    if acknowledge:
+        channel.basic_ack(method.delivery_tag)
+    return body
+
+
+@dataclass
+class Settings:
+    """How the worker behaves; one field per command-line option."""
+
+    queue: str = "hello"
+    durable: bool = False
+    acknowledge: bool = False
+    prefetch: int = 0
+    seconds_per_char: float = 1.0
+    lose_every: int = 0
+    lose_mode: str = "drop"
+    name: str = "worker"
+    max_messages: int = 0
+    idle_exit: float = 0
+    quiet: bool = False
+
+
+@dataclass
+class Tally:
+    received: int = 0
+    processed: int = 0
+    lost: int = 0
+    requeued: int = 0
+    redelivered: int = 0
+    abandoned: int = 0
+
+    def summary(self) -> str:
+        return (f"received {self.received}, processed {self.processed}, lost {self.lost}, "
+                f"requeued {self.requeued}, redelivered {self.redelivered}, abandoned {self.abandoned}")
+
+
+class ConnectionLost(Exception):
+    """The broker went away while the worker was connected; worth reconnecting."""
+
+
+@dataclass
+class Worker:
+    """Consumes one queue, fakes work, loses messages on request and logs every event."""
+
+    settings: Settings
+    params: pika.ConnectionParameters
+    retry_for: float = 30
+    events: Optional[IO[str]] = None
+    tally: Tally = field(default_factory=Tally)
+    stopping: bool = False
+    _last_message_at: float = field(default_factory=time.monotonic)
+
+    def say(self, text: str) -> None:
+        if not self.settings.quiet:
+            print(f"[{self.settings.name}] {text}")
+
+    def log(self, event: str, message_id: Optional[str], body: bytes, redelivered: bool, **extra) -> None:
+        if self.events is not None:
+            record = {"event": event, "message_id": message_id, "body": body.decode("utf-8", "replace"),
+                      "redelivered": redelivered, "worker": self.settings.name, "time": time.time(), **extra}
+            self.events.write(json.dumps(record) + "\n")
+
+    def run(self) -> Tally:
+        """Consume until stopped, --max-messages or --idle-exit; reconnect whenever the connection is lost."""
+        self.say(f"waiting for messages on queue {self.settings.queue!r} "
+                 f"({'manual acks' if self.settings.acknowledge else 'auto-ack'}"
+                 f"{f', prefetch {self.settings.prefetch}' if self.settings.prefetch else ''}); Ctrl-C to stop")
+        first = True
+        while not self.finished():
+            connection = open_connection(self.params, self.retry_for) if first else self.reconnect()
+            first = False
+            try:
+                self.consume(connection)
+            except ConnectionLost as exc:
+                self.say(f"connection lost ({exc}); reconnecting")
+                continue
+            finally:
+                close_quietly(connection)
+        return self.tally
+
+    def reconnect(self) -> pika.BlockingConnection:
+        return with_retry(lambda: pika.BlockingConnection(self.params), self.params, self.retry_for,
+                          quiet=self.settings.quiet)
+
+    def finished(self) -> bool:
+        s = self.settings
+        if self.stopping or (s.max_messages and self.tally.received >= s.max_messages):
+            return True
+        return bool(s.idle_exit) and time.monotonic() - self._last_message_at >= s.idle_exit
+
+    def consume(self, connection: pika.BlockingConnection) -> None:
+        s = self.settings
+        try:
+            channel = connection.channel()
+            declare_queue(channel, s.queue, s.durable)
+            if s.prefetch:
+                channel.basic_qos(prefetch_count=s.prefetch)
+            deliveries = channel.consume(s.queue, auto_ack=not s.acknowledge, inactivity_timeout=0.25)
+            for method, properties, body in deliveries:
+                if method is None:
+                    sys.stdout.flush()
+                    if self.events:
+                        self.events.flush()
+                else:
+                    outcome = self.handle(connection, channel, method, properties, body)
+                    self._last_message_at = time.monotonic()  # idle time counts from the end of the work
+                    if outcome == "stop":
+                        break
+                if self.finished():
+                    break
+            if channel.is_open:
+                if not s.acknowledge:
+                    self.drop_undelivered(channel, deliveries)
+                channel.cancel()  # with --acknowledge, prefetched messages we will not handle go back to the queue
+                channel.close()
+        except (amqp.ChannelClosedByBroker, amqp.ConsumerCancelled) as exc:
+            if isinstance(exc, amqp.ChannelClosedByBroker) and exc.reply_code == 406 and "inequivalent" in exc.reply_text:
+                raise queue_error(exc, s.queue) from None
+            raise ConnectionLost(f"channel closed by the broker: {exc}") from None
+        except amqp.ChannelWrongStateError as exc:
+            raise ConnectionLost(str(exc)) from None
+        except amqp.AMQPConnectionError as exc:
+            if not is_transient(exc):
+                raise explain(exc, self.params) from None
+            raise ConnectionLost(str(exc) or type(exc).__name__) from None
+
+    def drop_undelivered(self, channel, deliveries) -> None:
+        """With auto-ack, messages already pushed to this worker are off the queue: report them as lost."""
+        waiting = channel.get_waiting_message_count()
+        for method, properties, body in itertools.islice(deliveries, waiting):
+            self.tally.lost += 1
+            self.log("lost", properties.message_id, body, method.redelivered, mode="exit")
+        if waiting:
+            self.say(f"lost {waiting} messages already delivered to this worker: auto-ack took them off the queue")
+
+    def handle(self, connection, channel, method, properties, body: bytes) -> Optional[str]:
+        s, tally = self.settings, self.tally
+        tally.received += 1
+        tally.redelivered += method.redelivered
+        message_id = properties.message_id
+        text = body.decode("utf-8", "replace")
+        again = " (redelivered)" if method.redelivered else ""
+        self.log("received", message_id, body, method.redelivered)
+
+        if s.lose_every and tally.received % s.lose_every == 0:
+            return self.lose(channel, method, message_id, body, text)
+
+        self.say(f"received {text!r}{again}")
+        started = time.monotonic()
+        if not self.work(connection, len(body) * s.seconds_per_char):
+            tally.abandoned += 1
+            self.log("abandoned", message_id, body, method.redelivered)
+            fate = "it goes back to the queue" if s.acknowledge else "it is lost: auto-ack already removed it"
+            self.say(f"stopping: abandoned {text!r}; {fate}")
+            if s.acknowledge:
+                channel.basic_reject(method.delivery_tag, requeue=True)
+            return "stop"
+        if s.acknowledge:
+            channel.basic_ack(method.delivery_tag)
+        tally.processed += 1
+        self.log("done", message_id, body, method.redelivered, seconds=round(time.monotonic() - started, 3))
+        self.say(f"done {text!r}")
+        return None
+
+    def work(self, connection: pika.BlockingConnection, seconds: float) -> bool:
+        """Fake the work while still answering heartbeats; False when a stop signal cut it short."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            connection.sleep(min(remaining, 0.2))  # sleeps inside pika's I/O loop, so heartbeats go on
+        return False
+
+    def lose(self, channel, method, message_id: Optional[str], body: bytes, text: str) -> Optional[str]:
+        s, tally = self.settings, self.tally
+        if s.lose_mode == "requeue":
+            channel.basic_reject(method.delivery_tag, requeue=True)
+            tally.requeued += 1
+            self.log("requeued", message_id, body, method.redelivered)
+            self.say(f"rejected {text!r} back to the queue")
+            return None
+        tally.lost += 1
+        self.log("lost", message_id, body, method.redelivered, mode=s.lose_mode)
+        if s.lose_mode == "crash":
+            self.say(f"crashing while holding {text!r}")
+            sys.stdout.flush()
+            if self.events:
+                self.events.flush()
+            os.kill(os.getpid(), signal.SIGKILL)  # die like a real crash: no cleanup, no close, no ack
+        fate = "unacknowledged until this worker disconnects" if s.acknowledge else "gone for good (auto-ack)"
+        self.say(f"lost {text!r}: {fate}")
+        return None
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First Ctrl-C or SIGTERM: stop taking work and close cleanly. Second: exit at once."""
+
+    def on_signal(signum, _frame) -> None:
+        if worker.stopping:
+            os._exit(EXIT_INTERRUPTED)
+        worker.stopping = True
+        print(f"\n[{worker.settings.name}] stopping (signal again to quit at once)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+EPILOG = """\b
+Examples:
+  ./qprocessor.py --host localhost --vhost alice --username alice --queue hello
+  ./qprocessor.py --acknowledge --prefetch 1 --name w1
+  ./qprocessor.py --acknowledge --lose-every 3 --lose-mode crash
+  AMQP_URL=amqp://alice:secret@localhost/alice ./qprocessor.py --seconds-per-char 0 --events events.jsonl
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@connection_options
+@click.option("--acknowledge", is_flag=True, help="Ack each message after its work is done (default: auto-ack on delivery).")
+@click.option("--prefetch", type=click.IntRange(0), default=0, show_default=True,
+              help="Most unacked messages at once (basic.qos); 0 is unlimited. Use 1 for fair dispatch.")
+@click.option("--seconds-per-char", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Fake work time per character of the body; 0 for load tests.")
+@click.option("--lose-every", type=click.IntRange(0), default=0, show_default=True,
+              help="Deliberately lose every Nth delivery; 0 loses none.")
+@click.option("--lose-mode", type=click.Choice(LOSE_MODES), default="drop", show_default=True,
+              help="drop: neither work nor ack; crash: the process dies mid-message; requeue: reject it back.")
+@click.option("--name", default=lambda: f"worker-{os.getpid()}", show_default="worker-PID",
+              help="Label for each output line and event.")
+@click.option("--max-messages", type=click.IntRange(0), default=0, show_default=True,
+              help="Exit after this many deliveries; 0 runs until stopped.")
+@click.option("--idle-exit", type=click.FloatRange(0), default=0, show_default=True,
+              help="Exit when no message has arrived for this many seconds; 0 waits forever.")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Append one JSON line per event (received, done, lost, requeued, abandoned) to FILE, or - for stdout.")
+@click.option("--quiet", is_flag=True, help="Print only the final summary.")
+def main(acknowledge, prefetch, seconds_per_char, lose_every, lose_mode, name, max_messages, idle_exit,
+         events_path, quiet, retry_for, queue, durable, **connection) -> None:
+    """Take messages from a queue and fake work on each: one second per character by default.
+
+    Every option can also come from the environment variable shown beside it.
+    """
+    params = parameters_from_options(connection)
+    settings = Settings(queue, durable, acknowledge, prefetch, seconds_per_char, lose_every, lose_mode, name,
+                        max_messages, idle_exit, quiet)
+    events = None
+    if events_path:
+        events = sys.stdout if events_path == "-" else open(events_path, "a", encoding="utf-8", buffering=1)
+    worker = Worker(settings, params, retry_for, events)
+    install_signal_handlers(worker)
+    try:
+        tally = worker.run()
+    finally:
+        if events:
+            events.flush()
+    click.echo(f"[{name}] summary: {tally.summary()}")
+
+
+if __name__ == "__main__":
+    main()

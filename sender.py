@@ -1,0 +1,562 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["pika>=1.3,<2", "click>=8.1,<9", "tenacity>=8.2,<10"]
+# ///
+"""Work-queue producer for the RabbitMQ lab: publishes messages with publisher confirms.
+
+Run it as a script (./sender.py --help) or import it in ipython:
+
+    >>> import sender
+    >>> channel = sender.connect(host="localhost", vhost="alice", username="alice", password="...")
+    >>> sender.send(channel, "hello", "Hello World!")     # returns once the broker has confirmed it
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import socket
+import sys
+import time
+import uuid
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
+
+import click
+import pika
+import tenacity
+from pika import exceptions as amqp
+
+# --- connection code, repeated in sender.py on purpose: each script must run when copied alone ---
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # a bad option value (click's own code)
+EXIT_UNREACHABLE = 3  # no broker answered within --retry-for seconds
+EXIT_LOGIN_REFUSED = 4  # wrong username or password
+EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
+EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED)
+EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
+EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
+
+T = TypeVar("T")
+
+
+class BrokerError(click.ClickException):
+    """A broker problem explained in one line, with the exit code documented in the README."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def connection_parameters(
+    url: Optional[str] = None,
+    host: str = "localhost",
+    port: int = 5672,
+    vhost: str = "/",
+    username: str = "guest",
+    password: str = "guest",
+    heartbeat: Optional[int] = None,
+) -> pika.ConnectionParameters:
+    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials."""
+    if url:
+        try:
+            params = pika.URLParameters(url)
+        except Exception as exc:  # pika raises several types for a malformed URL
+            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url")
+        if not url.startswith(("amqp://", "amqps://")):
+            raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
+    else:
+        params = pika.ConnectionParameters(
+            host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(username, password)
+        )
+    if heartbeat is not None:
+        params.heartbeat = heartbeat
+    params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
+    return params
+
+
+def describe(params: pika.ConnectionParameters) -> str:
+    return f"{params.host}:{params.port}"
+
+
+def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
+    """Turn a pika or socket error met while connecting into one line a student can act on."""
+    where, vhost = describe(params), params.virtual_host
+    user = getattr(params.credentials, "username", "?")
+    text = str(exc)
+    if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
+        return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
+    if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
+        if "not found" in text:
+            return BrokerError(f"vhost {vhost!r} does not exist at {where}", EXIT_VHOST_REFUSED)
+        return BrokerError(f"user {user!r} has no permission on vhost {vhost!r} at {where}", EXIT_VHOST_REFUSED)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        return BrokerError(f"{where} answered, but not as an AMQP 0-9-1 broker: is that the right port?", EXIT_NOT_AMQP)
+    if isinstance(exc, socket.gaierror):
+        return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
+    if "SSL" in text or "certificate" in text.lower():
+        return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
+    reason = re.sub(r"^\w+: ", "", text.strip("(),'\""))
+    return BrokerError(f"cannot reach a broker at {where}: {reason or type(exc).__name__}", EXIT_UNREACHABLE)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: the broker is down, restarting or the network dropped; not a refusal."""
+    if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
+        return False
+    if isinstance(exc, amqp.ConnectionClosedByBroker):
+        return exc.reply_code not in (403, 530)
+    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in str(exc)
+
+
+def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False) -> T:
+    """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
+
+    def say_waiting(state: tenacity.RetryCallState) -> None:
+        if not quiet:
+            reason = explain(state.outcome.exception(), params).message
+            click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_delay(retry_for),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5),
+        before_sleep=say_waiting,
+        reraise=True,
+    )
+    try:
+        return retrying(action)
+    except (amqp.AMQPConnectionError, OSError) as exc:
+        raise explain(exc, params) from None
+
+
+def open_connection(params: pika.ConnectionParameters, retry_for: float = 30) -> pika.BlockingConnection:
+    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for)
+
+
+def declare_queue(channel, queue: str, durable: bool = False) -> int:
+    """Declare the queue (idempotent) and return how many messages are ready in it."""
+    try:
+        return channel.queue_declare(queue=queue, durable=durable).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
+
+
+def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
+    """Explain RabbitMQ's PRECONDITION_FAILED for a queue declared with other properties."""
+    found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
+    if not found:
+        return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
+    arg, asked, current = found.groups()
+    hint = "rerun with the same settings"
+    if arg == "durable":
+        hint = "rerun with --durable" if current == "true" else "rerun without --durable"
+    return BrokerError(
+        f"queue {queue!r} already exists with {arg}={current} but this run asked for {arg}={asked}: "
+        f"{hint}, or delete the queue first (sender.py --delete-queue --queue {queue})",
+        EXIT_QUEUE_MISMATCH,
+    )
+
+
+def connection_options(command: Callable) -> Callable:
+    """The connection options shared, by name and environment variable, with sender.py."""
+    options = [
+        click.option("--url", envvar="AMQP_URL", show_envvar=True,
+                     help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below."),
+        click.option("--host", envvar="RABBITMQ_HOST", show_envvar=True, default="localhost", show_default=True,
+                     help="Broker host name or address."),
+        click.option("--port", envvar="RABBITMQ_PORT", show_envvar=True, default=5672, show_default=True,
+                     type=click.IntRange(1, 65535), help="Broker AMQP port."),
+        click.option("--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, default="/", show_default=True,
+                     help="Virtual host: in the lab, your username."),
+        click.option("--username", envvar="RABBITMQ_USERNAME", show_envvar=True, default="guest", show_default=True,
+                     help="User name."),
+        click.option("--password", envvar="RABBITMQ_PASSWORD", show_envvar=True, default="guest",
+                     help="Password; prefer the environment variable or --ask-password, which keep it out of the process list."),
+        click.option("--ask-password", is_flag=True, help="Prompt for the password without echoing it."),
+        click.option("--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
+                     help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off)."),
+        click.option("--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, default=30.0, show_default=True,
+                     type=click.FloatRange(0), help="Seconds to keep retrying an unreachable broker before giving up."),
+        click.option("--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, default="hello", show_default=True,
+                     help="Queue name."),
+        click.option("--durable", is_flag=True, help="Declare the queue durable (it survives a broker restart)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def parameters_from_options(options: dict) -> pika.ConnectionParameters:
+    password = click.prompt("Password", hide_input=True) if options.pop("ask_password") else options["password"]
+    return connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
+                                 options["username"], password, options["heartbeat"])
+
+
+def connect(
+    url: Optional[str] = None,
+    host: str = "localhost",
+    port: int = 5672,
+    vhost: str = "/",
+    username: str = "guest",
+    password: str = "guest",
+    heartbeat: Optional[int] = None,
+    retry_for: float = 30,
+):
+    """Connect to the broker and return a channel (for ipython; the CLI does the same)."""
+    params = connection_parameters(url, host, port, vhost, username, password, heartbeat)
+    return open_connection(params, retry_for).channel()
+
+
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except amqp.AMQPError:
+        pass
+
+
+# --- the producer ---
+
+EXIT_NOT_CONFIRMED = 7  # some messages were nacked or unroutable: they are not on the queue
+EXIT_QUEUE_IN_USE = 8  # --delete-queue refused: the queue has consumers (use --force)
+EXIT_BLOCKED = 10  # the broker blocked publishing (memory or disk alarm) for longer than --blocked-timeout
+EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
+
+PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    body: bytes
+
+
+def new_message(body: "bytes | str") -> Message:
+    return Message(uuid.uuid4().hex, body.encode("utf-8") if isinstance(body, str) else body)
+
+
+def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
+    """Bodies 1..count, each starting with its number and padded with dots to `length` characters."""
+    for number in range(1, count + 1):
+        yield str(number).ljust(length, ".")
+
+
+def message_properties(message: Message, persistent: bool) -> pika.BasicProperties:
+    return pika.BasicProperties(message_id=message.message_id, content_type="text/plain",
+                                delivery_mode=pika.DeliveryMode.Persistent if persistent else None)
+
+
+_confirming_channels: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def send(channel, queue: str, body: "bytes | str", persistent: bool = False) -> str:
+    """Publish one message to `queue` and wait for the broker's confirm; return its message_id (for ipython).
+
+    Raises pika's UnroutableError when no queue by that name exists, NackError when the broker refuses it.
+    """
+    if channel not in _confirming_channels:  # confirm mode is switched on once per channel
+        channel.confirm_delivery()
+        _confirming_channels.add(channel)
+    message = new_message(body)
+    channel.basic_publish("", queue, message.body, message_properties(message, persistent), mandatory=True)
+    return message.message_id
+
+
+@dataclass
+class Report:
+    """What became of the messages of one run."""
+
+    confirmed: int = 0
+    nacked: int = 0
+    unroutable: int = 0
+    resent: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(self.finished - self.started, 1e-9)
+
+    def summary(self, queue: str, vhost: str, confirm: bool) -> str:
+        verb = "sent" if confirm else "published (unconfirmed)"
+        rate = self.confirmed / self.seconds
+        line = f"{verb} {self.confirmed} messages to queue {queue!r} on vhost {vhost!r} in {self.seconds:.2f}s ({rate:,.0f} msg/s)"
+        problems = [f"{n} {what}" for n, what in ((self.nacked, "nacked by the broker"),
+                                                   (self.unroutable, "unroutable (no such queue)"),
+                                                   (self.resent, "resent after a lost connection")) if n]
+        return line + ("; " + ", ".join(problems) if problems else "")
+
+
+class ResumeAfterLoss(Exception):
+    """The connection dropped mid-send; the unconfirmed messages will be published again."""
+
+
+class Publisher:
+    """Publishes over pika's asynchronous SelectConnection, keeping up to `window` messages unconfirmed.
+
+    Waiting for each confirm in turn costs a round trip per message; a window of unconfirmed messages
+    (as RabbitMQ's PerfTest --confirm N) keeps the pipe full while still knowing exactly what is on the broker.
+    """
+
+    def __init__(self, params: pika.ConnectionParameters, queue: str, *, durable: bool = False, declare: bool = True,
+                 persistent: bool = False, confirm: bool = True, window: int = 512,
+                 on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
+        self.params, self.queue, self.durable, self.declare = params, queue, durable, declare
+        self.persistent, self.confirm, self.window = persistent, confirm, window
+        self.on_sent, self.say = on_sent, say
+        self.report = Report()
+        self._pending: Iterator[Message] = iter(())
+        self._unconfirmed: dict[int, Message] = {}
+        self._returned: set[str] = set()
+
+    def run(self, messages: Iterable[Message], retry_for: float = 30) -> Report:
+        """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
+        self._pending = iter(messages)
+        self.report.started = time.monotonic()
+        try:
+            while True:
+                try:
+                    with_retry(self._session, self.params, retry_for)
+                    return self.report
+                except ResumeAfterLoss as lost:
+                    unconfirmed = list(self._unconfirmed.values())
+                    self.report.resent += len(unconfirmed)
+                    self.say(f"connection lost ({lost}) after {self.report.confirmed} confirmed; "
+                             f"reconnecting to resend {len(unconfirmed)} unconfirmed")
+                    self._pending = itertools.chain(unconfirmed, self._pending)
+        finally:
+            self.report.finished = time.monotonic()
+
+    def _session(self) -> None:
+        """One connection's worth of publishing. Raises what ended it, unless it ended with all sent."""
+        self._unconfirmed, self._returned = {}, set()
+        self._next_tag, self._error, self._done, self._published = 1, None, False, False
+        connection = pika.SelectConnection(self.params, on_open_callback=self._on_open,
+                                           on_open_error_callback=self._on_open_error,
+                                           on_close_callback=self._on_closed)
+        connection.add_on_connection_blocked_callback(
+            lambda _conn, frame: self.say(f"the broker is blocking publishers ({frame.method.reason}); waiting"))
+        connection.add_on_connection_unblocked_callback(lambda _conn, _frame: self.say("the broker unblocked; resuming"))
+        self._connection = connection
+        connection.ioloop.start()
+        if self._done:
+            return
+        error = self._error
+        if isinstance(error, BrokerError):
+            raise error
+        if isinstance(error, amqp.ConnectionBlockedTimeout):
+            raise BrokerError(f"the broker blocked publishing for over {self.params.blocked_connection_timeout:g}s "
+                              f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
+        if self._published and is_transient(error):
+            raise ResumeAfterLoss(str(error) or type(error).__name__)
+        raise error
+
+    def _on_open(self, connection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection, error: BaseException) -> None:
+        self._error = error
+        connection.ioloop.stop()
+
+    def _on_closed(self, connection, reason: BaseException) -> None:
+        if self._error is None and not self._done:
+            self._error = reason
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        if self.declare:
+            channel.queue_declare(self.queue, durable=self.durable, callback=lambda _frame: self._on_declared())
+        else:
+            self._on_declared()
+
+    def _on_declared(self) -> None:
+        if self.confirm:
+            self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
+        else:
+            self._publish_more()
+
+    def _on_channel_closed(self, channel, reason: BaseException) -> None:
+        if isinstance(reason, amqp.ChannelClosedByBroker) and self._error is None:
+            self._error = channel_error(reason, self.queue)
+        if self._connection.is_open:
+            self._connection.close()
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        self._returned.add(properties.message_id)
+
+    def _publish_more(self) -> None:
+        budget = self.window - len(self._unconfirmed) if self.confirm else self.window
+        for message in itertools.islice(self._pending, max(budget, 0)):
+            self._channel.basic_publish("", self.queue, message.body,
+                                        message_properties(message, self.persistent), mandatory=True)
+            self._published = True
+            if self.confirm:
+                self._unconfirmed[self._next_tag] = message
+                self._next_tag += 1
+            else:
+                self.report.confirmed += 1
+                self.on_sent(message)
+            budget -= 1
+        if budget > 0 and not self._unconfirmed:  # the source ran dry and the broker has confirmed everything
+            self._done = True
+            self._connection.close()
+        elif not self.confirm:
+            self._connection.ioloop.call_later(0, self._publish_more)  # let the loop flush the socket first
+
+    def _on_confirm(self, frame) -> None:
+        tag, multiple = frame.method.delivery_tag, frame.method.multiple
+        acked = isinstance(frame.method, pika.spec.Basic.Ack)
+        tags = [t for t in itertools.takewhile(lambda t: t <= tag, self._unconfirmed)] if multiple else [tag]
+        for confirmed_tag in tags:
+            message = self._unconfirmed.pop(confirmed_tag)
+            if not acked:
+                self.report.nacked += 1
+                self.say(f"the broker refused (nacked) message {message.message_id}")
+            elif message.message_id in self._returned:
+                self.report.unroutable += 1
+                self.say(f"unroutable: no queue named {self.queue!r} took message {message.message_id}")
+            else:
+                self.report.confirmed += 1
+                self.on_sent(message)
+        self._publish_more()
+
+
+def channel_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
+    """Explain why the broker closed the publishing channel."""
+    too_large = re.search(r"message size (\d+) is larger than configured max size (\d+)", exc.reply_text)
+    if too_large:
+        size, limit = too_large.groups()
+        return BrokerError(f"a message of {int(size):,} bytes is over the broker's limit of {int(limit):,} bytes",
+                           EXIT_TOO_LARGE)
+    if exc.reply_code == 404:
+        return BrokerError(f"queue {queue!r} does not exist", EXIT_NOT_CONFIRMED)
+    return queue_error(exc, queue)
+
+
+def purge_queue(channel, queue: str) -> int:
+    """Remove every ready message from the queue; return how many were removed."""
+    try:
+        return channel.queue_purge(queue).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise missing_queue(exc, queue) from None
+
+
+def delete_queue(channel, queue: str, force: bool = False) -> int:
+    """Delete the queue; refuse while consumers are attached unless `force`. Return how many messages it held."""
+    try:
+        consumers = channel.queue_declare(queue, passive=True).method.consumer_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise missing_queue(exc, queue) from None
+    if consumers and not force:
+        raise BrokerError(f"queue {queue!r} has {consumers} consumer(s): stop them first, or add --force",
+                          EXIT_QUEUE_IN_USE)
+    try:
+        return channel.queue_delete(queue, if_unused=not force).method.message_count
+    except amqp.ChannelClosedByBroker:  # a consumer attached between the check and the delete
+        raise BrokerError(f"queue {queue!r} gained a consumer: stop it first, or add --force", EXIT_QUEUE_IN_USE) from None
+
+
+def missing_queue(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
+    if exc.reply_code == 404:
+        return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
+    return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
+
+
+def stdin_bodies() -> Iterator[bytes]:
+    """One message per non-empty line of standard input, read as it comes."""
+    for line in sys.stdin.buffer:
+        line = line.rstrip(b"\r\n")
+        if line:
+            yield line
+
+
+EPILOG = """\b
+Examples:
+  ./sender.py --vhost alice --username alice "Hello World!" "a longer task....."
+  ./sender.py --count 12 --length 3 --durable --persistent
+  seq 1 100 | ./sender.py --queue numbers
+  ./sender.py --purge            ./sender.py --delete-queue [--force]
+  AMQP_URL=amqp://alice:secret@localhost/alice ./sender.py --count 100000 --quiet
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@connection_options
+@click.argument("messages", nargs=-1)
+@click.option("--count", type=click.IntRange(1), help="Generate this many numbered messages instead.")
+@click.option("--length", type=click.IntRange(0), default=0, show_default=True,
+              help="Pad generated messages with dots to this many characters (the worker works 1 s per character).")
+@click.option("--persistent", is_flag=True, help="Mark messages persistent (stored on disk in a durable queue).")
+@click.option("--confirm/--no-confirm", default=True, show_default=True,
+              help="Wait for publisher confirms, so 'sent' means the broker has the message.")
+@click.option("--confirm-window", type=click.IntRange(1), default=512, show_default=True,
+              help="Most messages in flight awaiting a confirm.")
+@click.option("--declare/--no-declare", default=True, show_default=True,
+              help="Declare the queue before publishing.")
+@click.option("--blocked-timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
+              help="Give up when the broker blocks publishing (memory or disk alarm) for this many seconds.")
+@click.option("--purge", is_flag=True, help="Remove all ready messages from the queue first.")
+@click.option("--delete-queue", "delete_requested", is_flag=True, help="Delete the queue and exit; refused while it has consumers.")
+@click.option("--force", is_flag=True, help="With --delete-queue: delete even while consumers are attached.")
+@click.option("--quiet", is_flag=True, help="Print only the summary line.")
+def main(messages, count, length, persistent, confirm, confirm_window, declare, blocked_timeout, purge,
+         delete_requested, force, quiet, retry_for, queue, durable, **connection) -> None:
+    """Send MESSAGES to a queue: the arguments, --count generated ones, or one per line of standard input.
+
+    Every option can also come from the environment variable shown beside it.
+    """
+    if delete_requested and (messages or count or purge):
+        raise click.UsageError("--delete-queue deletes and exits: give it no messages, --count or --purge")
+    if force and not delete_requested:
+        raise click.UsageError("--force only applies to --delete-queue")
+    if messages and count:
+        raise click.UsageError("give messages as arguments or --count, not both")
+    reads_stdin = not (messages or count) and not sys.stdin.isatty()
+    if not (messages or count or reads_stdin or delete_requested or purge):
+        raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
+
+    params = parameters_from_options(connection)
+    params.blocked_connection_timeout = blocked_timeout
+    if delete_requested or purge:
+        with contextlib.closing(open_connection(params, retry_for)) as admin:
+            if delete_requested:
+                held = delete_queue(admin.channel(), queue, force)
+                click.echo(f"deleted queue {queue!r} on vhost {params.virtual_host!r} ({held} messages in it)")
+                return
+            click.echo(f"purged {purge_queue(admin.channel(), queue)} messages from queue {queue!r}")
+        if not (messages or count or reads_stdin):
+            return
+
+    bodies: Iterable["bytes | str"] = numbered_bodies(count, length) if count else messages or stdin_bodies()
+    publisher = Publisher(params, queue, durable=durable, declare=declare, persistent=persistent, confirm=confirm,
+                          window=confirm_window, say=lambda text: click.echo(text, err=True))
+    show_bar = not quiet and count and count >= PROGRESS_BAR_FROM
+    with (click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar
+          else contextlib.nullcontext()) as bar:
+        if show_bar:
+            publisher.on_sent = lambda _message: bar.update(1)
+        elif not quiet:
+            publisher.on_sent = lambda message: click.echo(f"sent {message.body.decode('utf-8', 'replace')!r}")
+        try:
+            report = publisher.run((new_message(body) for body in bodies), retry_for)
+        except (BrokerError, KeyboardInterrupt) as exc:
+            click.echo(publisher.report.summary(queue, params.virtual_host, confirm), err=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
+                                  EXIT_INTERRUPTED) from None
+            raise
+    click.echo(report.summary(queue, params.virtual_host, confirm))
+    if report.nacked or report.unroutable:
+        sys.exit(EXIT_NOT_CONFIRMED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""A real broker per session and a vhost of its own per test, like the lab's per-student vhosts."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from labs.broker import Broker, from_url, local_broker, rabbitmq_installed
+from tests.helpers import Space
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """AMQP_URL when set; else a private rabbitmq-server (pytest-rabbitmq); else a Docker container."""
+    if os.environ.get("AMQP_URL"):
+        yield from_url(os.environ["AMQP_URL"])
+    elif rabbitmq_installed():
+        with local_broker(tmp_path_factory.mktemp("broker")) as started:
+            yield started
+    elif docker_available():
+        from tests.container import container_broker
+
+        with container_broker() as started:
+            yield started
+    else:
+        reason = "no broker: set AMQP_URL, install rabbitmq-server, or run a Docker engine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+@pytest.fixture
+def space(broker: Broker, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Space]:
+    """A fresh vhost with a non-guest user allowed on it only; removed, with any process left, afterwards."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40] + "-" + secrets.token_hex(3)
+    password = secrets.token_urlsafe(12)
+    broker.admin.add_vhost(name)
+    broker.admin.add_user(name, password)
+    broker.admin.grant(name, name)
+    created = Space(broker, name, name, password, tmp_path)
+    yield created
+    created.kill_all()
+    broker.admin.delete_vhost(name)
+    broker.admin.delete_user(name)
+
+@pytest.fixture
+def restartable(broker: Broker) -> Broker:
+    if broker.local is None:
+        pytest.skip("restarting needs a broker this suite started, not one given by AMQP_URL")
+    return broker
+
+@pytest.fixture
+def alone(tmp_path: Path) -> Path:
+    """An empty folder holding only copies of the two scripts, as a student uploads them."""
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    for script in ("sender.py", "qprocessor.py"):
+        shutil.copy2(root / script, folder / script)
+    return folder

@@ -1,0 +1,165 @@
+"""Run sender.py and qprocessor.py as a student does, and read what they and the broker report."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pika
+import tenacity
+
+from labs.broker import Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+SENDER = ROOT / "sender.py"
+QPROCESSOR = ROOT / "qprocessor.py"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(0.05),
+                                 retry=tenacity.retry_if_result(lambda result: not result))
+    try:
+        return retrying(condition)
+    except tenacity.RetryError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+@dataclass
+class WorkerProcess:
+    """A running qprocessor.py with its output and JSON event log in files."""
+
+    process: subprocess.Popen
+    name: str
+    events_path: Path
+    output_path: Path
+
+    def events(self, kind: Optional[str] = None) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.endswith("}")]
+        return [r for r in records if kind is None or r["event"] == kind]
+
+    def bodies(self, kind: str) -> list[str]:
+        return [r["body"] for r in self.events(kind)]
+
+    @property
+    def output(self) -> str:
+        return self.output_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_events(self, kind: str, count: int, timeout: float = 30) -> list[dict]:
+        wait_until(lambda: len(self.events(kind)) >= count, timeout, f"{count} {kind!r} events from {self.name}")
+        return self.events(kind)
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+
+@dataclass
+class Space:
+    """One test's vhost and user on the shared broker, and the processes it started there."""
+
+    broker: Broker
+    vhost: str
+    username: str
+    password: str
+    folder: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    connection: Optional[pika.BlockingConnection] = None
+
+    @property
+    def url(self) -> str:
+        return self.broker.url(self.vhost, self.username, self.password)
+
+    def env(self, **extra: str) -> dict:
+        """The URL travels in AMQP_URL, so no password shows in the process list."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "AMQP_"))}
+        env.update(AMQP_URL=self.url, PYTHONUNBUFFERED="1", **extra)
+        return env
+
+    def send(self, *args: str, input: Optional[str] = None, check: bool = True,
+             script: Path = SENDER, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, str(script), *args], input=input, capture_output=True, text=True,
+                                env=env or self.env(), timeout=120, stdin=None if input is not None else subprocess.DEVNULL)
+        if check:
+            assert result.returncode == 0, f"sender.py {args} failed ({result.returncode}): {result.stderr}"
+        return result
+
+    def run_worker(self, *args: str, check: bool = True, env: Optional[dict] = None,
+                   script: Path = QPROCESSOR) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                                env=env or self.env(), timeout=120, stdin=subprocess.DEVNULL)
+        if check:
+            assert result.returncode == 0, f"qprocessor.py {args} failed ({result.returncode}): {result.stderr}"
+        return result
+
+    def start_worker(self, name: str, *args: str, env: Optional[dict] = None) -> WorkerProcess:
+        events = self.folder / f"{name}.events.jsonl"
+        output = self.folder / f"{name}.out"
+        with output.open("ab") as sink:
+            process = subprocess.Popen(
+                [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(events), *args],
+                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env or self.env())
+        self.processes.append(process)
+        return WorkerProcess(process, name, events, output)
+
+    def channel(self):
+        """A new channel on this space's own connection (opened again after a broker restart)."""
+        if self.connection is None or not self.connection.is_open:
+            self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        return self.connection.channel()
+
+    def ready(self, queue: str) -> int:
+        """Messages ready in the queue, straight from the broker (passive declare)."""
+        return self.channel().queue_declare(queue, passive=True).method.message_count
+
+    def consumers(self, queue: str) -> int:
+        """Consumers attached to the queue; 0 while it does not exist yet."""
+        try:
+            return self.channel().queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return 0
+            raise
+
+    def queue_stats(self, queue: str) -> dict:
+        """The management API's view, including unacknowledged messages (refreshed every 0.5 s)."""
+        return self.broker.admin.queue(self.vhost, queue)
+
+    def wait_for_consumers(self, queue: str, count: int, timeout: float = 30) -> None:
+        wait_until(lambda: self.consumers(queue) >= count, timeout, f"{count} consumers on {queue!r}")
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        if self.connection is not None and self.connection.is_open:
+            try:
+                self.connection.close()
+            except pika.exceptions.AMQPError:
+                pass
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *fragments: str) -> None:
+    """A user's mistake gives its documented exit code and one clear line on stderr, never a traceback."""
+    stderr = result.stderr.strip()
+    assert result.returncode == exit_code, f"exit {result.returncode}, expected {exit_code}: {stderr}"
+    assert "Traceback" not in result.stderr, stderr
+    last = stderr.splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last, f"{fragment!r} not in {last!r}"
+
+
+def all_bodies(workers: Sequence[WorkerProcess], kind: str) -> list[str]:
+    return [body for worker in workers for body in worker.bodies(kind)]
