@@ -82,11 +82,15 @@ def describe(params: pika.ConnectionParameters) -> str:
     return f"{params.host}:{params.port}"
 
 
+def error_text(exc: BaseException) -> str:
+    return " ".join(map(str, exc.args)) or repr(exc)  # pika nests the cause in args; its str() is often empty
+
+
 def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
     """Turn a pika or socket error met while connecting into one line a student can act on."""
     where, vhost = describe(params), params.virtual_host
     user = getattr(params.credentials, "username", "?")
-    text = str(exc)
+    text = error_text(exc)
     if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
         return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
     if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
@@ -99,20 +103,28 @@ def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerErro
         return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
     if "SSL" in text or "certificate" in text.lower():
         return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
-    reason = re.sub(r"^\w+: ", "", text.strip("(),'\""))
-    return BrokerError(f"cannot reach a broker at {where}: {reason or type(exc).__name__}", EXIT_UNREACHABLE)
+    causes = re.findall(r"\w+Error\(\d+, '([^']+)'\)", text)  # e.g. ConnectionRefusedError(111, 'Connection refused')
+    reason = causes[-1] if causes else re.sub(r"^\w+: ", "", text.strip("(),'\"")) or type(exc).__name__
+    return BrokerError(f"cannot reach a broker at {where}: {reason}", EXIT_UNREACHABLE)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try: the broker is down, restarting or the network dropped; not a refusal."""
+def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
+    """Worth another try: the broker is down, restarting or the network dropped; not a refusal.
+
+    A port that does not answer AMQP is a mistake on a first connection, but a broker shutting down mid-handshake
+    looks the same, so it is retried when reconnecting.
+    """
     if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
         return False
     if isinstance(exc, amqp.ConnectionClosedByBroker):
         return exc.reply_code not in (403, 530)
-    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in str(exc)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        return reconnecting
+    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
 
 
-def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False) -> T:
+def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False,
+               reconnecting: bool = False) -> T:
     """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
 
     def say_waiting(state: tenacity.RetryCallState) -> None:
@@ -121,7 +133,7 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
             click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, reconnecting)),
         stop=tenacity.stop_after_delay(retry_for),
         wait=tenacity.wait_exponential(multiplier=0.25, max=5),
         before_sleep=say_waiting,
@@ -311,7 +323,7 @@ class Worker:
 
     def reconnect(self) -> pika.BlockingConnection:
         return with_retry(lambda: pika.BlockingConnection(self.params), self.params, self.retry_for,
-                          quiet=self.settings.quiet)
+                          quiet=self.settings.quiet, reconnecting=True)
 
     def finished(self) -> bool:
         s = self.settings
@@ -351,7 +363,7 @@ class Worker:
         except amqp.ChannelWrongStateError as exc:
             raise ConnectionLost(str(exc)) from None
         except amqp.AMQPConnectionError as exc:
-            if not is_transient(exc):
+            if not is_transient(exc, reconnecting=True):
                 raise explain(exc, self.params) from None
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
 

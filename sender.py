@@ -83,11 +83,15 @@ def describe(params: pika.ConnectionParameters) -> str:
     return f"{params.host}:{params.port}"
 
 
+def error_text(exc: BaseException) -> str:
+    return " ".join(map(str, exc.args)) or repr(exc)  # pika nests the cause in args; its str() is often empty
+
+
 def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
     """Turn a pika or socket error met while connecting into one line a student can act on."""
     where, vhost = describe(params), params.virtual_host
     user = getattr(params.credentials, "username", "?")
-    text = str(exc)
+    text = error_text(exc)
     if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
         return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
     if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
@@ -100,20 +104,28 @@ def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerErro
         return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
     if "SSL" in text or "certificate" in text.lower():
         return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
-    reason = re.sub(r"^\w+: ", "", text.strip("(),'\""))
-    return BrokerError(f"cannot reach a broker at {where}: {reason or type(exc).__name__}", EXIT_UNREACHABLE)
+    causes = re.findall(r"\w+Error\(\d+, '([^']+)'\)", text)  # e.g. ConnectionRefusedError(111, 'Connection refused')
+    reason = causes[-1] if causes else re.sub(r"^\w+: ", "", text.strip("(),'\"")) or type(exc).__name__
+    return BrokerError(f"cannot reach a broker at {where}: {reason}", EXIT_UNREACHABLE)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try: the broker is down, restarting or the network dropped; not a refusal."""
+def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
+    """Worth another try: the broker is down, restarting or the network dropped; not a refusal.
+
+    A port that does not answer AMQP is a mistake on a first connection, but a broker shutting down mid-handshake
+    looks the same, so it is retried when reconnecting.
+    """
     if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
         return False
     if isinstance(exc, amqp.ConnectionClosedByBroker):
         return exc.reply_code not in (403, 530)
-    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in str(exc)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        return reconnecting
+    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
 
 
-def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False) -> T:
+def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False,
+               reconnecting: bool = False) -> T:
     """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
 
     def say_waiting(state: tenacity.RetryCallState) -> None:
@@ -122,7 +134,7 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
             click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, reconnecting)),
         stop=tenacity.stop_after_delay(retry_for),
         wait=tenacity.wait_exponential(multiplier=0.25, max=5),
         before_sleep=say_waiting,
@@ -271,6 +283,7 @@ def send(channel, queue: str, body: "bytes | str", persistent: bool = False) -> 
 class Report:
     """What became of the messages of one run."""
 
+    published: int = 0
     confirmed: int = 0
     nacked: int = 0
     unroutable: int = 0
@@ -319,11 +332,13 @@ class Publisher:
         self._pending = iter(messages)
         self.report.started = time.monotonic()
         try:
+            reconnecting = False
             while True:
                 try:
-                    with_retry(self._session, self.params, retry_for)
+                    with_retry(self._session, self.params, retry_for, reconnecting=reconnecting)
                     return self.report
                 except ResumeAfterLoss as lost:
+                    reconnecting = True
                     unconfirmed = list(self._unconfirmed.values())
                     self.report.resent += len(unconfirmed)
                     self.say(f"connection lost ({lost}) after {self.report.confirmed} confirmed; "
@@ -352,7 +367,7 @@ class Publisher:
         if isinstance(error, amqp.ConnectionBlockedTimeout):
             raise BrokerError(f"the broker blocked publishing for over {self.params.blocked_connection_timeout:g}s "
                               f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
-        if self._published and is_transient(error):
+        if self._published and is_transient(error, reconnecting=True):
             raise ResumeAfterLoss(str(error) or type(error).__name__)
         raise error
 
@@ -398,6 +413,7 @@ class Publisher:
             self._channel.basic_publish("", self.queue, message.body,
                                         message_properties(message, self.persistent), mandatory=True)
             self._published = True
+            self.report.published += 1
             if self.confirm:
                 self._unconfirmed[self._next_tag] = message
                 self._next_tag += 1
@@ -548,7 +564,8 @@ def main(messages, count, length, persistent, confirm, confirm_window, declare, 
         try:
             report = publisher.run((new_message(body) for body in bodies), retry_for)
         except (BrokerError, KeyboardInterrupt) as exc:
-            click.echo(publisher.report.summary(queue, params.virtual_host, confirm), err=True)
+            if publisher.report.published:  # say exactly how far it got before the failure
+                click.echo(publisher.report.summary(queue, params.virtual_host, confirm), err=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
                                   EXIT_INTERRUPTED) from None

@@ -84,7 +84,7 @@ class Space:
     def env(self, **extra: str) -> dict:
         """The URL travels in AMQP_URL, so no password shows in the process list."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "AMQP_"))}
-        env.update(AMQP_URL=self.url, PYTHONUNBUFFERED="1", **extra)
+        env.update({"AMQP_URL": self.url, "PYTHONUNBUFFERED": "1"}, **extra)
         return env
 
     def send(self, *args: str, input: Optional[str] = None, check: bool = True,

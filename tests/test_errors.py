@@ -1,0 +1,102 @@
+"""Every mistake a student makes gives one clear line on stderr and a documented exit code, never a traceback."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.helpers import assert_one_line_error
+
+SCRIPTS = ("send", "run_worker")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens here once the probe closes
+
+
+def run(space, script: str, *args: str, **env: str):
+    return getattr(space, script)(*args, check=False, env=space.env(**env) if env else None)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unreachable_broker_gives_up_after_retrying(space, script):
+    url = f"amqp://guest:guest@127.0.0.1:{closed_port()}/"
+    result = run(space, script, "--retry-for", "1", "x" if script == "send" else "--max-messages=1", AMQP_URL=url)
+    assert_one_line_error(result, 3, "cannot reach a broker at 127.0.0.1", "Connection refused")
+    assert "retrying in" in result.stderr  # it did retry before giving up
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_wrong_password(space, script):
+    url = space.broker.url(space.vhost, space.username, "not-the-password")
+    result = run(space, script, "x" if script == "send" else "--max-messages=1", AMQP_URL=url)
+    assert_one_line_error(result, 4, f"login refused for user {space.username!r}", "wrong username or password")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_user(space):
+    url = space.broker.url(space.vhost, "nobody-" + space.username, "whatever")
+    assert_one_line_error(space.send("x", check=False, env=space.env(AMQP_URL=url)), 4, "login refused")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_missing_vhost(space, script):
+    url = space.broker.url(space.vhost + "-typo", space.username, space.password)
+    result = run(space, script, "x" if script == "send" else "--max-messages=1", AMQP_URL=url)
+    assert_one_line_error(result, 5, f"vhost {space.vhost + '-typo'!r} does not exist")
+
+
+def test_vhost_of_another_user_is_refused(space, broker):
+    broker.admin.add_vhost(space.vhost + "-other")
+    try:
+        url = space.broker.url(space.vhost + "-other", space.username, space.password)
+        result = space.send("x", check=False, env=space.env(AMQP_URL=url))
+        assert_one_line_error(result, 5, f"user {space.username!r} has no permission on vhost")
+    finally:
+        broker.admin.delete_vhost(space.vhost + "-other")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_queue_redeclared_with_other_durability(space, script):
+    space.send("--queue", "q", "first")  # not durable
+    result = run(space, script, "--queue", "q", "--durable", "x" if script == "send" else "--max-messages=1")
+    assert_one_line_error(result, 6, "queue 'q' already exists with durable=false", "rerun without --durable")
+
+
+def test_a_port_that_is_not_amqp(space, broker):
+    if broker.local is None:
+        pytest.skip("needs the local node's management port as a known non-AMQP port")
+    url = f"amqp://guest:guest@127.0.0.1:{broker.local.management_port}/"
+    result = space.send("x", check=False, env=space.env(AMQP_URL=url))
+    assert_one_line_error(result, 9, "not as an AMQP 0-9-1 broker")
+
+
+@pytest.mark.parametrize("url", ["http://localhost/", "amqp://guest:guest@localhost:notaport/"])
+def test_invalid_url(space, url):
+    result = space.send("x", check=False, env=space.env(AMQP_URL=url))
+    assert_one_line_error(result, 2, "--url")
+
+
+@pytest.mark.parametrize("args", [("--count", "0"), ("--count", "-3"), ("--length", "-1"), ("--confirm-window", "0"),
+                                  ("--retry-for", "-1"), ("--port", "0")])
+def test_bad_sender_option_values(space, args):
+    result = space.send(*args, check=False)
+    assert_one_line_error(result, 2, args[0])
+
+
+@pytest.mark.parametrize("args", [("--prefetch", "-1"), ("--lose-every", "-2"), ("--seconds-per-char", "-1"),
+                                  ("--max-messages", "-5"), ("--idle-exit", "-1"), ("--lose-mode", "explode")])
+def test_bad_worker_option_values(space, args):
+    result = space.run_worker(*args, check=False)
+    assert_one_line_error(result, 2, args[0])
+
+
+def test_empty_standard_input_sends_nothing_and_says_so(space):
+    result = space.send()  # a test's stdin is not a terminal, so the sender reads lines from it: none here
+    assert "sent 0 messages to queue 'hello'" in result.stdout
+
+
+def test_purging_a_missing_queue(space):
+    assert_one_line_error(space.send("--purge", "--queue", "nope", check=False), 6, "queue 'nope' does not exist")

@@ -1,0 +1,45 @@
+"""Durability and reconnection across a real broker restart."""
+from __future__ import annotations
+
+import pika
+import pytest
+
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.restart
+
+
+def exists(space, queue: str) -> bool:
+    try:
+        space.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+        return False
+
+
+def test_durable_queue_with_persistent_messages_survives_a_restart(space, restartable):
+    space.send("--queue", "kept", "--durable", "--persistent", "--count", "5")
+    space.send("--queue", "kept-but-transient-messages", "--durable", "--count", "5")
+    space.send("--queue", "forgotten", "--persistent", "--count", "5")
+
+    restartable.local.restart()
+
+    assert space.ready("kept") == 5  # durable queue, persistent messages: all there
+    assert space.ready("kept-but-transient-messages") == 0  # the queue survives, non-persistent messages do not
+    assert not exists(space, "forgotten")  # a non-durable queue is gone, messages and all
+
+
+def test_worker_reconnects_after_a_broker_restart_and_finishes_the_queue(space, restartable):
+    space.send("--queue", "jobs", "--durable", "--persistent", "--count", "8", "--length", "3")
+    worker = space.start_worker("survivor", "--queue", "jobs", "--durable", "--acknowledge", "--prefetch", "1",
+                                "--seconds-per-char", "0.1", "--idle-exit", "3", "--retry-for", "60")
+    worker.wait_for_events("done", 1)
+
+    restartable.local.restart()
+
+    assert worker.wait(120) == 0
+    assert "connection lost" in worker.output
+    done = set(worker.bodies("done"))
+    assert done == {str(n).ljust(3, ".") for n in range(1, 9)}
+    wait_until(lambda: space.ready("jobs") == 0, 10, "an empty queue")
