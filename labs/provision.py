@@ -1,0 +1,74 @@
+"""Per-student vhosts: for each name on a roster, a user, a vhost of the same name, and permissions there only."""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Student:
+    username: str
+    password: str
+
+
+def read_roster(path: Path) -> list[str]:
+    """One username per line; blank lines and # comments are skipped; duplicates are refused."""
+    names: list[str] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = raw.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not VALID_NAME.match(name):
+            raise ValueError(f"{path}:{number}: {name!r} is not a usable username (letters, digits, . _ -)")
+        if name in names:
+            raise ValueError(f"{path}:{number}: {name!r} is listed twice")
+        names.append(name)
+    if not names:
+        raise ValueError(f"{path}: no usernames in the roster")
+    return names
+
+
+def assign_passwords(names: list[str], shared: str | None, known: dict[str, str]) -> list[Student]:
+    """One shared initial password, or the one already handed out (re-runs keep them), or a new random one."""
+    return [Student(name, shared or known.get(name) or secrets.token_urlsafe(12)) for name in names]
+
+
+def read_passwords(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {row["username"]: row["password"] for row in csv.DictReader(handle)}
+
+
+def write_passwords(path: Path, students: list[Student]) -> None:
+    """The instructor's list to hand out; readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["username", "password", "vhost"])
+        writer.writerows([s.username, s.password, s.username] for s in students)
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)), 4-byte salt."""
+    salt = salt if salt is not None else secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
+
+
+def definitions(students: list[Student]) -> dict:
+    """A RabbitMQ definitions document: importable with rabbitmqctl import_definitions, or loaded at boot."""
+    return {
+        "users": [{"name": s.username, "password_hash": password_hash(s.password),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s in students],
+        "vhosts": [{"name": s.username} for s in students],
+        "permissions": [{"user": s.username, "vhost": s.username, "configure": ".*", "write": ".*", "read": ".*"}
+                        for s in students],
+    }

@@ -1,0 +1,45 @@
+"""compose.yaml: a broker with the management UI and the sample accounts, and workers that scale."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def test_broker_has_management_ui_sample_definitions_and_a_healthcheck(compose):
+    broker = compose["services"]["rabbitmq"]
+    assert broker["image"].startswith("rabbitmq:") and broker["image"].endswith("-management")
+    assert "127.0.0.1:15672:15672" in broker["ports"] and "127.0.0.1:5672:5672" in broker["ports"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in broker["volumes"]}
+    assert mounts["/etc/rabbitmq/definitions.json"] == "./labs/sample-definitions.json"
+    config = (ROOT / mounts["/etc/rabbitmq/conf.d/90-labkit.conf"]).read_text()
+    assert "load_definitions = /etc/rabbitmq/definitions.json" in config
+    assert "rabbitmq-diagnostics" in broker["healthcheck"]["test"]
+    for mount in mounts.values():
+        assert (ROOT / mount).exists(), mount
+
+
+def test_worker_scales_and_waits_for_a_healthy_broker(compose):
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # either would stop --scale worker=3
+    assert worker["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert "qprocessor.py --acknowledge" in worker["command"]
+    assert worker["environment"]["AMQP_URL"].startswith("amqp://alice:labkit-sample@rabbitmq:5672/alice")
+    for volume in worker["volumes"]:
+        assert (ROOT / volume.split(":")[0]).exists(), volume
+
+
+@pytest.mark.skipif(subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
+                    if shutil.which("docker") else True, reason="docker compose is not installed here")
+def test_docker_compose_accepts_the_file():
+    result = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

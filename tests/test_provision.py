@@ -1,0 +1,101 @@
+"""Per-student vhosts: each student works in their own vhost and is refused on every other one."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pika
+import pytest
+
+from labs.provision import password_hash, read_roster
+from tests.helpers import ROOT
+
+SAMPLE_DEFINITIONS = ROOT / "labs" / "sample-definitions.json"
+SAMPLE_PASSWORD = "labkit-sample"  # the initial password the sample definitions were generated with
+
+
+def provision(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labs", "provision", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+def login(broker, username: str, password: str, vhost: str) -> str:
+    """'ok' when the user may open the vhost, else the kind of refusal."""
+    try:
+        pika.BlockingConnection(pika.URLParameters(broker.url(vhost, username, password))).close()
+        return "ok"
+    except pika.exceptions.ProbableAccessDeniedError:
+        return "vhost refused"
+    except pika.exceptions.ProbableAuthenticationError:
+        return "login refused"
+
+
+@pytest.fixture
+def roster(tmp_path: Path, request) -> list[str]:
+    tag = f"{abs(hash(request.node.name)) % 10**6}"
+    return [f"student{n}-{tag}" for n in range(1, 7)]
+
+
+def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, roster, tmp_path, space):
+    if broker.local is None:
+        pytest.skip("applies accounts through the suite's own broker's management API")
+    (tmp_path / "roster.txt").write_text("\n".join(["# class of six", *roster, ""]))
+    passwords_csv = tmp_path / "passwords.csv"
+    args = [str(tmp_path / "roster.txt"), "--passwords-csv", str(passwords_csv),
+            "--definitions", str(tmp_path / "defs.json"), "--apply", broker.admin.base_url]
+    try:
+        first = provision(*args)
+        assert first.returncode == 0, first.stderr
+        again = provision(*args)  # re-running is safe: same passwords, nothing breaks
+        assert again.returncode == 0, again.stderr
+        with passwords_csv.open() as handle:
+            passwords = {row["username"]: row["password"] for row in csv.DictReader(handle)}
+        assert sorted(passwords) == sorted(roster) and len(set(passwords.values())) == len(roster)
+        assert oct(passwords_csv.stat().st_mode & 0o777) == "0o600"
+
+        for student in roster:
+            own = space.send("--count", "2", "--quiet", env=space.env(AMQP_URL=broker.url(student, student,
+                                                                                           passwords[student])))
+            assert "sent 2 messages" in own.stdout
+            for other in roster:
+                if other != student:
+                    assert login(broker, student, passwords[student], other) == "vhost refused"
+            assert login(broker, student, passwords[student], "/") == "vhost refused"
+            assert login(broker, student, "wrong", student) == "login refused"
+    finally:
+        for student in roster:
+            broker.admin.delete_vhost(student)
+            broker.admin.delete_user(student)
+
+
+def test_the_sample_definitions_that_compose_loads_give_working_accounts(broker):
+    if broker.local is None:
+        pytest.skip("imports definitions into the suite's own broker")
+    document = json.loads(SAMPLE_DEFINITIONS.read_text())
+    names = read_roster(ROOT / "labs" / "sample-roster.txt")
+    assert [u["name"] for u in document["users"]] == names
+    broker.admin.import_definitions(document)
+    try:
+        for name in names:
+            assert login(broker, name, SAMPLE_PASSWORD, name) == "ok"
+            assert login(broker, name, SAMPLE_PASSWORD, names[0] if name != names[0] else names[1]) == "vhost refused"
+    finally:
+        for name in names:
+            broker.admin.delete_vhost(name)
+            broker.admin.delete_user(name)
+
+
+def test_password_hash_matches_rabbitmq_scheme():
+    # A known vector: salt 908D C60A, password "test12" (from RabbitMQ's password hashing documentation).
+    assert password_hash("test12", bytes.fromhex("908DC60A")) == "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
+
+
+@pytest.mark.parametrize("content, message", [("bad name!\n", "not a usable username"), ("a\na\n", "listed twice"),
+                                              ("# nobody\n", "no usernames")])
+def test_bad_rosters_are_refused_in_one_line(tmp_path, content, message):
+    (tmp_path / "roster.txt").write_text(content)
+    result = provision(str(tmp_path / "roster.txt"), "--definitions", str(tmp_path / "d.json"))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
