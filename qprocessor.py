@@ -390,7 +390,13 @@ class Worker:
 
         self.say(f"received {text!r}{again}")
         started = time.monotonic()
-        if not self.work(connection, len(body) * s.seconds_per_char):
+        finished = self.work(connection, channel, len(body) * s.seconds_per_char)
+        if not channel.is_open:  # e.g. the broker's delivery acknowledgement timeout (consumer_timeout) ran out
+            tally.abandoned += 1
+            self.log("abandoned", message_id, body, method.redelivered, reason="channel closed")
+            self.say(f"the broker closed the channel while {text!r} was in progress; it will be redelivered")
+            raise ConnectionLost("the broker closed the channel: was the delivery acknowledgement timeout reached?")
+        if not finished:
             tally.abandoned += 1
             self.log("abandoned", message_id, body, method.redelivered)
             fate = "it goes back to the queue" if s.acknowledge else "it is lost: auto-ack already removed it"
@@ -405,10 +411,10 @@ class Worker:
         self.say(f"done {text!r}")
         return None
 
-    def work(self, connection: pika.BlockingConnection, seconds: float) -> bool:
-        """Fake the work while still answering heartbeats; False when a stop signal cut it short."""
+    def work(self, connection: pika.BlockingConnection, channel, seconds: float) -> bool:
+        """Fake the work while still answering heartbeats; False when a stop signal or a closed channel cut it short."""
         deadline = time.monotonic() + seconds
-        while not self.stopping:
+        while not self.stopping and channel.is_open:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True
