@@ -37,7 +37,7 @@ EXIT_USAGE = 2  # a bad option value (click's own code)
 EXIT_UNREACHABLE = 3  # no broker answered within --retry-for seconds
 EXIT_LOGIN_REFUSED = 4  # wrong username or password
 EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
-EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED)
+EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
 

@@ -1,35 +1,117 @@
-"""python -m labs: the lab kit's command line."""
+"""python -m labs: list and run the labs, watch the demo, provision per-student vhosts."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 
 from labs.broker import BrokerUnavailable, broker_from_environment
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli() -> None:
-    """RabbitMQ work-queue lab kit: demo, labs and provisioning.
+    """RabbitMQ work-queue lab kit: labs, demo and provisioning.
 
     Runs against AMQP_URL when set, otherwise against a private local broker it starts and stops itself.
     """
 
 
+@cli.command("list")
+def list_labs() -> None:
+    """The labs, with their handouts."""
+    from labs.catalog import LABS
+
+    for lab in LABS:
+        click.echo(f"{lab.number}  {lab.title:<58} labs/handouts/{lab.handout.name}")
+
+
 @cli.command()
-def demo() -> None:
-    """Three workers share a queue; one crashes on every third message; nothing is lost."""
+@click.argument("which", metavar="LAB|all")
+@click.option("--tmux", "use_tmux", is_flag=True,
+              help="Run each worker and the sender in a tmux pane of their own, to watch the dispatch live.")
+@click.option("--verbose", "-v", is_flag=True, help="Stream every process's output while the labs run.")
+def run(which: str, use_tmux: bool, verbose: bool) -> None:
+    """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
+
+    Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
+    and a PASS or FAIL line per claim; exits 1 when any claim fails.
+    """
+    from labs.catalog import LABS
+
+    chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
+    if not chosen:
+        raise click.BadParameter(f"{which!r}: give a lab number 1-{len(LABS)}, its name, or all", param_hint="LAB")
+    if use_tmux and not shutil.which("tmux"):
+        raise click.UsageError("--tmux needs tmux: apt-get install tmux")
+    with running_broker() as broker:
+        failed = run_labs(chosen, broker, use_tmux, verbose)
+    sys.exit(1 if failed else 0)
+
+
+def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False) -> int:
+    """Run the labs one after another, print each report, and return how many claims failed."""
+    from labs.runner import report, run_lab
+
+    failed = skipped = 0
+    for lab in chosen:
+        window = tmux_window(lab.number) if use_tmux else None
+        context = run_lab(lab, broker, os.environ.get("AMQP_URL"), echo=verbose, tmux=window)
+        click.echo(report(lab, context) + "\n")
+        failed += sum(claim.ok is False for claim in context.claims)
+        skipped += sum(claim.ok is None for claim in context.claims)
+    click.echo(f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
+    return failed
+
+
+def tmux_window(number: int) -> str:
+    """A tmux window for one lab: in the current session when inside tmux, else in a detached 'labkit' session."""
+    name = f"lab{number}"
+    if os.environ.get("TMUX"):
+        target = subprocess.check_output(["tmux", "new-window", "-d", "-n", name, "-P", "-F", "#{window_id}"],
+                                         text=True).strip()
+    else:
+        exists = subprocess.run(["tmux", "has-session", "-t", "labkit"], capture_output=True).returncode == 0
+        verb = ["new-window", "-d", "-t", "labkit:", "-n", name] if exists else \
+            ["new-session", "-d", "-s", "labkit", "-n", name, "-x", "200", "-y", "50"]
+        target = subprocess.check_output(["tmux", *verb, "-P", "-F", "#{window_id}"], text=True).strip()
+        click.echo(f"watch lab {number} live: tmux attach -t labkit", err=True)
+    subprocess.run(["tmux", "set-option", "-w", "-t", target, "remain-on-exit", "on"], check=True)
+    subprocess.run(["tmux", "set-option", "-w", "-t", target, "pane-border-status", "top"], check=True)
+    return target
+
+
+class running_broker:
+    """AMQP_URL's broker or the embedded one, with a one-line error when neither is available."""
+
+    def __enter__(self):
+        self._context = broker_from_environment()
+        try:
+            return self._context.__enter__()
+        except BrokerUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+
+    def __exit__(self, *exc_info) -> Optional[bool]:
+        return self._context.__exit__(*exc_info)
+
+
+@cli.command()
+@click.option("--live-only", is_flag=True, help="Only the live three-worker scenario, not the labs after it.")
+def demo(live_only: bool) -> None:
+    """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
+    from labs.catalog import LABS
     from labs.demo import demo as run_demo
 
-    try:
-        with broker_from_environment() as broker:
-            url = os.environ.get("AMQP_URL") or broker.url()
-            ok = run_demo(broker, url)
-    except BrokerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    with running_broker() as broker:
+        ok = run_demo(broker, os.environ.get("AMQP_URL") or broker.url())
+        if not live_only:
+            click.echo("\nNow every claim of every handout, on the same broker:\n")
+            ok = run_labs(LABS, broker) == 0 and ok
     sys.exit(0 if ok else 1)
 
 
@@ -47,8 +129,8 @@ def demo() -> None:
               help="Administrator for --apply.")
 @click.option("--admin-password", envvar="RABBITMQ_ADMIN_PASSWORD", show_envvar=True, default="guest",
               help="Its password (prefer the environment variable).")
-def provision(roster: Path, password: str | None, passwords_csv: Path, definitions_path: Path | None,
-              management_url: str | None, admin_user: str, admin_password: str) -> None:
+def provision(roster: Path, password: Optional[str], passwords_csv: Path, definitions_path: Optional[Path],
+              management_url: Optional[str], admin_user: str, admin_password: str) -> None:
     """Create a user, a vhost of the same name and permissions on it only, for each username in ROSTER.
 
     Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.

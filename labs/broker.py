@@ -10,7 +10,9 @@ import base64
 import contextlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -79,12 +81,34 @@ class Admin:
 
 @dataclass
 class Broker:
-    """Where to reach a broker: an AMQP URL prefix for any vhost, and an admin client."""
+    """Where to reach a broker: an AMQP URL prefix for any vhost, an admin client, and control when we have it."""
 
     host: str
     port: int
     admin: Admin
     local: Optional["LocalBroker"] = None
+    ctl_command: Optional[list[str]] = None  # rabbitmqctl for a broker given by AMQP_URL (LABKIT_RABBITMQCTL)
+
+    @property
+    def controllable(self) -> bool:
+        """Whether this kit may restart the broker and change its settings."""
+        return self.local is not None or self.ctl_command is not None
+
+    def ctl(self, *args: str) -> str:
+        if self.local is not None:
+            return self.local.ctl(*args)
+        if self.ctl_command is None:
+            raise RuntimeError("no rabbitmqctl for this broker: set LABKIT_RABBITMQCTL")
+        return subprocess.run([*self.ctl_command, *args], check=True, capture_output=True, text=True).stdout
+
+    def restart(self) -> None:
+        """Restart the broker: the whole node when it is ours, else the RabbitMQ application through rabbitmqctl."""
+        if self.local is not None:
+            self.local.restart()
+            return
+        self.ctl("stop_app")
+        self.ctl("start_app")
+        self.ctl("await_startup")
 
     def url(self, vhost: str = "/", username: str = "guest", password: str = "guest") -> str:
         user = urllib.parse.quote(username, safe="")
@@ -150,11 +174,16 @@ def rabbitmq_installed() -> bool:
 
 
 def from_url(url: str) -> Broker:
-    """A broker given by AMQP_URL; its management API is at RABBITMQ_MANAGEMENT_URL or http://host:15672."""
+    """A broker given by AMQP_URL; its management API is at RABBITMQ_MANAGEMENT_URL or http://host:15672.
+
+    LABKIT_RABBITMQCTL (e.g. "sudo rabbitmqctl -n rabbit@classroom") lets the labs restart it and shorten timeouts.
+    """
     params = pika.URLParameters(url)
     management = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{params.host}:15672")
     credentials = params.credentials
-    return Broker(params.host, params.port, Admin(management, credentials.username, credentials.password))
+    ctl = os.environ.get("LABKIT_RABBITMQCTL")
+    return Broker(params.host, params.port, Admin(management, credentials.username, credentials.password),
+                  ctl_command=shlex.split(ctl) if ctl else None)
 
 
 @contextlib.contextmanager

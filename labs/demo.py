@@ -21,10 +21,10 @@ def demo(broker: Broker, url: str) -> bool:
         supervisor = threading.Thread(
             target=lambda: crashes.append(run.supervise("w3", *WORK, "--lose-every", "3", "--lose-mode", "crash")))
         supervisor.start()
-        run.send("--count", str(COUNT), "--length", str(LENGTH))
+        run.send("--count", str(COUNT), "--length", str(LENGTH), bodies=numbered(COUNT, LENGTH))
         wait_all(steady, timeout=120)
         supervisor.join(120)
-        tally = run.tally(numbered(COUNT, LENGTH))
+        tally = run.tally()
         print("\nTally from the workers' event logs:")
         print(tally.report())
         print(f"  w3 crashed {sum(crashes)} times; each message it held came back flagged redelivered.")

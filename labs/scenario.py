@@ -1,8 +1,14 @@
-"""Run sender.py and qprocessor.py as real processes on a broker and tally what their event logs show."""
+"""Run sender.py and qprocessor.py as real processes on a broker and tally what their event logs show.
+
+Processes run as children with their output relayed (prefixed) to the terminal, or, with tmux, each in a pane of
+its own so a class can watch the dispatch live.
+"""
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +31,8 @@ class Tally:
     sent: list[str]
     events: list[dict]
 
-    def bodies(self, kind: str) -> list[str]:
-        return [e["body"] for e in self.events if e["event"] == kind]
+    def bodies(self, kind: str, worker: Optional[str] = None) -> list[str]:
+        return [e["body"] for e in self.events if e["event"] == kind and worker in (None, e["worker"])]
 
     @property
     def processed(self) -> set[str]:
@@ -42,79 +48,137 @@ class Tally:
 
     def per_worker(self) -> dict[str, tuple[int, float]]:
         """Messages done and seconds busy per worker."""
-        done = Counter(e["worker"] for e in self.events if e["event"] == "done")
-        busy = Counter()
+        done: Counter = Counter()
+        busy: Counter = Counter()
         for e in self.events:
             if e["event"] == "done":
+                done[e["worker"]] += 1
                 busy[e["worker"]] += e.get("seconds", 0.0)
         return {worker: (done[worker], busy[worker]) for worker in sorted({e["worker"] for e in self.events})}
 
     @property
     def makespan(self) -> float:
-        times = [e["time"] for e in self.events]
-        return max(times) - min(times) if times else 0.0
+        """From the first delivery to the last message done."""
+        starts = [e["time"] for e in self.events if e["event"] == "received"]
+        ends = [e["time"] for e in self.events if e["event"] == "done"]
+        return max(ends) - min(starts) if starts and ends else 0.0
 
     def report(self) -> str:
-        lines = [f"  sent {len(self.sent)}, processed {len(self.processed)}, "
+        lines = [f"    sent {len(self.sent)}, processed {len(self.processed)}, "
                  f"lost by workers {len(self.bodies('lost'))}, requeued {len(self.bodies('requeued'))}, "
                  f"redelivered {self.redelivered}, never processed {len(self.missing)}, "
                  f"makespan {self.makespan:.2f}s"]
         for worker, (done, busy) in self.per_worker().items():
-            lines.append(f"    {worker:<10} processed {done:>3}  busy {busy:6.2f}s")
+            lines.append(f"      {worker:<12} processed {done:>3}  busy {busy:6.2f}s")
         return "\n".join(lines)
+
+
+class PaneProcess:
+    """A command running in a tmux pane, with the parts of Popen's interface the runs use."""
+
+    def __init__(self, target: str, args: Sequence[str], env: dict, title: str) -> None:
+        exports = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in env.items()
+                           if k in ("AMQP_URL", "RABBITMQ_QUEUE", "PYTHONUNBUFFERED"))
+        command = f"printf '\\033]2;{title}\\033\\\\'; exec {' '.join(shlex.quote(a) for a in args)}"
+        out = subprocess.check_output(
+            f"tmux split-window -d -t {shlex.quote(target)} {exports} -P -F '#{{pane_id}} #{{pane_pid}}' "
+            f"{shlex.quote(command)}", shell=True, text=True)
+        self.pane, pid = out.split()
+        self.pid = int(pid)
+        subprocess.run(["tmux", "select-layout", "-t", target, "tiled"], capture_output=True)
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            status = subprocess.run(["tmux", "display-message", "-p", "-t", self.pane,
+                                     "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"],
+                                    capture_output=True, text=True).stdout.split()
+            if status and status[0] == "1":
+                code = int(status[1]) if len(status) > 1 and status[1] else 0
+                killed = int(status[2]) if len(status) > 2 and status[2] else 0
+                self.returncode = -killed if killed else code
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pane), timeout)
+            time.sleep(0.1)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.pane], capture_output=True, text=True).stdout
 
 
 @dataclass
 class Run:
-    """Processes of one scenario against one queue; their output is streamed with a prefix when `echo` is on."""
+    """Processes of one scenario against one queue, sharing one event log."""
 
     url: str
     queue: str
     echo: bool = True
+    tmux: Optional[str] = None  # a tmux window target: workers and the sender get panes there
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="labkit-run-")))
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: list = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
         env.update(AMQP_URL=self.url, RABBITMQ_QUEUE=self.queue, PYTHONUNBUFFERED="1")
         return env
 
-    def send(self, *args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, str(SENDER), *args], capture_output=True, text=True,
-                                env=self.env(), stdin=subprocess.DEVNULL, timeout=300)
-        if self.echo:
-            for line in (result.stdout + result.stderr).splitlines():
-                print(f"  sender | {line}")
-        if result.returncode:
-            raise RuntimeError(f"sender.py {' '.join(args)} failed: {result.stderr.strip()}")
+    def send(self, *args: str, bodies: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
+        """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
+        command = [sys.executable, str(SENDER), *args]
+        if self.tmux:
+            pane = PaneProcess(self.tmux, command, self.env(), "sender")
+            self.processes.append(pane)
+            result = subprocess.CompletedProcess(command, pane.wait(120), pane.screen(), "")
+        else:
+            result = subprocess.run(command, capture_output=True, text=True, env=self.env(),
+                                    stdin=subprocess.DEVNULL, timeout=300)
+            self._print("sender", (result.stdout + result.stderr).splitlines())
+        if check and result.returncode:
+            raise RuntimeError(f"sender.py {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}")
+        self.sent.extend(bodies)
         return result
 
-    def worker(self, name: str, *args: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(self.folder / "events.jsonl"), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env(), stdin=subprocess.DEVNULL)
+    def worker(self, name: str, *args: str):
+        command = [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(self.folder / "events.jsonl"),
+                   *args]
+        if self.tmux:
+            process = PaneProcess(self.tmux, command, self.env(), name)
+        else:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=self.env(), stdin=subprocess.DEVNULL)
+            threading.Thread(target=lambda: self._print(None, process.stdout), daemon=True).start()
         self.processes.append(process)
-        threading.Thread(target=self._relay, args=(process,), daemon=True).start()
         return process
 
-    def _relay(self, process: subprocess.Popen) -> None:
-        for line in process.stdout:
+    def _print(self, prefix: Optional[str], lines) -> None:
+        for line in lines:
             if self.echo:
-                print(f"  {line.rstrip()}", flush=True)
+                print(f"    {prefix + ' | ' if prefix else ''}{line.rstrip()}", flush=True)
 
     def supervise(self, name: str, *args: str, restarts: int = 20) -> int:
         """Run a worker and start it again each time it crashes, as a shell loop around it would; return crashes."""
         crashes = 0
         while self.worker(name, *args).wait() < 0 and crashes < restarts:
             crashes += 1
-            if self.echo:
-                print(f"  (supervisor: {name} crashed; starting it again)", flush=True)
+            self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
         return crashes
 
-    def tally(self, sent: Sequence[str]) -> Tally:
+    def tally(self) -> Tally:
         path = self.folder / "events.jsonl"
         events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        return Tally(list(sent), events)
+        return Tally(list(self.sent), events)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -123,12 +187,11 @@ class Run:
                 process.wait()
 
 
-def numbered(count: int, length: int) -> list[str]:
+def numbered(count: int, length: int = 0) -> list[str]:
     """The bodies sender.py --count generates."""
     return [str(n).ljust(length, ".") for n in range(1, count + 1)]
 
 
-def wait_all(processes: Sequence[subprocess.Popen], timeout: Optional[float] = None) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for process in processes:
-        process.wait(None if deadline is None else max(deadline - time.monotonic(), 0.1))
+def wait_all(processes: Sequence, timeout: float = 120) -> list[int]:
+    deadline = time.monotonic() + timeout
+    return [process.wait(max(deadline - time.monotonic(), 0.1)) for process in processes]

@@ -23,7 +23,7 @@ def test_durable_queue_with_persistent_messages_survives_a_restart(space, restar
     space.send("--queue", "kept-but-transient-messages", "--durable", "--count", "5")
     space.send("--queue", "forgotten", "--persistent", "--count", "5")
 
-    restartable.local.restart()
+    restartable.restart()
 
     assert space.ready("kept") == 5  # durable queue, persistent messages: all there
     assert space.ready("kept-but-transient-messages") == 0  # the queue survives, non-persistent messages do not
@@ -36,7 +36,7 @@ def test_worker_reconnects_after_a_broker_restart_and_finishes_the_queue(space, 
                                 "--seconds-per-char", "0.1", "--idle-exit", "3", "--retry-for", "60")
     worker.wait_for_events("done", 1)
 
-    restartable.local.restart()
+    restartable.restart()
 
     assert worker.wait(120) == 0
     assert "connection lost" in worker.output

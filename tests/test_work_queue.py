@@ -181,5 +181,6 @@ def test_delete_refuses_a_queue_with_consumers_unless_forced(space):
 
     forced = space.send("--delete-queue", "--force", "--queue", "busy")
     assert "deleted queue 'busy'" in forced.stdout
-    worker.signal()
-    worker.wait(20)
+    assert worker.wait(20) == 6  # the worker says its queue is gone rather than quietly recreating it
+    assert "queue 'busy' was deleted while this worker consumed from it" in worker.output
+    assert space.consumers("busy") == 0

@@ -1,0 +1,235 @@
+"""The eight labs: each scenario runs what its handout tells students to run (with short work times) and checks
+each claim the handout makes. Handouts are in labs/handouts/, numbered like the labs here."""
+from __future__ import annotations
+
+import threading
+import time
+
+from labs.runner import Context, Lab
+from labs.scenario import numbered, wait_all
+
+QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
+IDLE = ("--idle-exit", "1.5")
+
+
+def hello_world(lab: Context) -> None:
+    snippet = f"""
+import pika
+params = pika.URLParameters({lab.url!r})
+params.heartbeat = 600
+connection = pika.BlockingConnection(params)
+channel = connection.channel()
+channel.queue_declare(queue='hello')
+channel.queue_declare(queue='hello')  # declaring again is harmless
+for _ in range(3):
+    channel.basic_publish(exchange='', routing_key='hello', body='Hello World!')
+received = []
+def callback(ch, method, properties, body):
+    received.append(body)
+    if len(received) == 3:
+        ch.stop_consuming()
+channel.basic_consume(queue='hello', auto_ack=True, on_message_callback=callback)
+connection.call_later(10, channel.stop_consuming)
+channel.start_consuming()
+print(received)
+"""
+    result = lab.python(snippet)
+    lab.claim("three messages published from ipython-style pika arrive at a pika consumer",
+              result.stdout.strip() == str([b"Hello World!"] * 3), (result.stdout + result.stderr).strip()[-200:])
+    run = lab.run("hello")
+    run.send("Hello World!", bodies=["Hello World!"])
+    worker = run.worker("w1", "--max-messages", "1", *QUICK)
+    wait_all([worker], 30)
+    lab.claim("qprocessor.py receives what sender.py sent", run.tally().bodies("done") == ["Hello World!"])
+    lab.claim("the queue is empty afterwards", lab.ready("hello") == 0)
+
+
+def work_queues(lab: Context) -> None:
+    run = lab.run("tasks")
+    workers = [run.worker(f"w{n}", *QUICK, *IDLE) for n in (1, 2, 3)]
+    wait_for_consumers(lab, "tasks", 3)
+    run.send("--count", "9", bodies=numbered(9))
+    wait_all(workers)
+    shares = sorted(sorted(int(b) for b in run.tally().bodies("done", w)) for w in ("w1", "w2", "w3"))
+    lab.claim("round-robin: 3 workers get 3 of 9 messages each, every third one",
+              shares == [[1, 4, 7], [2, 5, 8], [3, 6, 9]], f"shares {shares}")
+
+    later = lab.run("more-tasks")
+    first = later.worker("w1", *QUICK, "--idle-exit", "3")
+    wait_for_consumers(lab, "more-tasks", 1)
+    later.send("--count", "6", "--length", "6", bodies=numbered(6, 6))
+    second = later.worker("w2", *QUICK, "--idle-exit", "3")
+    wait_for_consumers(lab, "more-tasks", 2)
+    later.send("7", "8", "9", "10", "11", "12", bodies=[str(n) for n in range(7, 13)])
+    wait_all([first, second])
+    joined = later.tally().bodies("done", "w2")
+    lab.claim("a worker added while work is running shares the messages sent after it joined",
+              len(joined) == 3 and all(int(b.rstrip(".")) > 6 for b in joined), f"w2 processed {joined}")
+
+
+def failures(lab: Context) -> None:
+    run = lab.run("fragile")
+    run.send("--count", "12", bodies=numbered(12))
+    wait_all([run.worker("w1", *QUICK, "--lose-every", "3", *IDLE)])
+    tally = run.tally()
+    lab.claim("auto-ack with --lose-every 3 loses 4 of 12", tally.bodies("lost") == ["3", "6", "9", "12"],
+              f"lost {tally.bodies('lost')}")
+    stats = lab.stats("fragile")
+    lab.claim("the lost messages are gone for good: nothing ready or unacknowledged remains",
+              stats.get("messages_ready") == 0 and stats.get("messages_unacknowledged") == 0)
+
+
+def acknowledgements(lab: Context) -> None:
+    run = lab.run("reliable")
+    losers = [run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE) for n in (1, 2, 3)]
+    wait_for_consumers(lab, "reliable", 3)
+    run.send("--count", "12", bodies=numbered(12))
+    wait_all(losers)
+    wait_all([run.worker("steady", "--acknowledge", *QUICK, *IDLE)])
+    tally = run.tally()
+    lost = tally.bodies("lost")
+    lab.claim(f"with --acknowledge, {len(tally.missing)} of 12 lost, {tally.redelivered} redelivered",
+              not tally.missing and lost and tally.redelivered >= len(lost), f"dropped {len(lost)} on purpose")
+
+    crashing = lab.run("supervised")
+    crashes: list[int] = []
+    supervisor = threading.Thread(target=lambda: crashes.append(crashing.supervise(
+        "w1", "--acknowledge", "--prefetch", "1", *QUICK, "--lose-every", "3", "--lose-mode", "crash", *IDLE)))
+    supervisor.start()
+    crashing.send("--count", "12", bodies=numbered(12))
+    supervisor.join(120)
+    tally = crashing.tally()
+    lab.claim("a worker restarted after each crash still processes all 12",
+              not tally.missing and sum(crashes) >= 3, f"{sum(crashes)} crashes, {tally.redelivered} redelivered")
+
+    if not lab.broker.controllable:
+        lab.skip("a worker holding a message past the delivery acknowledgement timeout loses its channel",
+                 "needs a broker the runner started, or LABKIT_RABBITMQCTL, to shorten consumer_timeout")
+        return
+    node = lab.broker
+    original = node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
+    node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 2000), "
+                     "application:set_env(rabbit, channel_tick_interval, 500).")
+    try:
+        slow = lab.run("slow")
+        slow.send("x" * 100, bodies=["x" * 100])
+        holder = slow.worker("holder", "--acknowledge", "--seconds-per-char", "1", "--max-messages", "2")
+        wait_all([holder], 60)
+    finally:
+        restore = original[len("{ok,"):-1] if original.startswith("{ok,") else "1800000"
+        node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {restore}), "
+                         "application:set_env(rabbit, channel_tick_interval, 60000).")
+    redelivered = [e for e in slow.tally().events if e["event"] == "received" and e["redelivered"]]
+    lab.claim("a worker holding a message past the delivery acknowledgement timeout loses its channel; "
+              "the message is redelivered", bool(slow.tally().bodies("abandoned")) and bool(redelivered))
+
+
+def fair_dispatch(lab: Context) -> None:
+    bodies = [("L" * 30 if n % 2 else "s") + str(n) for n in range(1, 9)]
+    total_work = sum(len(b) for b in bodies) * 0.02
+    results = {}
+    for label, options in (("no prefetch", ()), ("prefetch 1", ("--prefetch", "1"))):
+        run = lab.run(label.replace(" ", "-"))
+        workers = [run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE, *options)
+                   for n in (1, 2)]
+        wait_for_consumers(lab, run.queue, 2)
+        run.send(*bodies, bodies=bodies)
+        wait_all(workers)
+        tally = run.tally()
+        longs = sorted(sum(b.startswith("L") for b in tally.bodies("done", w)) for w in tally.per_worker())
+        results[label] = (longs, tally.makespan)
+    ideal = total_work / 2
+    (unfair_longs, unfair_span), (fair_longs, fair_span) = results["no prefetch"], results["prefetch 1"]
+    lab.claim("without prefetch, round-robin gives one worker all 4 long messages", unfair_longs == [0, 4])
+    lab.claim("with prefetch 1, both workers take long messages", min(fair_longs) >= 1, f"long ones {fair_longs}")
+    lab.claim("prefetch 1 finishes sooner", fair_span < unfair_span,
+              f"makespan {fair_span:.2f}s vs {unfair_span:.2f}s; ideal {ideal:.2f}s")
+
+
+def durability(lab: Context) -> None:
+    run = lab.run("kept")
+    run.send("--durable", "--persistent", "--count", "5")
+    lab.run("forgotten").send("--count", "5")
+    mismatch = lab.run("kept").send("--count", "1", check=False)
+    lab.claim("redeclaring a durable queue as non-durable is refused with exit code 6 and a hint",
+              mismatch.returncode == 6 and "rerun with --durable" in (mismatch.stderr + mismatch.stdout))
+    if not lab.broker.controllable:
+        lab.skip("a durable queue with persistent messages survives a broker restart",
+                 "needs a broker the runner started, or LABKIT_RABBITMQCTL")
+        return
+    lab.broker.restart()
+    lab.claim("a durable queue with persistent messages survives a broker restart: 5 of 5 there",
+              lab.ready("kept") == 5)
+    lab.claim("a non-durable queue is gone after the restart", lab.ready("forgotten") is None)
+
+
+def purge_and_delete(lab: Context) -> None:
+    run = lab.run("scratch")
+    run.send("--count", "5")
+    purged = run.send("--purge")
+    lab.claim("--purge removes the 5 ready messages", "purged 5 messages" in purged.stdout and lab.ready("scratch") == 0)
+    holder = run.worker("holder", *QUICK)
+    wait_for_consumers(lab, "scratch", 1)
+    refused = run.send("--delete-queue", check=False)
+    lab.claim("--delete-queue refuses a queue with a consumer (exit code 8)",
+              refused.returncode == 8 and lab.ready("scratch") == 0)
+    forced = run.send("--delete-queue", "--force")
+    holder.kill()
+    lab.claim("--delete-queue --force deletes it", "deleted queue" in forced.stdout and lab.ready("scratch") is None)
+
+
+def heartbeats(lab: Context) -> None:
+    snippet = f"""
+import time, pika
+params = pika.URLParameters({lab.url!r})
+params.heartbeat = 2
+connection = pika.BlockingConnection(params)
+channel = connection.channel()
+channel.queue_declare(queue='slow')
+channel.basic_publish(exchange='', routing_key='slow', body='slow work')
+method, properties, body = next(channel.consume('slow'))
+time.sleep(8)  # blocking work: pika cannot answer heartbeats meanwhile
+try:
+    channel.basic_ack(method.delivery_tag)
+    connection.process_data_events(1)
+    print('survived')
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+    result = lab.python(snippet)
+    outcome = result.stdout.strip()
+    lab.claim("plain pika blocked for 8 s under a 2 s heartbeat loses its connection",
+              outcome in ("StreamLostError", "ConnectionResetError", "ConnectionClosedByBroker",
+                          "AMQPHeartbeatTimeout", "ChannelWrongStateError"), outcome or result.stderr[-200:])
+    run = lab.run("slow")
+    worker = run.worker("patient", "--acknowledge", "--heartbeat", "2", "--seconds-per-char", "0.8",
+                        "--max-messages", "1", "--idle-exit", "15")
+    wait_all([worker], 60)
+    tally = run.tally()
+    lab.claim("qprocessor.py finishes the same 8 s of work under the same heartbeat",
+              tally.bodies("done") == ["slow work"] and tally.redelivered == 1, "it was redelivered once, after the "
+              "plain consumer lost it")
+
+
+def wait_for_consumers(lab: Context, queue: str, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if lab.channel().queue_declare(queue, passive=True).method.consumer_count >= count:
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} consumers never attached to {queue!r}")
+
+
+LABS = [
+    Lab(1, "hello-world", "Hello world from ipython and from the scripts", hello_world),
+    Lab(2, "work-queues", "Several workers share one queue", work_queues),
+    Lab(3, "failures", "Workers that lose messages, with auto-ack", failures),
+    Lab(4, "acknowledgements", "Acknowledgements bring lost messages back", acknowledgements),
+    Lab(5, "fair-dispatch", "Prefetch 1 against uneven work", fair_dispatch),
+    Lab(6, "durability", "Durable queues and persistent messages across a restart", durability),
+    Lab(7, "purge-and-delete", "Purging and deleting queues", purge_and_delete),
+    Lab(8, "heartbeats", "Heartbeats, long work and StreamLostError", heartbeats),
+]
