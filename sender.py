@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import re
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -60,8 +61,12 @@ def connection_parameters(
     username: str = "guest",
     password: str = "guest",
     heartbeat: Optional[int] = None,
+    ca_cert: Optional[str] = None,
 ) -> pika.ConnectionParameters:
-    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials."""
+    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials.
+
+    amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
+    """
     if url:
         try:
             params = pika.URLParameters(url)
@@ -73,6 +78,10 @@ def connection_parameters(
         params = pika.ConnectionParameters(
             host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(username, password)
         )
+    if ca_cert:
+        if params.ssl_options is None:
+            raise click.BadParameter("a CA certificate only applies to an amqps:// URL", param_hint="--ca-cert")
+        params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=ca_cert), params.host)
     if heartbeat is not None:
         params.heartbeat = heartbeat
     params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
@@ -190,6 +199,9 @@ def connection_options(command: Callable) -> Callable:
         click.option("--password", envvar="RABBITMQ_PASSWORD", show_envvar=True, default="guest",
                      help="Password; prefer the environment variable or --ask-password, which keep it out of the process list."),
         click.option("--ask-password", is_flag=True, help="Prompt for the password without echoing it."),
+        click.option("--ca-cert", envvar="RABBITMQ_CA_CERT", show_envvar=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="With an amqps:// URL: trust the broker's certificate if this CA (PEM file) signed it."),
         click.option("--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
                      help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off)."),
         click.option("--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, default=30.0, show_default=True,
@@ -206,7 +218,7 @@ def connection_options(command: Callable) -> Callable:
 def parameters_from_options(options: dict) -> pika.ConnectionParameters:
     password = click.prompt("Password", hide_input=True) if options.pop("ask_password") else options["password"]
     return connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
-                                 options["username"], password, options["heartbeat"])
+                                 options["username"], password, options["heartbeat"], options["ca_cert"])
 
 
 def connect(

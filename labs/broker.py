@@ -119,7 +119,8 @@ class Broker:
 class LocalBroker(RabbitMqExecutor):
     """A private rabbitmq-server node (pytest-rabbitmq's executor) with the management plugin on loopback."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: Optional[dict[str, Path]] = None) -> None:
+        """`tls` (cacertfile, certfile, keyfile) adds an amqps:// listener on loopback, at `tls_port`."""
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "plugins").write_text("[rabbitmq_management].\n")
         self.workdir = workdir
@@ -139,6 +140,13 @@ class LocalBroker(RabbitMqExecutor):
                 "-rabbit collect_statistics_interval 500 -kernel inet_dist_use_interface {127,0,0,1}"
             ),
         })
+        self.tls_port: Optional[int] = None
+        if tls:
+            self.tls_port = port_for.select_random(exclude_ports=[port, self.management_port, distribution_port])
+            options = ",".join(f'{{{key},"{path}"}}' for key, path in tls.items())
+            self._envvars["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] += (
+                f' -rabbit ssl_listeners [{{"127.0.0.1",{self.tls_port}}}]'
+                f" -rabbit ssl_options [{options},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}]")
         self.admin = Admin(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
 
     def start(self) -> "LocalBroker":
@@ -187,14 +195,14 @@ def from_url(url: str) -> Broker:
 
 
 @contextlib.contextmanager
-def local_broker(workdir: Optional[Path] = None) -> Iterator[Broker]:
+def local_broker(workdir: Optional[Path] = None, tls: Optional[dict[str, Path]] = None) -> Iterator[Broker]:
     """Start a private node for the duration of the block; remove its data afterwards unless workdir was given."""
     if not rabbitmq_installed():
         raise BrokerUnavailable(f"rabbitmq-server is not installed ({RABBITMQ_BIN} is missing): "
                                 "apt-get install rabbitmq-server, or set AMQP_URL")
     owned = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="labkit-broker-")) if owned else workdir
-    node = LocalBroker(folder)
+    node = LocalBroker(folder, tls)
     node.start()
     try:
         yield Broker("127.0.0.1", node.port, node.admin, node)

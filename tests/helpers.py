@@ -105,23 +105,41 @@ class Space:
 
     def start_worker(self, name: str, *args: str, env: Optional[dict] = None) -> WorkerProcess:
         events = self.folder / f"{name}.events.jsonl"
-        output = self.folder / f"{name}.out"
+        return self.start_process("qprocessor.py", "--name", name, "--events", str(events), *args, env=env,
+                                  label=name, events=events)
+
+    def start_process(self, script: str, *args: str, env: Optional[dict] = None, label: Optional[str] = None,
+                      events: Optional[Path] = None) -> WorkerProcess:
+        """Start sender.py or qprocessor.py in the background, its stdout and stderr going to one file."""
+        label = label or f"{Path(script).stem}-{len(self.processes)}"
+        output = self.folder / f"{label}.out"
         with output.open("ab") as sink:
-            process = subprocess.Popen(
-                [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(events), *args],
-                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env or self.env())
+            process = subprocess.Popen([sys.executable, str(ROOT / script), *args], stdout=sink,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env or self.env())
         self.processes.append(process)
-        return WorkerProcess(process, name, events, output)
+        return WorkerProcess(process, label, events or self.folder / f"{label}.events.jsonl", output)
 
     def channel(self):
         """A new channel on this space's own connection (opened again after a broker restart)."""
-        if self.connection is None or not self.connection.is_open:
-            self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        if self.connection is not None and self.connection.is_open:
+            try:
+                return self.connection.channel()
+            except pika.exceptions.AMQPConnectionError:
+                pass  # the broker restarted since: pika only finds out on use
+        self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
         return self.connection.channel()
 
     def ready(self, queue: str) -> int:
         """Messages ready in the queue, straight from the broker (passive declare)."""
         return self.channel().queue_declare(queue, passive=True).method.message_count
+
+    def ready_or_zero(self, queue: str) -> int:
+        """Like ready(), but 0 while the queue does not exist yet or the broker is unreachable."""
+        try:
+            return self.ready(queue)
+        except pika.exceptions.AMQPError:
+            self.connection = None
+            return 0
 
     def consumers(self, queue: str) -> int:
         """Consumers attached to the queue; 0 while it does not exist yet."""

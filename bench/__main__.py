@@ -1,0 +1,275 @@
+"""python -m bench: sender.py and qprocessor.py against plain pika, on one broker, in one run.
+
+Every program runs as a whole process (start-up included), several rounds each; the table shows medians and the
+ratio to the plain-pika baseline measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+import pika
+
+from labs.broker import Broker, BrokerUnavailable, broker_from_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
+PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "bench" / "plain_consume.py"
+
+
+class Bench:
+    """Runs processes against one vhost of the broker and measures them."""
+
+    def __init__(self, broker: Broker, messages: int, rounds: int, workdir: Path) -> None:
+        self.broker, self.messages, self.rounds, self.workdir = broker, messages, rounds, workdir
+        self.vhost = f"bench-{secrets.token_hex(3)}"
+        broker.admin.add_vhost(self.vhost)
+        broker.admin.grant(pika.URLParameters(broker.url()).credentials.username, self.vhost)
+        self.url = broker.url(self.vhost)
+        self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        self.peak_rss_kb: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.connection.close()
+        self.broker.admin.delete_vhost(self.vhost)
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "AMQP_"))}
+        env["AMQP_URL"] = self.url
+        return env
+
+    def timed(self, label: str, command: list[str]) -> float:
+        """Wall time of one whole process; also records its peak RSS under `label`."""
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   stdin=subprocess.DEVNULL)
+        # ru_maxrss would count the parent's pages copied at fork; the child's own high-water mark is VmHWM.
+        peak_kb = 0
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                hwm = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM"))
+                peak_kb = max(peak_kb, int(hwm.split()[1]))
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        if process.returncode:
+            raise RuntimeError(f"{label} failed with exit code {process.returncode}: {' '.join(command)}")
+        self.peak_rss_kb[label] = max(self.peak_rss_kb.get(label, 0), peak_kb)
+        return elapsed
+
+    def reset(self, queue: str, durable: bool = False) -> None:
+        channel = self.connection.channel()
+        channel.queue_delete(queue)
+        channel.queue_declare(queue, durable=durable)
+        channel.close()
+
+    def fill(self, queue: str, count: int) -> None:
+        self.reset(queue)
+        self.timed("fill", [sys.executable, str(SENDER), "--queue", queue, "--count", str(count), "--quiet"])
+
+    def median_rate(self, label: str, prepare: Callable[[], None], command: list[str]) -> float:
+        rates = []
+        for _ in range(self.rounds):
+            prepare()
+            rates.append(self.messages / self.timed(label, command))
+        return statistics.median(rates)
+
+    # --- the measurements ---
+
+    def publishing(self) -> list[dict]:
+        n = str(self.messages)
+        rows = []
+        for mode, options, durable in (("unconfirmed", ["--no-confirm"], False), ("confirmed", [], False),
+                                       ("persistent", ["--persistent", "--durable"], True)):
+            queue = f"publish-{mode}"
+            prepare = lambda: self.reset(queue, durable)  # noqa: E731
+            plain = self.median_rate(f"plain publish ({mode})", prepare,
+                                     [sys.executable, str(PLAIN_PUBLISH), self.url, queue, n, mode])
+            ours = self.median_rate("sender.py", prepare,
+                                    [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options])
+            rows.append({"what": f"publish {mode}", "sender.py msg/s": ours, "plain pika msg/s": plain,
+                         "ratio": ours / plain})
+        confirmed = rows[1]["sender.py msg/s"]
+        rows.append({"what": "sender.py confirmed vs plain unconfirmed", "sender.py msg/s": confirmed,
+                     "plain pika msg/s": rows[0]["plain pika msg/s"], "ratio": confirmed / rows[0]["plain pika msg/s"]})
+        return rows
+
+    def consuming(self, prefetch: int) -> dict:
+        n, queue = str(self.messages), f"consume-{prefetch}"
+        prepare = lambda: self.fill(queue, self.messages)  # noqa: E731
+        plain = self.median_rate("plain consume", prepare,
+                                 [sys.executable, str(PLAIN_CONSUME), self.url, queue, n, str(prefetch)])
+        ours = self.median_rate("qprocessor.py", prepare,
+                                [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--prefetch",
+                                 str(prefetch), "--seconds-per-char", "0", "--max-messages", n])
+        return {"what": f"consume + ack, prefetch {prefetch}", "sender.py msg/s": None, "qprocessor.py msg/s": ours,
+                "plain pika msg/s": plain, "ratio": ours / plain}
+
+    def fair_dispatch(self, seconds_per_char: float = 0.01) -> list[dict]:
+        # Uneven work: every third message is eight times longer, so round-robin hands all long ones to one worker.
+        bodies = [("L" * 80 if n % 3 == 1 else "s" * 10) + f"{n:02d}" for n in range(1, 25)]
+        ideal = sum(len(b) for b in bodies) * seconds_per_char / 3
+        rows = []
+        for label, options in (("no prefetch", []), ("prefetch 1", ["--prefetch", "1"])):
+            spans = []
+            for round_number in range(self.rounds):
+                queue, events = f"fair-{label[:2]}-{round_number}", self.workdir / f"fair-{label[:2]}-{round_number}.jsonl"
+                self.reset(queue)
+                workers = [subprocess.Popen(
+                    [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--seconds-per-char",
+                     str(seconds_per_char), "--idle-exit", "1", "--name", f"w{w}", "--events", str(events), "--quiet",
+                     *options], env=self.env(), stdout=subprocess.DEVNULL) for w in range(3)]
+                self.wait_for_consumers(queue, 3)
+                subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", *bodies], env=self.env(),
+                               check=True, stdout=subprocess.DEVNULL)
+                for worker in workers:
+                    worker.wait(120)
+                records = [json.loads(line) for line in events.read_text().splitlines()]
+                starts = [r["time"] for r in records if r["event"] == "received"]
+                ends = [r["time"] for r in records if r["event"] == "done"]
+                spans.append(max(ends) - min(starts))
+            span = statistics.median(spans)
+            rows.append({"what": f"fair dispatch makespan, 3 workers, {label}", "seconds": span, "ideal": ideal,
+                         "ratio": span / ideal})
+        return rows
+
+    def redelivery_latency(self) -> dict:
+        """From SIGKILL of the worker holding a message to another worker receiving it, redelivered."""
+        latencies = []
+        for round_number in range(self.rounds):
+            queue = f"redeliver-{round_number}"
+            self.reset(queue)
+            events = {name: self.workdir / f"{queue}-{name}.jsonl" for name in ("holder", "spare")}
+            common = ["--queue", queue, "--acknowledge", "--prefetch", "1", "--quiet"]
+            subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", "held"], env=self.env(),
+                           check=True, stdout=subprocess.DEVNULL)
+            holder = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "100",
+                                       "--name", "holder", "--events", str(events["holder"])],
+                                      env=self.env(), stdout=subprocess.DEVNULL)
+            self.wait_for(lambda: events["holder"].exists() and events["holder"].read_text().strip())
+            spare = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "0",
+                                      "--max-messages", "1", "--name", "spare", "--events", str(events["spare"])],
+                                     env=self.env(), stdout=subprocess.DEVNULL)
+            self.wait_for_consumers(queue, 2)
+            killed_at = time.time()
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+            spare.wait(30)
+            received = json.loads(events["spare"].read_text().splitlines()[0])
+            latencies.append(received["time"] - killed_at)
+        return {"what": "redelivery after SIGKILL", "seconds": statistics.median(latencies)}
+
+    def startup(self) -> list[dict]:
+        """Spawn to first message handled: the worker's first 'received' event; the sender's whole one-message run."""
+        worker_times, sender_times = [], []
+        for round_number in range(self.rounds):
+            queue = f"startup-{round_number}"
+            self.reset(queue)
+            sender_times.append(self.timed("sender.py", [sys.executable, str(SENDER), "--queue", queue, "first"]))
+            events = self.workdir / f"{queue}.jsonl"
+            started = time.time()
+            self.timed("qprocessor.py", [sys.executable, str(QPROCESSOR), "--queue", queue, "--seconds-per-char", "0",
+                                         "--max-messages", "1", "--events", str(events)])
+            worker_times.append(json.loads(events.read_text().splitlines()[0])["time"] - started)
+        return [{"what": "start-up to first message, qprocessor.py", "seconds": statistics.median(worker_times)},
+                {"what": "start-up to one confirmed message and exit, sender.py", "seconds": statistics.median(sender_times)}]
+
+    def wait_for_consumers(self, queue: str, count: int) -> None:
+        def attached() -> bool:
+            channel = self.connection.channel()
+            try:
+                return channel.queue_declare(queue, passive=True).method.consumer_count >= count
+            finally:
+                channel.close()
+
+        self.wait_for(attached)
+
+    @staticmethod
+    def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("benchmark setup timed out")
+            time.sleep(0.02)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "pika": pika.__version__,
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+def fmt(value: Optional[float], unit: str = "") -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}{unit}" if value >= 100 else f"{value:.3f}{unit}" if value < 10 else f"{value:.1f}{unit}"
+
+
+def table(results: dict) -> str:
+    lines = ["| measurement | ours | plain pika / ideal | ratio |", "| --- | ---: | ---: | ---: |"]
+    for row in results["rows"]:
+        ours = row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
+        if ours is not None:
+            lines.append(f"| {row['what']} | {fmt(ours)} msg/s | {fmt(row['plain pika msg/s'])} msg/s | "
+                         f"{row['ratio']:.2f}x |")
+        elif "ideal" in row:
+            lines.append(f"| {row['what']} | {row['seconds']:.2f} s | {row['ideal']:.2f} s | {row['ratio']:.2f}x |")
+        else:
+            lines.append(f"| {row['what']} | {row['seconds'] * 1000:.0f} ms | | |")
+    for label, kb in sorted(results["peak_rss_mb"].items()):
+        lines.append(f"| peak RSS, {label} | {kb:.1f} MB | | |")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--messages", type=click.IntRange(10), default=5000, show_default=True, help="Messages per round.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Rounds per measurement (median).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results.json"), show_default=True, help="Where to write the results.")
+@click.option("--smoke", is_flag=True, help="A quick run that only checks the benchmark works (200 messages, 1 round).")
+def main(messages: int, rounds: int, json_path: Path, smoke: bool) -> None:
+    """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
+    if smoke:
+        messages, rounds = 200, 1
+    import tempfile
+
+    try:
+        with broker_from_environment() as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+            bench = Bench(broker, messages, rounds, Path(workdir))
+            try:
+                rows = bench.publishing()
+                rows += [bench.consuming(1), bench.consuming(100)]
+                rows += bench.fair_dispatch()
+                rows.append(bench.redelivery_latency())
+                rows += bench.startup()
+            finally:
+                bench.close()
+            version = broker.admin.request("GET", "/api/overview").get("rabbitmq_version")  # type: ignore[union-attr]
+    except BrokerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    keep = ("sender.py", "qprocessor.py", "plain publish (persistent)", "plain consume")
+    results = {"machine": {**machine(), "rabbitmq": version}, "messages": messages, "rounds": rounds, "rows": rows,
+               "peak_rss_mb": {k: v / 1024 for k, v in bench.peak_rss_kb.items() if k in keep}}
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    click.echo(f"{m['cores']} cores, {m['cpu']}; Python {m['python']}, pika {m['pika']}, RabbitMQ {m['rabbitmq']}; "
+               f"{messages} messages, median of {rounds} rounds\n")
+    click.echo(table(results))
+    click.echo(f"\nwritten to {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Nothing confirmed is lost when workers are killed, the broker restarts and the network is cut.
+
+The oracle is RabbitMQ's own guarantee: a confirmed persistent message in a durable queue survives all of these,
+so with acknowledgements after the work every one of them must be processed at least once.
+"""
+from __future__ import annotations
+
+import random
+import signal
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.proxy import CuttableProxy
+
+pytestmark = [pytest.mark.faults, pytest.mark.restart]
+
+MESSAGES = 5000
+WORKER = ("--queue", "jobs", "--durable", "--acknowledge", "--prefetch", "10", "--seconds-per-char", "0.001",
+          "--retry-for", "90", "--quiet")
+
+
+def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, restartable):
+    rng = random.Random(20261122)
+    sent = space.send("--queue", "jobs", "--durable", "--persistent", "--count", str(MESSAGES), "--length", "10",
+                      "--quiet")
+    assert f"sent {MESSAGES} messages" in sent.stdout  # every one confirmed by the broker
+    bodies = {str(n).ljust(10, ".") for n in range(1, MESSAGES + 1)}
+
+    proxy = CuttableProxy(restartable.port)
+    through_proxy = space.env(AMQP_URL=space.url.replace(f":{restartable.port}/", f":{proxy.port}/"))
+    workers = {name: None for name in ("w1", "w2", "w3")}
+    incarnations: list = []
+
+    def start(name: str):
+        env = through_proxy if name == "w3" else None
+        worker = space.start_worker(f"{name}-{len(incarnations)}", *WORKER, env=env)
+        incarnations.append(worker)
+        workers[name] = worker
+
+    def done() -> set[str]:
+        return {body for worker in incarnations for body in worker.bodies("done")}
+
+    try:
+        for name in workers:
+            start(name)
+        kills = restarts = 0
+        while kills < 10 or restarts < 1 or proxy.cuts < 3:
+            progress = len(done())
+            wait_until(lambda: len(done()) > progress + rng.randint(20, 120), 120, "workers to make progress")
+            if kills == 5 and restarts == 0:
+                restartable.restart()
+                restarts += 1
+            elif kills in (2, 4, 7) and proxy.cuts < (2, 4, 7).index(kills) + 1:
+                wait_until(lambda: proxy.open_connections > 0, 60, "the proxied worker to connect")
+                proxy.cut()
+            else:
+                victim = rng.choice(list(workers))
+                workers[victim].signal(signal.SIGKILL)
+                workers[victim].wait(10)
+                kills += 1
+                start(victim)
+        wait_until(lambda: done() >= bodies, 240, "every confirmed message to be processed")
+    finally:
+        for worker in incarnations:
+            worker.signal(signal.SIGTERM)
+        proxy.close()
+
+    processed = [body for worker in incarnations for body in worker.bodies("done")]
+    duplicates = len(processed) - len(set(processed))
+    lost = len(bodies - set(processed))
+    print(f"\nfault injection: {MESSAGES} messages, {kills} kills, {restarts} broker restart(s), {proxy.cuts} cuts, "
+          f"{lost} lost, {duplicates} duplicates, {len(incarnations)} worker processes")
+    assert lost == 0
+    cut_off = [w.events("disconnected") for w in incarnations if w.name.startswith("w3")]
+    assert sum(map(len, cut_off)) >= 3, "the proxied worker saw each cut and the restart, and reconnected"
+
+
+def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
+    count = 30000
+    sender = space.start_process("sender.py", "--queue", "bulk", "--durable", "--persistent", "--count", str(count),
+                                 "--quiet", "--retry-for", "90")
+    wait_until(lambda: space.ready_or_zero("bulk") > 2000, 60, "the send to be under way")
+    restartable.restart()
+    assert sender.wait(180) == 0, sender.output
+    assert f"sent {count} messages" in sender.output  # every message confirmed once, after resending
+    assert "connection lost" in sender.output and "resend" in sender.output
+    worker = space.start_worker("drain", "--queue", "bulk", "--durable", "--acknowledge", "--prefetch", "500",
+                                "--seconds-per-char", "0", "--quiet", "--idle-exit", "2")
+    assert worker.wait(180) == 0
+    received = worker.bodies("done")
+    assert set(received) == {str(n) for n in range(1, count + 1)}
+    print(f"\nsender across a restart: {count} confirmed, {len(received) - count} duplicates in the queue")
+
+
+def test_sender_that_cannot_reconnect_reports_how_many_were_confirmed(space, restartable):
+    if restartable.local is None:
+        pytest.skip("keeps the broker down for a while: needs a node this suite started")
+    sender = space.start_process("sender.py", "--queue", "halted", "--durable", "--persistent", "--count", "200000",
+                                 "--quiet", "--retry-for", "2")
+    wait_until(lambda: space.ready_or_zero("halted") > 2000, 60, "the send to be under way")
+    restartable.local.stop()
+    try:
+        assert sender.wait(60) == 3
+    finally:
+        restartable.local.start()
+    summary = [line for line in sender.output.splitlines() if line.startswith("sent ")][-1]
+    confirmed = int(summary.split()[1])
+    assert confirmed >= 2000
+    assert "Error: cannot reach a broker" in sender.output
+    assert space.ready("halted") >= confirmed  # at least every confirmed one survived the stop
