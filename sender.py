@@ -68,6 +68,8 @@ def connection_parameters(
     amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
     """
     if url:
+        if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
+            url = url.replace("@", ":@", 1)
         try:
             params = pika.URLParameters(url)
         except Exception as exc:  # pika raises several types for a malformed URL
@@ -216,9 +218,12 @@ def connection_options(command: Callable) -> Callable:
 
 
 def parameters_from_options(options: dict) -> pika.ConnectionParameters:
-    password = click.prompt("Password", hide_input=True) if options.pop("ask_password") else options["password"]
-    return connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
-                                 options["username"], password, options["heartbeat"], options["ca_cert"])
+    params = connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
+                                   options["username"], options["password"], options["heartbeat"], options["ca_cert"])
+    if options["ask_password"]:  # for the user named by --username or in the URL
+        password = click.prompt(f"Password for {params.credentials.username}", hide_input=True, err=True)
+        params.credentials = pika.PlainCredentials(params.credentials.username, password)
+    return params
 
 
 def connect(
@@ -387,7 +392,8 @@ class Publisher:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, connection, error: BaseException) -> None:
-        self._error = error
+        # pika hands some failures (a TLS handshake) over as its internal workflow error: treat them all alike.
+        self._error = error if isinstance(error, amqp.AMQPConnectionError) else amqp.AMQPConnectionError(error)
         connection.ioloop.stop()
 
     def _on_closed(self, connection, reason: BaseException) -> None:

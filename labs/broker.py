@@ -141,6 +141,7 @@ class LocalBroker(RabbitMqExecutor):
             ),
         })
         self.tls_port: Optional[int] = None
+        self.ca_cert = tls["cacertfile"] if tls else None
         if tls:
             self.tls_port = port_for.select_random(exclude_ports=[port, self.management_port, distribution_port])
             options = ",".join(f'{{{key},"{path}"}}' for key, path in tls.items())

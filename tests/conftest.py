@@ -12,6 +12,7 @@ import pytest
 
 from labs.broker import Broker, from_url, local_broker, rabbitmq_installed
 from tests.helpers import Space
+from tests.tls import make_certificates
 
 def docker_available() -> bool:
     try:
@@ -28,7 +29,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if os.environ.get("AMQP_URL"):
         yield from_url(os.environ["AMQP_URL"])
     elif rabbitmq_installed():
-        with local_broker(tmp_path_factory.mktemp("broker")) as started:
+        # The node also gets an amqps:// listener, with certificates made for this session.
+        tls = make_certificates(tmp_path_factory.mktemp("tls")) if shutil.which("openssl") else None
+        with local_broker(tmp_path_factory.mktemp("broker"), tls=tls) as started:
             yield started
     elif docker_available():
         from tests.container import container_broker
