@@ -334,7 +334,7 @@ class Publisher:
     """
 
     def __init__(self, params: pika.ConnectionParameters, queue: str, *, durable: bool = False, declare: bool = True,
-                 persistent: bool = False, confirm: bool = True, window: int = 512,
+                 persistent: bool = False, confirm: bool = True, window: int = 1024,
                  on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
         self.params, self.queue, self.durable, self.declare = params, queue, durable, declare
         self.persistent, self.confirm, self.window = persistent, confirm, window
@@ -531,7 +531,7 @@ Examples:
 @click.option("--persistent", is_flag=True, help="Mark messages persistent (stored on disk in a durable queue).")
 @click.option("--confirm/--no-confirm", default=True, show_default=True,
               help="Wait for publisher confirms, so 'sent' means the broker has the message.")
-@click.option("--confirm-window", type=click.IntRange(1), default=512, show_default=True,
+@click.option("--confirm-window", type=click.IntRange(1), default=1024, show_default=True,
               help="Most messages in flight awaiting a confirm.")
 @click.option("--declare/--no-declare", default=True, show_default=True,
               help="Declare the queue before publishing.")
