@@ -43,7 +43,7 @@ def test_every_claim_of_every_lab_passes_on_a_broker_given_by_amqp_url(broker):
     for lab in LABS:
         assert f"Lab {lab.number}: {lab.title}" in result.stdout
     assert re.search(r"w1 +processed +3 +busy", result.stdout)  # per-worker counts in the report
-    assert "makespan" in result.stdout and "redelivered 4" in result.stdout
+    assert "makespan" in result.stdout and re.search(r"redelivered [1-9]", result.stdout)
 
 
 def test_a_lab_runs_on_the_embedded_broker_when_no_amqp_url_is_given():
@@ -109,3 +109,23 @@ def test_tmux_mode_puts_each_worker_and_the_sender_in_a_pane(broker, tmp_path):
         assert any("sent 9 messages" in screen for screen in screens.values())
     finally:
         subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
+
+
+def handout_rabbitmqctl_commands() -> list[list[str]]:
+    """The commands the handouts give for observing the broker (quoted pitfalls may wrap across lines)."""
+    commands = set()
+    for handout in sorted(HANDOUTS.glob("*.md")):
+        text = re.sub(r"\n> ?", " ", handout.read_text())
+        for match in re.finditer(r"`(rabbitmqctl [^`]+)`|^(rabbitmqctl [^#\n]+)", text, re.M):
+            commands.add((match.group(1) or match.group(2)).strip())
+    return [shlex.split(command) for command in sorted(commands)]
+
+
+@pytest.mark.parametrize("command", handout_rabbitmqctl_commands(), ids=" ".join)
+def test_every_rabbitmqctl_command_in_a_handout_runs_on_this_broker_version(broker, space, command):
+    if not broker.controllable:
+        pytest.skip("needs rabbitmqctl for this broker")
+    space.send("--queue", "observed", "x")
+    output = broker.ctl(*[space.vhost if arg == "alice" else arg for arg in command[1:]])
+    if "list_queues" in command:
+        assert "observed" in output

@@ -56,7 +56,8 @@ def test_password_prompt_keeps_it_off_the_command_line_and_the_screen(space, tmp
         wait_until(lambda: f"Password for {space.username}:" in screen(), 30, "the password prompt")
         processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert space.password not in processes
-        subprocess.run(["tmux", "send-keys", "-t", "prompt", space.password, "Enter"], env=env, check=True)
+        subprocess.run(["tmux", "send-keys", "-t", "prompt", "-l", "--", space.password], env=env, check=True)
+        subprocess.run(["tmux", "send-keys", "-t", "prompt", "Enter"], env=env, check=True)
         wait_until(lambda: "sent 1 messages" in screen(), 30, "the message to be sent")
         assert space.password not in screen()
     finally:
