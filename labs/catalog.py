@@ -3,7 +3,6 @@ each claim the handout makes. Handouts are in labs/handouts/, numbered like the 
 from __future__ import annotations
 
 import threading
-import time
 
 from labs.runner import Context, Lab
 from labs.scenario import numbered, wait_all
@@ -47,7 +46,7 @@ print(received)
 def work_queues(lab: Context) -> None:
     run = lab.run("tasks")
     workers = [run.worker(f"w{n}", *QUICK, *IDLE) for n in (1, 2, 3)]
-    wait_for_consumers(lab, "tasks", 3)
+    run.wait_for_consumers(3)
     run.send("--count", "9", bodies=numbered(9))
     wait_all(workers)
     shares = sorted(sorted(int(b) for b in run.tally().bodies("done", w)) for w in ("w1", "w2", "w3"))
@@ -56,10 +55,10 @@ def work_queues(lab: Context) -> None:
 
     later = lab.run("more-tasks")
     first = later.worker("w1", *QUICK, "--idle-exit", "3")
-    wait_for_consumers(lab, "more-tasks", 1)
+    later.wait_for_consumers(1)
     later.send("--count", "6", "--length", "6", bodies=numbered(6, 6))
     second = later.worker("w2", *QUICK, "--idle-exit", "3")
-    wait_for_consumers(lab, "more-tasks", 2)
+    later.wait_for_consumers(2)
     later.send("7", "8", "9", "10", "11", "12", bodies=[str(n) for n in range(7, 13)])
     wait_all([first, second])
     joined = later.tally().bodies("done", "w2")
@@ -82,7 +81,7 @@ def failures(lab: Context) -> None:
 def acknowledgements(lab: Context) -> None:
     run = lab.run("reliable")
     losers = [run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE) for n in (1, 2, 3)]
-    wait_for_consumers(lab, "reliable", 3)
+    run.wait_for_consumers(3)
     run.send("--count", "12", bodies=numbered(12))
     wait_all(losers)
     wait_all([run.worker("steady", "--acknowledge", *QUICK, *IDLE)])
@@ -132,7 +131,7 @@ def fair_dispatch(lab: Context) -> None:
         run = lab.run(label.replace(" ", "-"))
         workers = [run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE, *options)
                    for n in (1, 2)]
-        wait_for_consumers(lab, run.queue, 2)
+        run.wait_for_consumers(2)
         run.send(*bodies, bodies=bodies)
         wait_all(workers)
         tally = run.tally()
@@ -169,7 +168,7 @@ def purge_and_delete(lab: Context) -> None:
     purged = run.send("--purge")
     lab.claim("--purge removes the 5 ready messages", "purged 5 messages" in purged.stdout and lab.ready("scratch") == 0)
     holder = run.worker("holder", *QUICK)
-    wait_for_consumers(lab, "scratch", 1)
+    run.wait_for_consumers(1)
     refused = run.send("--delete-queue", check=False)
     lab.claim("--delete-queue refuses a queue with a consumer (exit code 8)",
               refused.returncode == 8 and lab.ready("scratch") == 0)
@@ -209,18 +208,6 @@ except Exception as exc:
     lab.claim("qprocessor.py finishes the same 8 s of work under the same heartbeat",
               tally.bodies("done") == ["slow work"] and tally.redelivered == 1, "it was redelivered once, after the "
               "plain consumer lost it")
-
-
-def wait_for_consumers(lab: Context, queue: str, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if lab.channel().queue_declare(queue, passive=True).method.consumer_count >= count:
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{count} consumers never attached to {queue!r}")
 
 
 LABS = [

@@ -21,6 +21,7 @@ def demo(broker: Broker, url: str) -> bool:
         supervisor = threading.Thread(
             target=lambda: crashes.append(run.supervise("w3", *WORK, "--lose-every", "3", "--lose-mode", "crash")))
         supervisor.start()
+        run.wait_for_consumers(3)
         run.send("--count", str(COUNT), "--length", str(LENGTH), bodies=numbered(COUNT, LENGTH))
         wait_all(steady, timeout=120)
         supervisor.join(120)

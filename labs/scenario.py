@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import pika
+
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = ROOT / "sender.py"
 QPROCESSOR = ROOT / "qprocessor.py"
@@ -174,6 +176,24 @@ class Run:
             crashes += 1
             self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
         return crashes
+
+    def wait_for_consumers(self, count: int, timeout: float = 30) -> None:
+        """Block until `count` consumers are attached to the queue, so dispatch starts with all of them."""
+        deadline = time.monotonic() + timeout
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        try:
+            while time.monotonic() < deadline:
+                channel = connection.channel()
+                try:
+                    if channel.queue_declare(self.queue, passive=True).method.consumer_count >= count:
+                        return
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    pass  # the queue is not declared yet
+                time.sleep(0.1)
+        finally:
+            connection.close()
+        raise TimeoutError(f"{count} consumers never attached to {self.queue!r}")
 
     def tally(self) -> Tally:
         path = self.folder / "events.jsonl"
