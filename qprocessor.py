@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterator, Optional, TypeVar
+from typing import IO, Callable, Optional, TypeVar
 
 import click
 import pika
@@ -72,7 +72,7 @@ def connection_parameters(
         try:
             params = pika.URLParameters(url)
         except Exception as exc:  # pika raises several types for a malformed URL
-            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url")
+            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url") from None
         if not url.startswith(("amqp://", "amqps://")):
             raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
     else:

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -73,7 +72,7 @@ def connection_parameters(
         try:
             params = pika.URLParameters(url)
         except Exception as exc:  # pika raises several types for a malformed URL
-            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url")
+            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url") from None
         if not url.startswith(("amqp://", "amqps://")):
             raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
     else:

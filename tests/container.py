@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Iterator
 
+import tenacity
 from testcontainers.community.rabbitmq import RabbitMqContainer
 
 from labs.broker import Admin, Broker
@@ -20,14 +20,8 @@ def container_broker() -> Iterator[Broker]:
     with container:
         host = container.get_container_host_ip()
         admin = Admin(f"http://{host}:{container.get_exposed_port(MANAGEMENT_PORT)}", "guest", "guest")
-        deadline = time.monotonic() + 60
-        while True:  # the management plugin starts a little after the AMQP listener the container waits for
-            try:
-                admin.request("GET", "/api/overview")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        # The management plugin starts a little after the AMQP listener the container waits for.
+        tenacity.Retrying(retry=tenacity.retry_if_exception_type(OSError), stop=tenacity.stop_after_delay(60),
+                          wait=tenacity.wait_fixed(0.5), reraise=True)(admin.request, "GET", "/api/overview")
         ctl = ["docker", "exec", container.get_wrapped_container().id, "rabbitmqctl"]
         yield Broker(host, int(container.get_exposed_port(container.port)), admin, ctl_command=ctl)

@@ -13,7 +13,7 @@ import pytest
 from labs.broker import RABBITMQ_BIN
 from labs.catalog import LABS
 from labs.runner import HANDOUTS
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT
 
 
 def labs_command(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """Credentials stay off the command line, and amqps:// works against the local broker's TLS listener."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
