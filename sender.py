@@ -552,7 +552,8 @@ def main(messages, count, length, persistent, confirm, confirm_window, declare, 
         raise click.UsageError("--force only applies to --delete-queue")
     if messages and count:
         raise click.UsageError("give messages as arguments or --count, not both")
-    reads_stdin = not (messages or count) and not sys.stdin.isatty()
+    # Purge or delete alone never waits on standard input, which may be an open pipe (ssh, cron).
+    reads_stdin = not (messages or count or purge or delete_requested) and not sys.stdin.isatty()
     if not (messages or count or reads_stdin or delete_requested or purge):
         raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
 
@@ -565,7 +566,7 @@ def main(messages, count, length, persistent, confirm, confirm_window, declare, 
                 click.echo(f"deleted queue {queue!r} on vhost {params.virtual_host!r} ({held} messages in it)")
                 return
             click.echo(f"purged {purge_queue(admin.channel(), queue)} messages from queue {queue!r}")
-        if not (messages or count or reads_stdin):
+        if not (messages or count):
             return
 
     bodies: Iterable["bytes | str"] = numbered_bodies(count, length) if count else messages or stdin_bodies()
