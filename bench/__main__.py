@@ -21,6 +21,7 @@ import click
 import pika
 
 from labs.broker import Broker, BrokerUnavailable, broker_from_environment
+from labs.scenario import wait_for_consumers
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
@@ -131,7 +132,7 @@ class Bench:
                     [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--seconds-per-char",
                      str(seconds_per_char), "--idle-exit", "1", "--name", f"w{w}", "--events", str(events), "--quiet",
                      *options], env=self.env(), stdout=subprocess.DEVNULL) for w in range(3)]
-                self.wait_for_consumers(queue, 3)
+                wait_for_consumers(self.url, queue, 3)
                 subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", *bodies], env=self.env(),
                                check=True, stdout=subprocess.DEVNULL)
                 for worker in workers:
@@ -162,7 +163,7 @@ class Bench:
             spare = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "0",
                                       "--max-messages", "1", "--name", "spare", "--events", str(events["spare"])],
                                      env=self.env(), stdout=subprocess.DEVNULL)
-            self.wait_for_consumers(queue, 2)
+            wait_for_consumers(self.url, queue, 2)
             killed_at = time.time()
             holder.send_signal(signal.SIGKILL)
             holder.wait()
@@ -185,16 +186,6 @@ class Bench:
             worker_times.append(json.loads(events.read_text().splitlines()[0])["time"] - started)
         return [{"what": "start-up to first message, qprocessor.py", "seconds": statistics.median(worker_times)},
                 {"what": "start-up to one confirmed message and exit, sender.py", "seconds": statistics.median(sender_times)}]
-
-    def wait_for_consumers(self, queue: str, count: int) -> None:
-        def attached() -> bool:
-            channel = self.connection.channel()
-            try:
-                return channel.queue_declare(queue, passive=True).method.consumer_count >= count
-            finally:
-                channel.close()
-
-        self.wait_for(attached)
 
     @staticmethod
     def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:

@@ -1,6 +1,7 @@
 """Prove each handout on a broker: run its scenario with real processes, then check every claim it makes."""
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
 import subprocess
@@ -53,16 +54,13 @@ class Context:
     def skip(self, text: str, reason: str) -> None:
         self.claims.append(Claim(text, None, reason))
 
-    def channel(self):
-        connection = pika.BlockingConnection(pika.URLParameters(self.url))
-        return connection.channel()
-
     def ready(self, queue: str) -> Optional[int]:
         """Ready messages in the queue, or None when it does not exist."""
-        try:
-            return self.channel().queue_declare(queue, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker:
-            return None
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(self.url))) as connection:
+            try:
+                return connection.channel().queue_declare(queue, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker:
+                return None
 
     def stats(self, queue: str, settle: float = 1.2, timeout: float = 15) -> dict:
         """The management API's counts, after waiting out its sampling (a new queue has none at first)."""

@@ -178,22 +178,7 @@ class Run:
         return crashes
 
     def wait_for_consumers(self, count: int, timeout: float = 30) -> None:
-        """Block until `count` consumers are attached to the queue, so dispatch starts with all of them."""
-        deadline = time.monotonic() + timeout
-        connection = pika.BlockingConnection(pika.URLParameters(self.url))
-        try:
-            while time.monotonic() < deadline:
-                channel = connection.channel()
-                try:
-                    if channel.queue_declare(self.queue, passive=True).method.consumer_count >= count:
-                        return
-                    channel.close()
-                except pika.exceptions.ChannelClosedByBroker:
-                    pass  # the queue is not declared yet
-                time.sleep(0.1)
-        finally:
-            connection.close()
-        raise TimeoutError(f"{count} consumers never attached to {self.queue!r}")
+        wait_for_consumers(self.url, self.queue, count, timeout)
 
     def tally(self) -> Tally:
         path = self.folder / "events.jsonl"
@@ -205,6 +190,25 @@ class Run:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 30) -> None:
+    """Block until `count` consumers are attached to the queue, so dispatch starts with all of them."""
+    deadline = time.monotonic() + timeout
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        while time.monotonic() < deadline:
+            channel = connection.channel()
+            try:
+                if channel.queue_declare(queue, passive=True).method.consumer_count >= count:
+                    return
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # the queue is not declared yet
+            time.sleep(0.1)
+    finally:
+        connection.close()
+    raise TimeoutError(f"{count} consumers never attached to {queue!r}")
 
 
 def numbered(count: int, length: int = 0) -> list[str]:
