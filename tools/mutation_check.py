@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""The mutation check: break the kit on purpose, one breakage at a time, and see the tests named for it fail.
+
+Each breakage (a "mutant") lives in tools/mutants/*.toml:
+
+    [[mutant]]
+    name = "the worker acks before its work"
+    file = "qprocessor.py"
+    find = "exact text, found exactly once in the file"
+    replace = "the broken text"
+    tests = ["tests/test_work_queue.py::test_..."]
+
+The repository is copied (as the working tree has it) into a scratch folder, the breakage applied there, and the
+named tests run with the project's own interpreter. A mutant "survives" when those tests still pass: the tests would
+not notice that behaviour breaking, which is a defect in the tests. Exit status: 0 when every mutant was caught,
+1 when any survived, 2 when a mutant cannot be applied (its text is missing or not unique).
+
+    .venv/bin/python tools/mutation_check.py                 # every mutant
+    .venv/bin/python tools/mutation_check.py -k signal       # those whose name contains "signal"
+    .venv/bin/python tools/mutation_check.py --list
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "tools" / "mutants"
+IGNORED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.pyc")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+    source: str  # the .toml it came from
+
+    def apply(self, copy: Path) -> None:
+        target = copy / self.file
+        text = target.read_text(encoding="utf-8")
+        found = text.count(self.find)
+        if found != 1:
+            raise click.ClickException(f"{self.source}: mutant {self.name!r}: its text occurs {found} times "
+                                       f"in {self.file} (must be exactly once)")
+        target.write_text(text.replace(self.find, self.replace), encoding="utf-8")
+
+
+def load_mutants() -> list[Mutant]:
+    mutants = []
+    for path in sorted(MUTANTS.glob("*.toml")):
+        for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", []):
+            mutants.append(Mutant(entry["name"], entry["file"], entry["find"], entry["replace"],
+                                  tuple(entry["tests"]), path.name))
+    return mutants
+
+
+def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
+    """Apply the mutant to a fresh copy and run its tests; True when they all still pass."""
+    copy = workdir / "repo"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(ROOT, copy, ignore=IGNORED)
+    mutant.apply(copy)
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests]
+    try:
+        result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False, "timed out (counted as caught: the tests did not pass)"
+    tail = (result.stdout.strip().splitlines() or [""])[-1]
+    if result.returncode in (4, 5):  # usage error or no test collected: a wrong test id proves nothing
+        raise click.ClickException(f"{mutant.source}: mutant {mutant.name!r}: pytest could not run its tests: "
+                                   f"{(result.stdout + result.stderr).strip().splitlines()[-1]}")
+    return result.returncode == 0, tail
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-k", "keyword", help="Only the mutants whose name contains this text.")
+@click.option("--list", "list_only", is_flag=True, help="List the mutants and their tests, and run nothing.")
+@click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True,
+              help="Seconds one mutant's tests may take.")
+def main(keyword: str | None, list_only: bool, timeout: float) -> None:
+    """Apply each breakage in tools/mutants/*.toml to a copy and check that its tests fail."""
+    mutants = [m for m in load_mutants() if not keyword or keyword in m.name]
+    if list_only:
+        for mutant in mutants:
+            click.echo(f"{mutant.source}: {mutant.name}  ->  {' '.join(mutant.tests)}")
+        return
+    survivors = []
+    with tempfile.TemporaryDirectory(prefix="labkit-mutants-") as scratch:
+        for number, mutant in enumerate(mutants, 1):
+            started = time.monotonic()
+            alive, detail = survives(mutant, Path(scratch), timeout)
+            verdict = "SURVIVED" if alive else "caught"
+            click.echo(f"[{number}/{len(mutants)}] {verdict:<8} {mutant.name} ({time.monotonic() - started:.0f}s; "
+                       f"{detail})")
+            if alive:
+                survivors.append(mutant)
+    click.echo(f"{len(mutants) - len(survivors)} of {len(mutants)} mutants caught"
+               + (": survivors: " + "; ".join(m.name for m in survivors) if survivors else ""))
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
