@@ -22,7 +22,7 @@ import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, Callable, Optional, TypeVar
 
 import click
@@ -30,7 +30,8 @@ import pika
 import tenacity
 from pika import exceptions as amqp
 
-# --- connection code, repeated in sender.py on purpose: each script must run when copied alone ---
+# --- connection code: the same in sender.py and qprocessor.py, since each script must run when copied alone ---
+# (tests/test_twins.py fails when the two copies differ)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # a bad option value (click's own code)
@@ -39,7 +40,7 @@ EXIT_LOGIN_REFUSED = 4  # wrong username or password
 EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
 EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
-EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
+EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 T = TypeVar("T")
 
@@ -52,41 +53,122 @@ class BrokerError(click.ClickException):
         self.exit_code = exit_code
 
 
-def connection_parameters(
-    url: Optional[str] = None,
-    host: str = "localhost",
-    port: int = 5672,
-    vhost: str = "/",
-    username: str = "guest",
-    password: str = "guest",
-    heartbeat: Optional[int] = None,
-    ca_cert: Optional[str] = None,
-) -> pika.ConnectionParameters:
-    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials.
+def setting(value, *declarations: str, secret: bool = False, **attributes):
+    """A settings field with default `value`, together with the click option that sets it.
 
-    amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
+    The option is declared once, here: command_options() adds it to the command and parse() reads it back, so an
+    option can be neither missing from the command nor silently ignored by it. The option's default is `value`
+    unless given (a callable, say); a secret is left out of repr().
     """
-    if url:
-        if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
-            url = url.replace("@", ":@", 1)
+    attributes.setdefault("default", value)
+    return field(default=value, repr=not secret, metadata={"option": (declarations, attributes)})
+
+
+def option_name(settings_class: type, name: str) -> str:
+    return f"{settings_class.__name__.lower()}_{name}"
+
+
+def command_options(*settings_classes: type) -> Callable:
+    """Add to a click command the option of every field of the given settings classes, in their order."""
+
+    def decorate(command: Callable) -> Callable:
+        for settings_class in reversed(settings_classes):
+            for each in reversed(fields(settings_class)):
+                declarations, attributes = each.metadata["option"]
+                command = click.option(*declarations, option_name(settings_class, each.name), **attributes)(command)
+        return command
+
+    return decorate
+
+
+def parse(settings_class: type[T], options: dict) -> T:
+    """Take the settings class's own options out of click's parsed options and build it (once, at the start)."""
+    return settings_class(**{each.name: options.pop(option_name(settings_class, each.name))
+                             for each in fields(settings_class)})
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where the broker is and who we are on it; also what ipython's connect() takes."""
+
+    url: Optional[str] = setting(
+        None, "--url", envvar="AMQP_URL", show_envvar=True,
+        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below.")
+    host: str = setting("localhost", "--host", envvar="RABBITMQ_HOST", show_envvar=True, show_default=True,
+                        help="Broker host name or address.")
+    port: int = setting(5672, "--port", envvar="RABBITMQ_PORT", show_envvar=True, show_default=True,
+                        type=click.IntRange(1, 65535), help="Broker AMQP port.")
+    vhost: str = setting("/", "--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, show_default=True,
+                         help="Virtual host: in the lab, your username.")
+    username: str = setting("guest", "--username", envvar="RABBITMQ_USERNAME", show_envvar=True, show_default=True,
+                            help="User name.")
+    password: str = setting(
+        "guest", "--password", secret=True, envvar="RABBITMQ_PASSWORD", show_envvar=True,
+        help="Password; prefer the environment variable or --ask-password, which keep it out of the process list.")
+    ask_password: bool = setting(False, "--ask-password", is_flag=True,
+                                 help="Prompt for the password without echoing it.")
+    ca_cert: Optional[str] = setting(
+        None, "--ca-cert", envvar="RABBITMQ_CA_CERT", show_envvar=True, type=click.Path(exists=True, dir_okay=False),
+        help="With an amqps:// URL: trust the broker's certificate if this CA (PEM file) signed it.")
+    heartbeat: Optional[int] = setting(
+        None, "--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
+        help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off).")
+    retry_for: float = setting(30.0, "--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, show_default=True,
+                               type=click.FloatRange(0),
+                               help="Seconds to keep retrying an unreachable broker before giving up.")
+
+    def parameters(self) -> pika.ConnectionParameters:
+        """pika's parameters for these settings; prompts for the password once when --ask-password was given.
+
+        amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
+        """
+        url = self.url
+        if url:
+            if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
+                url = url.replace("@", ":@", 1)
+            try:
+                params = pika.URLParameters(url)
+            except Exception as exc:  # pika raises several types for a malformed URL
+                raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})",
+                                         param_hint="--url") from None
+            if not url.startswith(("amqp://", "amqps://")):
+                raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
+        else:
+            params = pika.ConnectionParameters(host=self.host, port=self.port, virtual_host=self.vhost,
+                                               credentials=pika.PlainCredentials(self.username, self.password))
+        if self.ca_cert:
+            if params.ssl_options is None:
+                raise click.BadParameter("a CA certificate only applies to an amqps:// URL", param_hint="--ca-cert")
+            params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=self.ca_cert), params.host)
+        if self.heartbeat is not None:
+            params.heartbeat = self.heartbeat
+        if self.ask_password:  # for the user named by --username or in the URL
+            username = params.credentials.username
+            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
+            params.credentials = pika.PlainCredentials(username, password)
+        params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
+        return params
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The queue both scripts declare, and how; a new queue property is a field here and an argument in declare()."""
+
+    name: str = setting("hello", "--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, show_default=True,
+                        help="Queue name.")
+    durable: bool = setting(False, "--durable", is_flag=True,
+                            help="Declare the queue durable (it survives a broker restart).")
+
+    def declaration(self) -> dict:
+        """queue_declare's arguments for this queue: the one place both scripts' declarations come from."""
+        return {"queue": self.name, "durable": self.durable}
+
+    def declare(self, channel) -> int:
+        """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
         try:
-            params = pika.URLParameters(url)
-        except Exception as exc:  # pika raises several types for a malformed URL
-            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url") from None
-        if not url.startswith(("amqp://", "amqps://")):
-            raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
-    else:
-        params = pika.ConnectionParameters(
-            host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(username, password)
-        )
-    if ca_cert:
-        if params.ssl_options is None:
-            raise click.BadParameter("a CA certificate only applies to an amqps:// URL", param_hint="--ca-cert")
-        params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=ca_cert), params.host)
-    if heartbeat is not None:
-        params.heartbeat = heartbeat
-    params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
-    return params
+            return channel.queue_declare(**self.declaration()).method.message_count
+        except amqp.ChannelClosedByBroker as exc:
+            raise queue_error(exc, self.name) from None
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -156,20 +238,15 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
         raise explain(exc, params) from None
 
 
-def open_connection(params: pika.ConnectionParameters, retry_for: float = 30) -> pika.BlockingConnection:
-    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for)
-
-
-def declare_queue(channel, queue: str, durable: bool = False) -> int:
-    """Declare the queue (idempotent) and return how many messages are ready in it."""
-    try:
-        return channel.queue_declare(queue=queue, durable=durable).method.message_count
-    except amqp.ChannelClosedByBroker as exc:
-        raise queue_error(exc, queue) from None
+def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, quiet: bool = False,
+                    reconnecting: bool = False) -> pika.BlockingConnection:
+    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
 
 
 def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain RabbitMQ's PRECONDITION_FAILED for a queue declared with other properties."""
+    """Explain why the broker refused the queue: missing (NOT_FOUND), or declared with other properties."""
+    if exc.reply_code == 404:
+        return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
     if not found:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
@@ -184,60 +261,18 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
     )
 
 
-def connection_options(command: Callable) -> Callable:
-    """The connection options shared, by name and environment variable, with sender.py."""
-    options = [
-        click.option("--url", envvar="AMQP_URL", show_envvar=True,
-                     help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below."),
-        click.option("--host", envvar="RABBITMQ_HOST", show_envvar=True, default="localhost", show_default=True,
-                     help="Broker host name or address."),
-        click.option("--port", envvar="RABBITMQ_PORT", show_envvar=True, default=5672, show_default=True,
-                     type=click.IntRange(1, 65535), help="Broker AMQP port."),
-        click.option("--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, default="/", show_default=True,
-                     help="Virtual host: in the lab, your username."),
-        click.option("--username", envvar="RABBITMQ_USERNAME", show_envvar=True, default="guest", show_default=True,
-                     help="User name."),
-        click.option("--password", envvar="RABBITMQ_PASSWORD", show_envvar=True, default="guest",
-                     help="Password; prefer the environment variable or --ask-password, which keep it out of the process list."),
-        click.option("--ask-password", is_flag=True, help="Prompt for the password without echoing it."),
-        click.option("--ca-cert", envvar="RABBITMQ_CA_CERT", show_envvar=True,
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="With an amqps:// URL: trust the broker's certificate if this CA (PEM file) signed it."),
-        click.option("--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
-                     help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off)."),
-        click.option("--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, default=30.0, show_default=True,
-                     type=click.FloatRange(0), help="Seconds to keep retrying an unreachable broker before giving up."),
-        click.option("--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, default="hello", show_default=True,
-                     help="Queue name."),
-        click.option("--durable", is_flag=True, help="Declare the queue durable (it survives a broker restart)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672, vhost: str = "/",
+            username: str = "guest", password: str = "guest", heartbeat: Optional[int] = None,
+            retry_for: float = 30):
+    """Connect to the broker and return a channel (for ipython; the command line does the same)."""
+    settings = ConnectionSettings(url=url, host=host, port=port, vhost=vhost, username=username, password=password,
+                                  heartbeat=heartbeat, retry_for=retry_for)
+    return open_connection(settings.parameters(), retry_for).channel()
 
 
-def parameters_from_options(options: dict) -> pika.ConnectionParameters:
-    params = connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
-                                   options["username"], options["password"], options["heartbeat"], options["ca_cert"])
-    if options["ask_password"]:  # for the user named by --username or in the URL
-        password = click.prompt(f"Password for {params.credentials.username}", hide_input=True, err=True)
-        params.credentials = pika.PlainCredentials(params.credentials.username, password)
-    return params
-
-
-def connect(
-    url: Optional[str] = None,
-    host: str = "localhost",
-    port: int = 5672,
-    vhost: str = "/",
-    username: str = "guest",
-    password: str = "guest",
-    heartbeat: Optional[int] = None,
-    retry_for: float = 30,
-):
-    """Connect to the broker and return a channel (for ipython; the CLI does the same)."""
-    params = connection_parameters(url, host, port, vhost, username, password, heartbeat)
-    return open_connection(params, retry_for).channel()
+def declare_queue(channel, queue: str = "hello", durable: bool = False) -> int:
+    """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
+    return QueueSettings(queue, durable).declare(channel)
 
 
 def close_quietly(connection: pika.BlockingConnection) -> None:
@@ -246,6 +281,8 @@ def close_quietly(connection: pika.BlockingConnection) -> None:
             connection.close()
     except amqp.AMQPError:
         pass
+
+# --- end of the connection code ---
 
 
 # --- the worker ---
@@ -263,21 +300,31 @@ def receive(channel, queue: str = "hello", acknowledge: bool = True) -> Optional
     return body
 
 
-@dataclass
-class Settings:
-    """How the worker behaves; one field per command-line option."""
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How the worker behaves; one field per option of the worker's own."""
 
-    queue: str = "hello"
-    durable: bool = False
-    acknowledge: bool = False
-    prefetch: int = 0
-    seconds_per_char: float = 1.0
-    lose_every: int = 0
-    lose_mode: str = "drop"
-    name: str = "worker"
-    max_messages: int = 0
-    idle_exit: float = 0
-    quiet: bool = False
+    acknowledge: bool = setting(False, "--acknowledge", is_flag=True,
+                                help="Ack each message after its work is done (default: auto-ack on delivery).")
+    prefetch: int = setting(0, "--prefetch", type=click.IntRange(0), show_default=True,
+                            help="Most unacked messages at once (basic.qos); 0 is unlimited. Use 1 for fair dispatch.")
+    seconds_per_char: float = setting(1.0, "--seconds-per-char", type=click.FloatRange(0), show_default=True,
+                                      help="Fake work time per character of the body; 0 for load tests.")
+    lose_every: int = setting(0, "--lose-every", type=click.IntRange(0), show_default=True,
+                              help="Deliberately lose every Nth delivery; 0 loses none.")
+    lose_mode: str = setting("drop", "--lose-mode", type=click.Choice(LOSE_MODES), show_default=True,
+                             help="drop: neither work nor ack; crash: the process dies mid-message; "
+                                  "requeue: reject it back.")
+    name: str = setting("worker", "--name", default=lambda: f"worker-{os.getpid()}", show_default="worker-PID",
+                        help="Label for each output line and event.")
+    max_messages: int = setting(0, "--max-messages", type=click.IntRange(0), show_default=True,
+                                help="Exit after this many deliveries; 0 runs until stopped.")
+    idle_exit: float = setting(0.0, "--idle-exit", type=click.FloatRange(0), show_default=True,
+                               help="Exit when no message has arrived for this many seconds; 0 waits forever.")
+    events: Optional[str] = setting(None, "--events", type=click.Path(dir_okay=False, allow_dash=True),
+                                    help="Append one JSON line per event (received, done, lost, requeued, abandoned) "
+                                         "to FILE, or - for stdout.")
+    quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the final summary.")
 
 
 @dataclass
@@ -302,7 +349,8 @@ class ConnectionLost(Exception):
 class Worker:
     """Consumes one queue, fakes work, loses messages on request and logs every event."""
 
-    settings: Settings
+    settings: WorkerSettings
+    queue: QueueSettings
     params: pika.ConnectionParameters
     retry_for: float = 30
     events: Optional[IO[str]] = None
@@ -322,12 +370,12 @@ class Worker:
 
     def run(self) -> Tally:
         """Consume until stopped, --max-messages or --idle-exit; reconnect whenever the connection is lost."""
-        self.say(f"waiting for messages on queue {self.settings.queue!r} "
+        self.say(f"waiting for messages on queue {self.queue.name!r} "
                  f"({'manual acks' if self.settings.acknowledge else 'auto-ack'}"
                  f"{f', prefetch {self.settings.prefetch}' if self.settings.prefetch else ''}); Ctrl-C to stop")
         first = True
         while not self.finished():
-            connection = open_connection(self.params, self.retry_for) if first else self.reconnect()
+            connection = open_connection(self.params, self.retry_for, self.settings.quiet, reconnecting=not first)
             first = False
             try:
                 self.consume(connection)
@@ -340,10 +388,6 @@ class Worker:
                 close_quietly(connection)
         return self.tally
 
-    def reconnect(self) -> pika.BlockingConnection:
-        return with_retry(lambda: pika.BlockingConnection(self.params), self.params, self.retry_for,
-                          quiet=self.settings.quiet, reconnecting=True)
-
     def finished(self) -> bool:
         s = self.settings
         if self.stopping or (s.max_messages and self.tally.received >= s.max_messages):
@@ -351,13 +395,13 @@ class Worker:
         return bool(s.idle_exit) and time.monotonic() - self._last_message_at >= s.idle_exit
 
     def consume(self, connection: pika.BlockingConnection) -> None:
-        s = self.settings
+        s, queue = self.settings, self.queue.name
         try:
             channel = connection.channel()
-            declare_queue(channel, s.queue, s.durable)
+            self.queue.declare(channel)
             if s.prefetch:
                 channel.basic_qos(prefetch_count=s.prefetch)
-            deliveries = channel.consume(s.queue, auto_ack=not s.acknowledge, inactivity_timeout=0.25)
+            deliveries = channel.consume(queue, auto_ack=not s.acknowledge, inactivity_timeout=0.25)
             for method, properties, body in deliveries:
                 if method is None:
                     sys.stdout.flush()
@@ -371,7 +415,7 @@ class Worker:
                 if self.finished():
                     break
             else:  # the generator ended by itself: the broker cancelled our consumer
-                raise BrokerError(f"queue {s.queue!r} was deleted while this worker consumed from it", EXIT_QUEUE_MISMATCH)
+                raise BrokerError(f"queue {queue!r} was deleted while this worker consumed from it", EXIT_QUEUE_MISMATCH)
             if channel.is_open:
                 if not s.acknowledge:
                     self.drop_undelivered(channel, deliveries)
@@ -379,7 +423,7 @@ class Worker:
                 channel.close()
         except (amqp.ChannelClosedByBroker, amqp.ConsumerCancelled) as exc:
             if isinstance(exc, amqp.ChannelClosedByBroker) and exc.reply_code == 406 and "inequivalent" in exc.reply_text:
-                raise queue_error(exc, s.queue) from None
+                raise queue_error(exc, queue) from None
             raise ConnectionLost(f"channel closed by the broker: {exc}") from None
         except amqp.ChannelWrongStateError as exc:
             raise ConnectionLost(str(exc)) from None
@@ -496,45 +540,26 @@ Examples:
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@connection_options
-@click.option("--acknowledge", is_flag=True, help="Ack each message after its work is done (default: auto-ack on delivery).")
-@click.option("--prefetch", type=click.IntRange(0), default=0, show_default=True,
-              help="Most unacked messages at once (basic.qos); 0 is unlimited. Use 1 for fair dispatch.")
-@click.option("--seconds-per-char", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Fake work time per character of the body; 0 for load tests.")
-@click.option("--lose-every", type=click.IntRange(0), default=0, show_default=True,
-              help="Deliberately lose every Nth delivery; 0 loses none.")
-@click.option("--lose-mode", type=click.Choice(LOSE_MODES), default="drop", show_default=True,
-              help="drop: neither work nor ack; crash: the process dies mid-message; requeue: reject it back.")
-@click.option("--name", default=lambda: f"worker-{os.getpid()}", show_default="worker-PID",
-              help="Label for each output line and event.")
-@click.option("--max-messages", type=click.IntRange(0), default=0, show_default=True,
-              help="Exit after this many deliveries; 0 runs until stopped.")
-@click.option("--idle-exit", type=click.FloatRange(0), default=0, show_default=True,
-              help="Exit when no message has arrived for this many seconds; 0 waits forever.")
-@click.option("--events", "events_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Append one JSON line per event (received, done, lost, requeued, abandoned) to FILE, or - for stdout.")
-@click.option("--quiet", is_flag=True, help="Print only the final summary.")
-def main(acknowledge, prefetch, seconds_per_char, lose_every, lose_mode, name, max_messages, idle_exit,
-         events_path, quiet, retry_for, queue, durable, **connection) -> None:
+@command_options(ConnectionSettings, QueueSettings, WorkerSettings)
+def main(**options) -> None:
     """Take messages from a queue and fake work on each: one second per character by default.
 
     Every option can also come from the environment variable shown beside it.
     """
-    params = parameters_from_options(connection)
-    settings = Settings(queue, durable, acknowledge, prefetch, seconds_per_char, lose_every, lose_mode, name,
-                        max_messages, idle_exit, quiet)
+    connection, queue = parse(ConnectionSettings, options), parse(QueueSettings, options)
+    settings = parse(WorkerSettings, options)
+    params = connection.parameters()
     events = None
-    if events_path:
-        events = sys.stdout if events_path == "-" else open(events_path, "a", encoding="utf-8", buffering=1)
-    worker = Worker(settings, params, retry_for, events)
+    if settings.events:
+        events = sys.stdout if settings.events == "-" else open(settings.events, "a", encoding="utf-8", buffering=1)
+    worker = Worker(settings, queue, params, connection.retry_for, events)
     install_signal_handlers(worker)
     try:
         tally = worker.run()
     finally:
         if events:
             events.flush()
-    click.echo(f"[{name}] summary: {tally.summary()}")
+    click.echo(f"[{settings.name}] summary: {tally.summary()}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import click
@@ -30,7 +30,8 @@ import pika
 import tenacity
 from pika import exceptions as amqp
 
-# --- connection code, repeated in sender.py on purpose: each script must run when copied alone ---
+# --- connection code: the same in sender.py and qprocessor.py, since each script must run when copied alone ---
+# (tests/test_twins.py fails when the two copies differ)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # a bad option value (click's own code)
@@ -39,7 +40,7 @@ EXIT_LOGIN_REFUSED = 4  # wrong username or password
 EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
 EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
-EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
+EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 T = TypeVar("T")
 
@@ -52,41 +53,122 @@ class BrokerError(click.ClickException):
         self.exit_code = exit_code
 
 
-def connection_parameters(
-    url: Optional[str] = None,
-    host: str = "localhost",
-    port: int = 5672,
-    vhost: str = "/",
-    username: str = "guest",
-    password: str = "guest",
-    heartbeat: Optional[int] = None,
-    ca_cert: Optional[str] = None,
-) -> pika.ConnectionParameters:
-    """Build pika parameters from a URL (amqp:// or amqps://) or from host, port, vhost and credentials.
+def setting(value, *declarations: str, secret: bool = False, **attributes):
+    """A settings field with default `value`, together with the click option that sets it.
 
-    amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
+    The option is declared once, here: command_options() adds it to the command and parse() reads it back, so an
+    option can be neither missing from the command nor silently ignored by it. The option's default is `value`
+    unless given (a callable, say); a secret is left out of repr().
     """
-    if url:
-        if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
-            url = url.replace("@", ":@", 1)
+    attributes.setdefault("default", value)
+    return field(default=value, repr=not secret, metadata={"option": (declarations, attributes)})
+
+
+def option_name(settings_class: type, name: str) -> str:
+    return f"{settings_class.__name__.lower()}_{name}"
+
+
+def command_options(*settings_classes: type) -> Callable:
+    """Add to a click command the option of every field of the given settings classes, in their order."""
+
+    def decorate(command: Callable) -> Callable:
+        for settings_class in reversed(settings_classes):
+            for each in reversed(fields(settings_class)):
+                declarations, attributes = each.metadata["option"]
+                command = click.option(*declarations, option_name(settings_class, each.name), **attributes)(command)
+        return command
+
+    return decorate
+
+
+def parse(settings_class: type[T], options: dict) -> T:
+    """Take the settings class's own options out of click's parsed options and build it (once, at the start)."""
+    return settings_class(**{each.name: options.pop(option_name(settings_class, each.name))
+                             for each in fields(settings_class)})
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where the broker is and who we are on it; also what ipython's connect() takes."""
+
+    url: Optional[str] = setting(
+        None, "--url", envvar="AMQP_URL", show_envvar=True,
+        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below.")
+    host: str = setting("localhost", "--host", envvar="RABBITMQ_HOST", show_envvar=True, show_default=True,
+                        help="Broker host name or address.")
+    port: int = setting(5672, "--port", envvar="RABBITMQ_PORT", show_envvar=True, show_default=True,
+                        type=click.IntRange(1, 65535), help="Broker AMQP port.")
+    vhost: str = setting("/", "--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, show_default=True,
+                         help="Virtual host: in the lab, your username.")
+    username: str = setting("guest", "--username", envvar="RABBITMQ_USERNAME", show_envvar=True, show_default=True,
+                            help="User name.")
+    password: str = setting(
+        "guest", "--password", secret=True, envvar="RABBITMQ_PASSWORD", show_envvar=True,
+        help="Password; prefer the environment variable or --ask-password, which keep it out of the process list.")
+    ask_password: bool = setting(False, "--ask-password", is_flag=True,
+                                 help="Prompt for the password without echoing it.")
+    ca_cert: Optional[str] = setting(
+        None, "--ca-cert", envvar="RABBITMQ_CA_CERT", show_envvar=True, type=click.Path(exists=True, dir_okay=False),
+        help="With an amqps:// URL: trust the broker's certificate if this CA (PEM file) signed it.")
+    heartbeat: Optional[int] = setting(
+        None, "--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
+        help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off).")
+    retry_for: float = setting(30.0, "--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, show_default=True,
+                               type=click.FloatRange(0),
+                               help="Seconds to keep retrying an unreachable broker before giving up.")
+
+    def parameters(self) -> pika.ConnectionParameters:
+        """pika's parameters for these settings; prompts for the password once when --ask-password was given.
+
+        amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
+        """
+        url = self.url
+        if url:
+            if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
+                url = url.replace("@", ":@", 1)
+            try:
+                params = pika.URLParameters(url)
+            except Exception as exc:  # pika raises several types for a malformed URL
+                raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})",
+                                         param_hint="--url") from None
+            if not url.startswith(("amqp://", "amqps://")):
+                raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
+        else:
+            params = pika.ConnectionParameters(host=self.host, port=self.port, virtual_host=self.vhost,
+                                               credentials=pika.PlainCredentials(self.username, self.password))
+        if self.ca_cert:
+            if params.ssl_options is None:
+                raise click.BadParameter("a CA certificate only applies to an amqps:// URL", param_hint="--ca-cert")
+            params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=self.ca_cert), params.host)
+        if self.heartbeat is not None:
+            params.heartbeat = self.heartbeat
+        if self.ask_password:  # for the user named by --username or in the URL
+            username = params.credentials.username
+            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
+            params.credentials = pika.PlainCredentials(username, password)
+        params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
+        return params
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The queue both scripts declare, and how; a new queue property is a field here and an argument in declare()."""
+
+    name: str = setting("hello", "--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, show_default=True,
+                        help="Queue name.")
+    durable: bool = setting(False, "--durable", is_flag=True,
+                            help="Declare the queue durable (it survives a broker restart).")
+
+    def declaration(self) -> dict:
+        """queue_declare's arguments for this queue: the one place both scripts' declarations come from."""
+        return {"queue": self.name, "durable": self.durable}
+
+    def declare(self, channel) -> int:
+        """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
         try:
-            params = pika.URLParameters(url)
-        except Exception as exc:  # pika raises several types for a malformed URL
-            raise click.BadParameter(f"{url!r} is not an amqp:// or amqps:// URL ({exc})", param_hint="--url") from None
-        if not url.startswith(("amqp://", "amqps://")):
-            raise click.BadParameter(f"{url!r} must start with amqp:// or amqps://", param_hint="--url")
-    else:
-        params = pika.ConnectionParameters(
-            host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(username, password)
-        )
-    if ca_cert:
-        if params.ssl_options is None:
-            raise click.BadParameter("a CA certificate only applies to an amqps:// URL", param_hint="--ca-cert")
-        params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=ca_cert), params.host)
-    if heartbeat is not None:
-        params.heartbeat = heartbeat
-    params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
-    return params
+            return channel.queue_declare(**self.declaration()).method.message_count
+        except amqp.ChannelClosedByBroker as exc:
+            raise queue_error(exc, self.name) from None
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -156,20 +238,15 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
         raise explain(exc, params) from None
 
 
-def open_connection(params: pika.ConnectionParameters, retry_for: float = 30) -> pika.BlockingConnection:
-    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for)
-
-
-def declare_queue(channel, queue: str, durable: bool = False) -> int:
-    """Declare the queue (idempotent) and return how many messages are ready in it."""
-    try:
-        return channel.queue_declare(queue=queue, durable=durable).method.message_count
-    except amqp.ChannelClosedByBroker as exc:
-        raise queue_error(exc, queue) from None
+def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, quiet: bool = False,
+                    reconnecting: bool = False) -> pika.BlockingConnection:
+    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
 
 
 def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain RabbitMQ's PRECONDITION_FAILED for a queue declared with other properties."""
+    """Explain why the broker refused the queue: missing (NOT_FOUND), or declared with other properties."""
+    if exc.reply_code == 404:
+        return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
     if not found:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
@@ -184,60 +261,18 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
     )
 
 
-def connection_options(command: Callable) -> Callable:
-    """The connection options shared, by name and environment variable, with sender.py."""
-    options = [
-        click.option("--url", envvar="AMQP_URL", show_envvar=True,
-                     help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below."),
-        click.option("--host", envvar="RABBITMQ_HOST", show_envvar=True, default="localhost", show_default=True,
-                     help="Broker host name or address."),
-        click.option("--port", envvar="RABBITMQ_PORT", show_envvar=True, default=5672, show_default=True,
-                     type=click.IntRange(1, 65535), help="Broker AMQP port."),
-        click.option("--vhost", envvar="RABBITMQ_VHOST", show_envvar=True, default="/", show_default=True,
-                     help="Virtual host: in the lab, your username."),
-        click.option("--username", envvar="RABBITMQ_USERNAME", show_envvar=True, default="guest", show_default=True,
-                     help="User name."),
-        click.option("--password", envvar="RABBITMQ_PASSWORD", show_envvar=True, default="guest",
-                     help="Password; prefer the environment variable or --ask-password, which keep it out of the process list."),
-        click.option("--ask-password", is_flag=True, help="Prompt for the password without echoing it."),
-        click.option("--ca-cert", envvar="RABBITMQ_CA_CERT", show_envvar=True,
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="With an amqps:// URL: trust the broker's certificate if this CA (PEM file) signed it."),
-        click.option("--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
-                     help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off)."),
-        click.option("--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, default=30.0, show_default=True,
-                     type=click.FloatRange(0), help="Seconds to keep retrying an unreachable broker before giving up."),
-        click.option("--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, default="hello", show_default=True,
-                     help="Queue name."),
-        click.option("--durable", is_flag=True, help="Declare the queue durable (it survives a broker restart)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672, vhost: str = "/",
+            username: str = "guest", password: str = "guest", heartbeat: Optional[int] = None,
+            retry_for: float = 30):
+    """Connect to the broker and return a channel (for ipython; the command line does the same)."""
+    settings = ConnectionSettings(url=url, host=host, port=port, vhost=vhost, username=username, password=password,
+                                  heartbeat=heartbeat, retry_for=retry_for)
+    return open_connection(settings.parameters(), retry_for).channel()
 
 
-def parameters_from_options(options: dict) -> pika.ConnectionParameters:
-    params = connection_parameters(options["url"], options["host"], options["port"], options["vhost"],
-                                   options["username"], options["password"], options["heartbeat"], options["ca_cert"])
-    if options["ask_password"]:  # for the user named by --username or in the URL
-        password = click.prompt(f"Password for {params.credentials.username}", hide_input=True, err=True)
-        params.credentials = pika.PlainCredentials(params.credentials.username, password)
-    return params
-
-
-def connect(
-    url: Optional[str] = None,
-    host: str = "localhost",
-    port: int = 5672,
-    vhost: str = "/",
-    username: str = "guest",
-    password: str = "guest",
-    heartbeat: Optional[int] = None,
-    retry_for: float = 30,
-):
-    """Connect to the broker and return a channel (for ipython; the CLI does the same)."""
-    params = connection_parameters(url, host, port, vhost, username, password, heartbeat)
-    return open_connection(params, retry_for).channel()
+def declare_queue(channel, queue: str = "hello", durable: bool = False) -> int:
+    """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
+    return QueueSettings(queue, durable).declare(channel)
 
 
 def close_quietly(connection: pika.BlockingConnection) -> None:
@@ -246,6 +281,8 @@ def close_quietly(connection: pika.BlockingConnection) -> None:
             connection.close()
     except amqp.AMQPError:
         pass
+
+# --- end of the connection code ---
 
 
 # --- the producer ---
@@ -332,10 +369,10 @@ class Publisher:
     (as RabbitMQ's PerfTest --confirm N) keeps the pipe full while still knowing exactly what is on the broker.
     """
 
-    def __init__(self, params: pika.ConnectionParameters, queue: str, *, durable: bool = False, declare: bool = True,
+    def __init__(self, params: pika.ConnectionParameters, queue: QueueSettings, *, declare: bool = True,
                  persistent: bool = False, confirm: bool = True, window: int = 1024,
                  on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
-        self.params, self.queue, self.durable, self.declare = params, queue, durable, declare
+        self.params, self.queue, self.declare = params, queue, declare
         self.persistent, self.confirm, self.window = persistent, confirm, window
         self.on_sent, self.say = on_sent, say
         self.report = Report()
@@ -343,7 +380,7 @@ class Publisher:
         self._unconfirmed: dict[int, Message] = {}
         self._returned: set[str] = set()
 
-    def run(self, messages: Iterable[Message], retry_for: float = 30) -> Report:
+    def run(self, messages: Iterable[Message], retry_for: float = 30, quiet: bool = False) -> Report:
         """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
         self._pending = iter(messages)
         self.report.started = time.monotonic()
@@ -351,7 +388,7 @@ class Publisher:
             reconnecting = False
             while True:
                 try:
-                    with_retry(self._session, self.params, retry_for, reconnecting=reconnecting)
+                    with_retry(self._session, self.params, retry_for, quiet, reconnecting)
                     return self.report
                 except ResumeAfterLoss as lost:
                     reconnecting = True
@@ -405,7 +442,7 @@ class Publisher:
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self.declare:
-            channel.queue_declare(self.queue, durable=self.durable, callback=lambda _frame: self._on_declared())
+            channel.queue_declare(**self.queue.declaration(), callback=lambda _frame: self._on_declared())
         else:
             self._on_declared()
 
@@ -417,7 +454,7 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason: BaseException) -> None:
         if isinstance(reason, amqp.ChannelClosedByBroker) and self._error is None:
-            self._error = channel_error(reason, self.queue)
+            self._error = channel_error(reason, self.queue.name)
         if self._connection.is_open:
             self._connection.close()
 
@@ -427,7 +464,7 @@ class Publisher:
     def _publish_more(self) -> None:
         budget = self.window - len(self._unconfirmed) if self.confirm else self.window
         for message in itertools.islice(self._pending, max(budget, 0)):
-            self._channel.basic_publish("", self.queue, message.body,
+            self._channel.basic_publish("", self.queue.name, message.body,
                                         message_properties(message, self.persistent), mandatory=True)
             self._published = True
             self.report.published += 1
@@ -455,7 +492,7 @@ class Publisher:
                 self.say(f"the broker refused (nacked) message {message.message_id}")
             elif message.message_id in self._returned:
                 self.report.unroutable += 1
-                self.say(f"unroutable: no queue named {self.queue!r} took message {message.message_id}")
+                self.say(f"unroutable: no queue named {self.queue.name!r} took message {message.message_id}")
             else:
                 self.report.confirmed += 1
                 self.on_sent(message)
@@ -469,8 +506,6 @@ def channel_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
         size, limit = too_large.groups()
         return BrokerError(f"a message of {int(size):,} bytes is over the broker's limit of {int(limit):,} bytes",
                            EXIT_TOO_LARGE)
-    if exc.reply_code == 404:
-        return BrokerError(f"queue {queue!r} does not exist", EXIT_NOT_CONFIRMED)
     return queue_error(exc, queue)
 
 
@@ -479,7 +514,7 @@ def purge_queue(channel, queue: str) -> int:
     try:
         return channel.queue_purge(queue).method.message_count
     except amqp.ChannelClosedByBroker as exc:
-        raise missing_queue(exc, queue) from None
+        raise queue_error(exc, queue) from None
 
 
 def delete_queue(channel, queue: str, force: bool = False) -> int:
@@ -487,7 +522,7 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
     try:
         consumers = channel.queue_declare(queue, passive=True).method.consumer_count
     except amqp.ChannelClosedByBroker as exc:
-        raise missing_queue(exc, queue) from None
+        raise queue_error(exc, queue) from None
     if consumers and not force:
         raise BrokerError(f"queue {queue!r} has {consumers} consumer(s): stop them first, or add --force",
                           EXIT_QUEUE_IN_USE)
@@ -495,12 +530,6 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
         return channel.queue_delete(queue, if_unused=not force).method.message_count
     except amqp.ChannelClosedByBroker:  # a consumer attached between the check and the delete
         raise BrokerError(f"queue {queue!r} gained a consumer: stop it first, or add --force", EXIT_QUEUE_IN_USE) from None
-
-
-def missing_queue(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    if exc.reply_code == 404:
-        return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
-    return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
 
 
 def stdin_bodies() -> Iterator[bytes]:
@@ -521,57 +550,72 @@ Examples:
 """
 
 
+@dataclass(frozen=True)
+class SenderSettings:
+    """What to send and how; one field per option of the producer's own."""
+
+    count: Optional[int] = setting(None, "--count", type=click.IntRange(1),
+                                   help="Generate this many numbered messages instead.")
+    length: int = setting(0, "--length", type=click.IntRange(0), show_default=True,
+                          help="Pad generated messages with dots to this many characters "
+                               "(the worker works 1 s per character).")
+    persistent: bool = setting(False, "--persistent", is_flag=True,
+                               help="Mark messages persistent (stored on disk in a durable queue).")
+    confirm: bool = setting(True, "--confirm/--no-confirm", show_default=True,
+                            help="Wait for publisher confirms, so 'sent' means the broker has the message.")
+    confirm_window: int = setting(1024, "--confirm-window", type=click.IntRange(1), show_default=True,
+                                  help="Most messages in flight awaiting a confirm.")
+    declare: bool = setting(True, "--declare/--no-declare", show_default=True,
+                            help="Declare the queue before publishing.")
+    blocked_timeout: float = setting(60.0, "--blocked-timeout", type=click.FloatRange(0, min_open=True),
+                                     show_default=True, help="Give up when the broker blocks publishing "
+                                                             "(memory or disk alarm) for this many seconds.")
+    purge: bool = setting(False, "--purge", is_flag=True, help="Remove all ready messages from the queue first.")
+    delete_queue: bool = setting(False, "--delete-queue", is_flag=True,
+                                 help="Delete the queue and exit; refused while it has consumers.")
+    force: bool = setting(False, "--force", is_flag=True,
+                          help="With --delete-queue: delete even while consumers are attached.")
+    quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the summary line.")
+
+
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@connection_options
+@command_options(ConnectionSettings, QueueSettings, SenderSettings)
 @click.argument("messages", nargs=-1)
-@click.option("--count", type=click.IntRange(1), help="Generate this many numbered messages instead.")
-@click.option("--length", type=click.IntRange(0), default=0, show_default=True,
-              help="Pad generated messages with dots to this many characters (the worker works 1 s per character).")
-@click.option("--persistent", is_flag=True, help="Mark messages persistent (stored on disk in a durable queue).")
-@click.option("--confirm/--no-confirm", default=True, show_default=True,
-              help="Wait for publisher confirms, so 'sent' means the broker has the message.")
-@click.option("--confirm-window", type=click.IntRange(1), default=1024, show_default=True,
-              help="Most messages in flight awaiting a confirm.")
-@click.option("--declare/--no-declare", default=True, show_default=True,
-              help="Declare the queue before publishing.")
-@click.option("--blocked-timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
-              help="Give up when the broker blocks publishing (memory or disk alarm) for this many seconds.")
-@click.option("--purge", is_flag=True, help="Remove all ready messages from the queue first.")
-@click.option("--delete-queue", "delete_requested", is_flag=True, help="Delete the queue and exit; refused while it has consumers.")
-@click.option("--force", is_flag=True, help="With --delete-queue: delete even while consumers are attached.")
-@click.option("--quiet", is_flag=True, help="Print only the summary line.")
-def main(messages, count, length, persistent, confirm, confirm_window, declare, blocked_timeout, purge,
-         delete_requested, force, quiet, retry_for, queue, durable, **connection) -> None:
+def main(messages: tuple[str, ...], **options) -> None:
     """Send MESSAGES to a queue: the arguments, --count generated ones, or one per line of standard input.
 
     Every option can also come from the environment variable shown beside it.
     """
-    if delete_requested and (messages or count or purge):
+    connection, queue = parse(ConnectionSettings, options), parse(QueueSettings, options)
+    settings = parse(SenderSettings, options)
+    count, quiet = settings.count, settings.quiet
+    if settings.delete_queue and (messages or count or settings.purge):
         raise click.UsageError("--delete-queue deletes and exits: give it no messages, --count or --purge")
-    if force and not delete_requested:
+    if settings.force and not settings.delete_queue:
         raise click.UsageError("--force only applies to --delete-queue")
     if messages and count:
         raise click.UsageError("give messages as arguments or --count, not both")
     # Purge or delete alone never waits on standard input, which may be an open pipe (ssh, cron).
-    reads_stdin = not (messages or count or purge or delete_requested) and not sys.stdin.isatty()
-    if not (messages or count or reads_stdin or delete_requested or purge):
+    reads_stdin = not (messages or count or settings.purge or settings.delete_queue) and not sys.stdin.isatty()
+    if not (messages or count or reads_stdin or settings.delete_queue or settings.purge):
         raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
 
-    params = parameters_from_options(connection)
-    params.blocked_connection_timeout = blocked_timeout
-    if delete_requested or purge:
-        with contextlib.closing(open_connection(params, retry_for)) as admin:
-            if delete_requested:
-                held = delete_queue(admin.channel(), queue, force)
-                click.echo(f"deleted queue {queue!r} on vhost {params.virtual_host!r} ({held} messages in it)")
+    params = connection.parameters()
+    params.blocked_connection_timeout = settings.blocked_timeout
+    if settings.delete_queue or settings.purge:
+        with contextlib.closing(open_connection(params, connection.retry_for, quiet)) as admin:
+            if settings.delete_queue:
+                held = delete_queue(admin.channel(), queue.name, settings.force)
+                click.echo(f"deleted queue {queue.name!r} on vhost {params.virtual_host!r} ({held} messages in it)")
                 return
-            click.echo(f"purged {purge_queue(admin.channel(), queue)} messages from queue {queue!r}")
+            click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
         if not (messages or count):
             return
 
-    bodies: Iterable["bytes | str"] = numbered_bodies(count, length) if count else messages or stdin_bodies()
-    publisher = Publisher(params, queue, durable=durable, declare=declare, persistent=persistent, confirm=confirm,
-                          window=confirm_window, say=lambda text: click.echo(text, err=True))
+    bodies: Iterable["bytes | str"] = numbered_bodies(count, settings.length) if count else messages or stdin_bodies()
+    publisher = Publisher(params, queue, declare=settings.declare, persistent=settings.persistent,
+                          confirm=settings.confirm, window=settings.confirm_window,
+                          say=lambda text: click.echo(text, err=True))
     show_bar = not quiet and count and count >= PROGRESS_BAR_FROM
     with (click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar
           else contextlib.nullcontext()) as bar:
@@ -580,15 +624,15 @@ def main(messages, count, length, persistent, confirm, confirm_window, declare, 
         elif not quiet:
             publisher.on_sent = lambda message: click.echo(f"sent {message.body.decode('utf-8', 'replace')!r}")
         try:
-            report = publisher.run((new_message(body) for body in bodies), retry_for)
+            report = publisher.run((new_message(body) for body in bodies), connection.retry_for, quiet)
         except (BrokerError, KeyboardInterrupt) as exc:
             if publisher.report.published:  # say exactly how far it got before the failure
-                click.echo(publisher.report.summary(queue, params.virtual_host, confirm), err=True)
+                click.echo(publisher.report.summary(queue.name, params.virtual_host, settings.confirm), err=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
                                   EXIT_INTERRUPTED) from None
             raise
-    click.echo(report.summary(queue, params.virtual_host, confirm))
+    click.echo(report.summary(queue.name, params.virtual_host, settings.confirm))
     if report.nacked or report.unroutable:
         sys.exit(EXIT_NOT_CONFIRMED)
 

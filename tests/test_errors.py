@@ -100,3 +100,12 @@ def test_empty_standard_input_sends_nothing_and_says_so(space):
 
 def test_purging_a_missing_queue(space):
     assert_one_line_error(space.send("--purge", "--queue", "nope", check=False), 6, "queue 'nope' does not exist")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quiet_keeps_the_first_connection_retries_silent(space, script):
+    url = f"amqp://guest:guest@127.0.0.1:{closed_port()}/"
+    result = run(space, script, "--quiet", "--retry-for", "1", "x" if script == "send" else "--max-messages=1",
+                 AMQP_URL=url)
+    assert_one_line_error(result, 3, "cannot reach a broker at 127.0.0.1")
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]], result.stderr

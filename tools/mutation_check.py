@@ -65,24 +65,33 @@ def load_mutants() -> list[Mutant]:
     return mutants
 
 
-def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
-    """Apply the mutant to a fresh copy and run its tests; True when they all still pass."""
+def fresh_copy(workdir: Path) -> Path:
     copy = workdir / "repo"
     if copy.exists():
         shutil.rmtree(copy)
     shutil.copytree(ROOT, copy, ignore=IGNORED)
-    mutant.apply(copy)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests]
+    return copy
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float, source: str) -> tuple[bool, str]:
+    """Run the tests in the copy; (passed, pytest's last line)."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     try:
         result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return False, "timed out (counted as caught: the tests did not pass)"
-    tail = (result.stdout.strip().splitlines() or [""])[-1]
+        return False, "timed out: the tests did not pass"
     if result.returncode in (4, 5):  # usage error or no test collected: a wrong test id proves nothing
-        raise click.ClickException(f"{mutant.source}: mutant {mutant.name!r}: pytest could not run its tests: "
+        raise click.ClickException(f"{source}: pytest could not run {' '.join(tests)}: "
                                    f"{(result.stdout + result.stderr).strip().splitlines()[-1]}")
-    return result.returncode == 0, tail
+    return result.returncode == 0, (result.stdout.strip().splitlines() or [""])[-1]
+
+
+def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
+    """Apply the mutant to a fresh copy and run its tests; True when they all still pass."""
+    copy = fresh_copy(workdir)
+    mutant.apply(copy)
+    return run_tests(copy, mutant.tests, timeout, f"{mutant.source}: mutant {mutant.name!r}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +108,12 @@ def main(keyword: str | None, list_only: bool, timeout: float) -> None:
         return
     survivors = []
     with tempfile.TemporaryDirectory(prefix="labkit-mutants-") as scratch:
+        # A test that already fails would "catch" every breakage: first the named tests must pass unbroken.
+        named = tuple(dict.fromkeys(test for mutant in mutants for test in mutant.tests))
+        passed, detail = run_tests(fresh_copy(Path(scratch)), named, timeout * 2, "the unbroken code")
+        if not passed:
+            raise click.ClickException(f"the named tests fail without any breakage ({detail}): fix them first")
+        click.echo(f"unbroken: {len(named)} named tests pass ({detail})")
         for number, mutant in enumerate(mutants, 1):
             started = time.monotonic()
             alive, detail = survives(mutant, Path(scratch), timeout)
