@@ -1,4 +1,9 @@
-"""A small TCP proxy on loopback that can cut every connection through it, like a network failure."""
+"""A small TCP proxy on loopback that can cut every connection through it, like a network failure, or freeze them.
+
+A frozen direction stops being read while its sockets stay open: the peer sees a silent network path (a
+stalled router, a broker too busy to answer), not a closed connection. Bytes sent meanwhile wait in the
+kernel's buffers and flow again on `release()`.
+"""
 from __future__ import annotations
 
 import selectors
@@ -20,6 +25,8 @@ class CuttableProxy:
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._running = True
         self.cuts = 0
+        self._held_to_broker = False  # stop reading the clients: nothing reaches the broker
+        self._held_to_client = False  # stop reading the broker: no reply, confirm or delivery reaches a client
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -41,15 +48,16 @@ class CuttableProxy:
         with self._lock:
             self._pairs[client], self._pairs[server] = server, client
             for end in (client, server):
-                self._selector.register(end, selectors.EVENT_READ)
+                if not self._is_held(end):
+                    self._selector.register(end, selectors.EVENT_READ)
 
     def _forward(self, source: socket.socket) -> None:
-        with self._lock:
-            target = self._pairs.get(source)
-        if target is None:
-            return
         try:
-            data = source.recv(65536)
+            with self._lock:  # read under the lock: once hold() returns, nothing more is read from a held side
+                target = self._pairs.get(source)
+                if target is None or self._is_held(source):  # held since select() returned it
+                    return
+                data = source.recv(65536)
             if data:
                 target.sendall(data)
                 return
@@ -72,6 +80,31 @@ class CuttableProxy:
             if reset:  # SO_LINGER 0: close with RST, as a dropped network path or a middlebox would
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
+
+    def _is_client(self, end: socket.socket) -> bool:
+        return end.getsockname()[1] == self.port
+
+    def _is_held(self, source: socket.socket) -> bool:
+        return self._held_to_broker if self._is_client(source) else self._held_to_client
+
+    def hold(self, to_broker: bool = True, to_client: bool = True) -> None:
+        """Stop forwarding in the given directions (both by default: freeze), keeping every socket open."""
+        with self._lock:
+            self._held_to_broker, self._held_to_client = to_broker, to_client
+            for end in self._pairs:
+                registered = end in self._selector.get_map()
+                if self._is_held(end) and registered:
+                    self._selector.unregister(end)
+                elif not self._is_held(end) and not registered:
+                    self._selector.register(end, selectors.EVENT_READ)
+
+    def freeze(self) -> None:
+        """Nothing passes either way, and nobody is told: the connections hang as on a dead network path."""
+        self.hold(to_broker=True, to_client=True)
+
+    def release(self) -> None:
+        """Forward both ways again, starting with whatever waited in the buffers."""
+        self.hold(to_broker=False, to_client=False)
 
     def cut(self) -> int:
         """Reset every connection through the proxy; return how many were cut."""
