@@ -40,7 +40,10 @@ EXIT_LOGIN_REFUSED = 4  # wrong username or password
 EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
 EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
+EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
+
+QUEUE_TYPES = ("classic", "quorum")
 
 T = TypeVar("T")
 
@@ -158,10 +161,19 @@ class QueueSettings:
                         help="Queue name.")
     durable: bool = setting(False, "--durable", is_flag=True,
                             help="Declare the queue durable (it survives a broker restart).")
+    queue_type: str = setting(
+        "classic", "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, show_default=True,
+        type=click.Choice(QUEUE_TYPES),
+        help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
+             "tutorials use for work queues and the one a cluster needs.")
 
     def declaration(self) -> dict:
-        """queue_declare's arguments for this queue: the one place both scripts' declarations come from."""
-        return {"queue": self.name, "durable": self.durable}
+        """queue_declare's arguments for this queue: the one place both scripts' declarations come from.
+
+        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue.
+        """
+        quorum = self.queue_type == "quorum"
+        return {"queue": self.name, "durable": self.durable or quorum, "arguments": {"x-queue-type": self.queue_type}}
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
@@ -169,6 +181,8 @@ class QueueSettings:
             return channel.queue_declare(**self.declaration()).method.message_count
         except amqp.ChannelClosedByBroker as exc:
             raise queue_error(exc, self.name) from None
+        except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
+            raise declare_refused(exc, self.name) from None
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -243,10 +257,21 @@ def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, qu
     return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
 
 
+def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
+    """The broker closed the whole connection in answer to our declaration: a refusal, not a network problem."""
+    if "transient_nonexcl_queues" in exc.reply_text:
+        return BrokerError(f"the broker refused queue {queue!r}: it does not permit transient (non-durable) queues; "
+                           "declare it durable (--durable)", EXIT_QUEUE_REFUSED)
+    first_line = exc.reply_text.splitlines()[0] if exc.reply_text else ""
+    return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
+
+
 def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain why the broker refused the queue: missing (NOT_FOUND), or declared with other properties."""
+    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden."""
     if exc.reply_code == 404:
         return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
+    if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
+        return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
     found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
     if not found:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
@@ -270,9 +295,9 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     return open_connection(settings.parameters(), retry_for).channel()
 
 
-def declare_queue(channel, queue: str = "hello", durable: bool = False) -> int:
+def declare_queue(channel, queue: str = "hello", durable: bool = False, queue_type: str = "classic") -> int:
     """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
-    return QueueSettings(queue, durable).declare(channel)
+    return QueueSettings(queue, durable, queue_type).declare(channel)
 
 
 def close_quietly(connection: pika.BlockingConnection) -> None:
@@ -342,7 +367,10 @@ class Tally:
 
 
 class ConnectionLost(Exception):
-    """The broker went away while the worker was connected; worth reconnecting."""
+    """The broker went away while the worker was connected, or cancelled its consumer; worth reconnecting."""
+
+
+QUICK_LOSS = 1.0  # seconds: a connection lost sooner than this after opening counts towards the reconnect backoff
 
 
 @dataclass
@@ -356,7 +384,9 @@ class Worker:
     events: Optional[IO[str]] = None
     tally: Tally = field(default_factory=Tally)
     stopping: bool = False
+    cancelled: bool = False  # the broker sent basic.cancel for this worker's consumer
     _last_message_at: float = field(default_factory=time.monotonic)
+    _quick_losses: int = 0
 
     def say(self, text: str) -> None:
         if not self.settings.quiet:  # a plain buffered write: print() costs more, twice per message
@@ -376,17 +406,26 @@ class Worker:
         first = True
         while not self.finished():
             connection = open_connection(self.params, self.retry_for, self.settings.quiet, reconnecting=not first)
-            first = False
+            first, opened = False, time.monotonic()
             try:
                 self.consume(connection)
             except ConnectionLost as exc:
                 self.say(f"connection lost ({exc}); reconnecting")
                 if self.events is not None:
                     self.log("disconnected", None, b"", False, reason=str(exc))
+                self.back_off(time.monotonic() - opened)
                 continue
             finally:
                 close_quietly(connection)
         return self.tally
+
+    def back_off(self, lasted: float) -> None:
+        """Wait longer and longer while each new connection is lost at once, so a refusal never spins."""
+        self._quick_losses = self._quick_losses + 1 if lasted < QUICK_LOSS else 0
+        if self._quick_losses > 1:
+            deadline = time.monotonic() + min(0.25 * 2 ** (self._quick_losses - 2), 5)
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def finished(self) -> bool:
         s = self.settings
@@ -398,6 +437,10 @@ class Worker:
         s, queue = self.settings, self.queue.name
         try:
             channel = connection.channel()
+            self.cancelled = False
+            # BlockingChannel.add_on_cancel_callback only fires for basic_consume callbacks, not for the consume()
+            # generator used here; the underlying channel's callback fires as the frame arrives, mid-work too.
+            channel._impl.add_on_cancel_callback(self.on_broker_cancel)
             self.queue.declare(channel)
             if s.prefetch:
                 channel.basic_qos(prefetch_count=s.prefetch)
@@ -415,7 +458,7 @@ class Worker:
                 if self.finished():
                     break
             else:  # the generator ended by itself: the broker cancelled our consumer
-                raise BrokerError(f"queue {queue!r} was deleted while this worker consumed from it", EXIT_QUEUE_MISMATCH)
+                raise self.cancel_explained(connection)
             if channel.is_open:
                 if not s.acknowledge:
                     self.drop_undelivered(channel, deliveries)
@@ -431,6 +474,24 @@ class Worker:
             if not is_transient(exc, reconnecting=True):
                 raise explain(exc, self.params) from None
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
+
+    def on_broker_cancel(self, _frame) -> None:
+        self.cancelled = True
+
+    def cancel_explained(self, connection: pika.BlockingConnection) -> Exception:
+        """Why the broker cancelled our consumer: the queue is gone (exit 6), or else consume again."""
+        queue = self.queue.name
+        try:
+            connection.channel().queue_declare(queue, passive=True)
+        except amqp.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return BrokerError(f"queue {queue!r} was deleted while this worker consumed from it",
+                                   EXIT_QUEUE_MISMATCH)
+        except amqp.AMQPError:
+            pass  # the connection went too: reconnecting finds out the rest
+        self.log("cancelled", None, b"", False, reason="consumer cancelled by the broker")
+        return ConnectionLost(f"the broker cancelled this worker's consumer on queue {queue!r} (a delivery held past "
+                              "the consumer timeout, or the queue moved to another node); consuming again")
 
     def drop_undelivered(self, channel, deliveries) -> None:
         """With auto-ack, messages already pushed to this worker are off the queue: report them as lost."""
@@ -459,8 +520,8 @@ class Worker:
         started = time.monotonic()
         seconds = len(body) * s.seconds_per_char
         finished = self.work(connection, channel, seconds) if seconds else not self.stopping
-        if not finished or not channel.is_open:
-            return self.abandon(channel, method, message_id, body)
+        if not finished or not channel.is_open or self.cancelled:
+            return self.abandon(connection, channel, method, message_id, body)
         # Logged before the ack: a crash between the two shows up as a duplicate, never as a silent loss.
         if logging:
             self.log("done", message_id, body, redelivered, seconds=round(time.monotonic() - started, 3))
@@ -471,10 +532,14 @@ class Worker:
             self.say(f"done {body.decode('utf-8', 'replace')!r}")
         return None
 
-    def abandon(self, channel, method, message_id: Optional[str], body: bytes) -> str:
-        """Give up the message in hand: a stop signal, or a channel the broker closed under us."""
+    def abandon(self, connection, channel, method, message_id: Optional[str], body: bytes) -> str:
+        """Give up the message in hand: a stop signal, a channel the broker closed, or a consumer it cancelled."""
         self.tally.abandoned += 1
         text = body.decode("utf-8", "replace")
+        if self.cancelled and channel.is_open:  # never ack late: the broker may have given it to another worker
+            self.log("abandoned", message_id, body, method.redelivered, reason="consumer cancelled")
+            self.say(f"the broker cancelled this worker's consumer while {text!r} was in progress; not acking it")
+            raise self.cancel_explained(connection)
         if not channel.is_open:  # e.g. the broker's delivery acknowledgement timeout (consumer_timeout) ran out
             self.log("abandoned", message_id, body, method.redelivered, reason="channel closed")
             self.say(f"the broker closed the channel while {text!r} was in progress; it will be redelivered")
@@ -487,9 +552,9 @@ class Worker:
         return "stop"
 
     def work(self, connection: pika.BlockingConnection, channel, seconds: float) -> bool:
-        """Fake the work while still answering heartbeats; False when a stop signal or a closed channel cut it short."""
+        """Fake the work while still answering heartbeats; False when a stop, a closed channel or a cancel cut it short."""
         deadline = time.monotonic() + seconds
-        while not self.stopping and channel.is_open:
+        while not self.stopping and channel.is_open and not self.cancelled:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True

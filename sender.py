@@ -40,7 +40,10 @@ EXIT_LOGIN_REFUSED = 4  # wrong username or password
 EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permission on it
 EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
+EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
+
+QUEUE_TYPES = ("classic", "quorum")
 
 T = TypeVar("T")
 
@@ -158,10 +161,19 @@ class QueueSettings:
                         help="Queue name.")
     durable: bool = setting(False, "--durable", is_flag=True,
                             help="Declare the queue durable (it survives a broker restart).")
+    queue_type: str = setting(
+        "classic", "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, show_default=True,
+        type=click.Choice(QUEUE_TYPES),
+        help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
+             "tutorials use for work queues and the one a cluster needs.")
 
     def declaration(self) -> dict:
-        """queue_declare's arguments for this queue: the one place both scripts' declarations come from."""
-        return {"queue": self.name, "durable": self.durable}
+        """queue_declare's arguments for this queue: the one place both scripts' declarations come from.
+
+        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue.
+        """
+        quorum = self.queue_type == "quorum"
+        return {"queue": self.name, "durable": self.durable or quorum, "arguments": {"x-queue-type": self.queue_type}}
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
@@ -169,6 +181,8 @@ class QueueSettings:
             return channel.queue_declare(**self.declaration()).method.message_count
         except amqp.ChannelClosedByBroker as exc:
             raise queue_error(exc, self.name) from None
+        except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
+            raise declare_refused(exc, self.name) from None
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -243,10 +257,21 @@ def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, qu
     return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
 
 
+def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
+    """The broker closed the whole connection in answer to our declaration: a refusal, not a network problem."""
+    if "transient_nonexcl_queues" in exc.reply_text:
+        return BrokerError(f"the broker refused queue {queue!r}: it does not permit transient (non-durable) queues; "
+                           "declare it durable (--durable)", EXIT_QUEUE_REFUSED)
+    first_line = exc.reply_text.splitlines()[0] if exc.reply_text else ""
+    return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
+
+
 def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain why the broker refused the queue: missing (NOT_FOUND), or declared with other properties."""
+    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden."""
     if exc.reply_code == 404:
         return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
+    if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
+        return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
     found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
     if not found:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
@@ -270,9 +295,9 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     return open_connection(settings.parameters(), retry_for).channel()
 
 
-def declare_queue(channel, queue: str = "hello", durable: bool = False) -> int:
+def declare_queue(channel, queue: str = "hello", durable: bool = False, queue_type: str = "classic") -> int:
     """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
-    return QueueSettings(queue, durable).declare(channel)
+    return QueueSettings(queue, durable, queue_type).declare(channel)
 
 
 def close_quietly(connection: pika.BlockingConnection) -> None:
@@ -403,7 +428,7 @@ class Publisher:
     def _session(self) -> None:
         """One connection's worth of publishing. Raises what ended it, unless it ended with all sent."""
         self._unconfirmed, self._returned = {}, set()
-        self._next_tag, self._error, self._done, self._published = 1, None, False, False
+        self._next_tag, self._error, self._done, self._published, self._declaring = 1, None, False, False, False
         connection = pika.SelectConnection(self.params, on_open_callback=self._on_open,
                                            on_open_error_callback=self._on_open_error,
                                            on_close_callback=self._on_closed)
@@ -434,7 +459,8 @@ class Publisher:
 
     def _on_closed(self, connection, reason: BaseException) -> None:
         if self._error is None and not self._done:
-            self._error = reason
+            declaring = self._declaring and isinstance(reason, amqp.ConnectionClosedByBroker)
+            self._error = declare_refused(reason, self.queue.name) if declaring else reason
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel) -> None:
@@ -442,11 +468,13 @@ class Publisher:
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self.declare:
+            self._declaring = True  # a connection closed now is the broker's answer to the declaration
             channel.queue_declare(**self.queue.declaration(), callback=lambda _frame: self._on_declared())
         else:
             self._on_declared()
 
     def _on_declared(self) -> None:
+        self._declaring = False
         if self.confirm:
             self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
         else:
@@ -526,10 +554,12 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
     if consumers and not force:
         raise BrokerError(f"queue {queue!r} has {consumers} consumer(s): stop them first, or add --force",
                           EXIT_QUEUE_IN_USE)
+    # The consumer check above is the guard: quorum queues refuse queue.delete with if-unused (540 NOT_IMPLEMENTED,
+    # closing the connection), so the flag cannot close the small window between the check and the delete.
     try:
-        return channel.queue_delete(queue, if_unused=not force).method.message_count
-    except amqp.ChannelClosedByBroker:  # a consumer attached between the check and the delete
-        raise BrokerError(f"queue {queue!r} gained a consumer: stop it first, or add --force", EXIT_QUEUE_IN_USE) from None
+        return channel.queue_delete(queue).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
 
 
 def stdin_bodies() -> Iterator[bytes]:
@@ -603,12 +633,15 @@ def main(messages: tuple[str, ...], **options) -> None:
     params = connection.parameters()
     params.blocked_connection_timeout = settings.blocked_timeout
     if settings.delete_queue or settings.purge:
-        with contextlib.closing(open_connection(params, connection.retry_for, quiet)) as admin:
+        admin = open_connection(params, connection.retry_for, quiet)
+        try:
             if settings.delete_queue:
                 held = delete_queue(admin.channel(), queue.name, settings.force)
                 click.echo(f"deleted queue {queue.name!r} on vhost {params.virtual_host!r} ({held} messages in it)")
                 return
             click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
+        finally:
+            close_quietly(admin)
         if not (messages or count):
             return
 
