@@ -167,22 +167,49 @@ class QueueSettings:
         help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
              "tutorials use for work queues and the one a cluster needs.")
 
-    def declaration(self) -> dict:
-        """queue_declare's arguments for this queue: the one place both scripts' declarations come from.
+    delivery_limit: Optional[int] = setting(
+        None, "--delivery-limit", envvar="RABBITMQ_DELIVERY_LIMIT", show_envvar=True, type=click.IntRange(1),
+        help="Quorum queues: after this many failed deliveries a message is dead-lettered (or dropped when there is no "
+             "--dead-letter-queue) instead of redelivered; RabbitMQ 4.x applies 20 when unset.")
+    dead_letter_queue: Optional[str] = setting(
+        None, "--dead-letter-queue", envvar="RABBITMQ_DEAD_LETTER_QUEUE", show_envvar=True,
+        help="Where rejected messages, and those past --delivery-limit, go instead of being dropped (declared too).")
 
-        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue.
+    def __post_init__(self) -> None:
+        if self.delivery_limit is not None and self.queue_type != "quorum":
+            raise click.BadParameter("a delivery limit needs --queue-type quorum", param_hint="--delivery-limit")
+        if self.dead_letter_queue == self.name:
+            raise click.BadParameter("a queue cannot dead-letter into itself", param_hint="--dead-letter-queue")
+
+    def declarations(self) -> list[dict]:
+        """queue_declare's arguments, in order: the one place both scripts' declarations come from.
+
+        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue. The
+        dead-letter queue comes first, so nothing is dead-lettered into a queue that does not exist yet.
         """
         quorum = self.queue_type == "quorum"
-        return {"queue": self.name, "durable": self.durable or quorum, "arguments": {"x-queue-type": self.queue_type}}
+        arguments: dict = {"x-queue-type": self.queue_type}
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        declared = []
+        if self.dead_letter_queue:
+            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
+            declared.append({"queue": self.dead_letter_queue, "durable": True,
+                             "arguments": {"x-queue-type": self.queue_type}})
+        declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
+        return declared
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
-        try:
-            return channel.queue_declare(**self.declaration()).method.message_count
-        except amqp.ChannelClosedByBroker as exc:
-            raise queue_error(exc, self.name) from None
-        except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
-            raise declare_refused(exc, self.name) from None
+        for declaration in self.declarations():
+            name = declaration["queue"]
+            try:
+                ready = channel.queue_declare(**declaration).method.message_count
+            except amqp.ChannelClosedByBroker as exc:
+                raise queue_error(exc, name, declaration, channel.connection.channel) from None
+            except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
+                raise declare_refused(exc, name) from None
+        return ready
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -266,22 +293,135 @@ def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerErr
     return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
 
 
-def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden."""
+# RabbitMQ names a declared value in two ways: 'true' (or 'quorum'), or the value '5' of type 'signedint'; none
+# means the property was not set. 3.x and 4.x use both, for different properties.
+DECLARED_VALUE = r"(none|the value '[^']*' of type '\w+'|'[^']*')"
+INEQUIVALENT = re.compile(rf"inequivalent arg '([\w-]+)' .*: received {DECLARED_VALUE} but current is {DECLARED_VALUE}")
+NUMBER_TYPES = ("signedint", "long", "short", "byte", "unsignedbyte", "unsignedshort", "unsignedint")
+
+
+def declared_value(text: str) -> Optional[str]:
+    return None if text == "none" else text.split("'")[1]
+
+
+def as_declared(text: str, asked=None):
+    """The broker's value in the form queue_declare takes it (for probing with the existing queue's value).
+
+    A quoted value has no type: it is a number when this run asked for a number in its place.
+    """
+    if text == "none":
+        return None
+    value = text.split("'")[1]
+    kind = text.rsplit("'", 2)[-2] if text.startswith("the value") else "longstr"
+    numeric = kind in NUMBER_TYPES or (isinstance(asked, int) and not isinstance(asked, bool))
+    return int(value) if numeric and value.lstrip("-").isdigit() else value
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One property of a queue that differs between the broker and this run."""
+
+    arg: str
+    current: Optional[str]
+    asked: Optional[str]
+
+
+def queue_phrase(differences: list[Difference], side: str) -> str:
+    """'a durable quorum queue with x-delivery-limit 3', built from the differing properties' values on one side."""
+    adjectives, extras = [], []
+    for each in differences:
+        value = getattr(each, side)
+        if each.arg == "durable":
+            adjectives.append("durable" if value == "true" else "transient (non-durable)")
+        elif each.arg == "x-queue-type":
+            adjectives.append(value or "classic")
+        elif each.arg == "x-dead-letter-exchange":
+            extras.append("a dead-letter target" if value is not None else "no dead-letter target")
+        else:
+            extras.append(f"{each.arg} {value}" if value is not None else f"no {each.arg}")
+    return " ".join(["a", *adjectives, "queue"]) + (" with " + " and ".join(extras) if extras else "")
+
+
+def matching_flags(differences: list[Difference]) -> str:
+    """The command-line flags that declare the existing queue's values of these properties."""
+    flags = []
+    quorum = any(d.arg == "x-queue-type" and d.current == "quorum" for d in differences)
+    for each in differences:
+        arg, current = each.arg, each.current
+        if arg == "durable" and not quorum:  # a quorum queue is durable by itself
+            flags.append("add --durable" if current == "true" else "drop --durable")
+        elif arg == "x-queue-type":
+            flags.append(f"use --queue-type {current or 'classic'}" if (current or "classic") in QUEUE_TYPES
+                         else f"these scripts do not declare {current} queues")
+        elif arg == "x-dead-letter-exchange":
+            if current is None:
+                flags.append("drop --dead-letter-queue")
+            elif not any(d.arg == "x-dead-letter-routing-key" for d in differences):
+                flags.append("add the --dead-letter-queue it was declared with")
+        elif arg in ("x-delivery-limit", "x-dead-letter-routing-key"):
+            flag = "--delivery-limit" if arg == "x-delivery-limit" else "--dead-letter-queue"
+            flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
+        elif arg != "durable":
+            flags.append(f"these scripts do not set {arg}: use the program that declared it")
+    return ", ".join(flags)
+
+
+def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
+                      open_channel: Optional[Callable[[], object]]) -> list[Difference]:
+    """Every property in which the existing queue differs from `declaration`.
+
+    The broker names one difference per refusal, so each found value is adopted and the declaration tried again on a
+    fresh channel (a declaration equal to the existing queue changes nothing) until the broker accepts it.
+    """
+    differences: list[Difference] = []
+    probe = {**declaration, "arguments": dict(declaration.get("arguments") or {})}
+    refusal = first
+    for _ in range(8):
+        found = INEQUIVALENT.search(refusal.reply_text)
+        if not found:
+            break
+        arg, asked, current = found.groups()
+        if any(seen.arg == arg for seen in differences):  # adopting its value did not settle it: stop probing
+            break
+        differences.append(Difference(arg, declared_value(current), declared_value(asked)))
+        if open_channel is None:
+            break
+        if arg == "durable":
+            probe["durable"] = declared_value(current) == "true"
+        elif as_declared(current) is None:
+            probe["arguments"].pop(arg, None)
+        else:
+            probe["arguments"][arg] = as_declared(current, probe["arguments"].get(arg))
+        try:
+            channel = open_channel()
+            channel.queue_declare(**probe)
+            channel.close()
+            break
+        except amqp.ChannelClosedByBroker as again:
+            refusal = again
+        except amqp.AMQPError:
+            break
+    return differences
+
+
+def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Optional[dict] = None,
+                open_channel: Optional[Callable[[], object]] = None) -> BrokerError:
+    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden.
+
+    Given the refused declaration and a way to open channels, it names every property that differs, not only the
+    first one the broker reports.
+    """
     if exc.reply_code == 404:
         return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
         return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
-    found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
-    if not found:
+    differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
+    if not differences:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
-    arg, asked, current = found.groups()
-    hint = "rerun with the same settings"
-    if arg == "durable":
-        hint = "rerun with --durable" if current == "true" else "rerun without --durable"
     return BrokerError(
-        f"queue {queue!r} already exists with {arg}={current} but this run asked for {arg}={asked}: "
-        f"{hint}, or delete the queue first (sender.py --delete-queue --queue {queue})",
+        f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
+        f"{queue_phrase(differences, 'asked')}: {matching_flags(differences)}, or delete the queue first "
+        f"(sender.py --delete-queue --queue {queue})",
         EXIT_QUEUE_MISMATCH,
     )
 
@@ -313,6 +453,8 @@ def close_quietly(connection: pika.BlockingConnection) -> None:
 # --- the worker ---
 
 LOSE_MODES = ("drop", "crash", "requeue")
+FAIL_MODES = ("requeue", "reject", "crash")
+DEFAULT_QUORUM_DELIVERY_LIMIT = 20  # what RabbitMQ 4.x applies to a quorum queue declared without a limit
 
 
 def receive(channel, queue: str = "hello", acknowledge: bool = True) -> Optional[bytes]:
@@ -346,10 +488,22 @@ class WorkerSettings:
                                 help="Exit after this many deliveries; 0 runs until stopped.")
     idle_exit: float = setting(0.0, "--idle-exit", type=click.FloatRange(0), show_default=True,
                                help="Exit when no message has arrived for this many seconds; 0 waits forever.")
+    fail_on: Optional[str] = setting(
+        None, "--fail-on", metavar="TEXT",
+        help="Poison messages: the work fails, every time, on each message whose body contains TEXT.")
+    fail_mode: str = setting(
+        "requeue", "--fail-mode", type=click.Choice(FAIL_MODES), show_default=True,
+        help="What a failed message does: requeue: back to the queue, to fail again; reject: off the queue for good "
+             "(into --dead-letter-queue if there is one, else dropped); crash: the process dies holding it.")
     events: Optional[str] = setting(None, "--events", type=click.Path(dir_okay=False, allow_dash=True),
                                     help="Append one JSON line per event (received, done, lost, requeued, abandoned) "
                                          "to FILE, or - for stdout.")
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the final summary.")
+
+    def __post_init__(self) -> None:
+        if self.fail_on is not None and not self.acknowledge:
+            raise click.BadParameter("failing work needs --acknowledge (with auto-ack the message is already gone)",
+                                     param_hint="--fail-on")
 
 
 @dataclass
@@ -360,10 +514,15 @@ class Tally:
     requeued: int = 0
     redelivered: int = 0
     abandoned: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
 
     def summary(self) -> str:
-        return (f"received {self.received}, processed {self.processed}, lost {self.lost}, "
+        line = (f"received {self.received}, processed {self.processed}, lost {self.lost}, "
                 f"requeued {self.requeued}, redelivered {self.redelivered}, abandoned {self.abandoned}")
+        if self.failed or self.dead_lettered:
+            line += f", failed {self.failed}, dead-lettered {self.dead_lettered}"
+        return line
 
 
 class ConnectionLost(Exception):
@@ -385,6 +544,7 @@ class Worker:
     tally: Tally = field(default_factory=Tally)
     stopping: bool = False
     cancelled: bool = False  # the broker sent basic.cancel for this worker's consumer
+    delivery_limit: Optional[int] = None  # the queue's, as far as this worker knows (quorum queues only)
     _last_message_at: float = field(default_factory=time.monotonic)
     _quick_losses: int = 0
 
@@ -442,6 +602,7 @@ class Worker:
             # generator used here; the underlying channel's callback fires as the frame arrives, mid-work too.
             channel._impl.add_on_cancel_callback(self.on_broker_cancel)
             self.queue.declare(channel)
+            self.delivery_limit = self.effective_delivery_limit(connection)
             if s.prefetch:
                 channel.basic_qos(prefetch_count=s.prefetch)
             deliveries = channel.consume(queue, auto_ack=not s.acknowledge, inactivity_timeout=0.25)
@@ -474,6 +635,17 @@ class Worker:
             if not is_transient(exc, reconnecting=True):
                 raise explain(exc, self.params) from None
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
+
+    def effective_delivery_limit(self, connection: pika.BlockingConnection) -> Optional[int]:
+        """The delivery limit the broker applies to our queue: ours, or RabbitMQ 4.x's default on quorum queues."""
+        if self.queue.queue_type != "quorum":
+            return None
+        if self.queue.delivery_limit is not None:
+            return self.queue.delivery_limit
+        version = connection._impl.server_properties.get("version", b"")  # pika keeps the broker's handshake there
+        major = version.decode() if isinstance(version, bytes) else str(version)
+        return DEFAULT_QUORUM_DELIVERY_LIMIT if major.split(".")[0].isdigit() and int(major.split(".")[0]) >= 4 \
+            else None
 
     def on_broker_cancel(self, _frame) -> None:
         self.cancelled = True
@@ -509,19 +681,28 @@ class Worker:
         tally.received += 1
         tally.redelivered += redelivered
         message_id = properties.message_id
+        # Quorum queues count failed deliveries in this header (RabbitMQ 4.x: rejects and lost channels, not nacks).
+        delivery_count = properties.headers.get("x-delivery-count") if properties.headers else None
         if logging:
-            self.log("received", message_id, body, redelivered)
+            if delivery_count is None:
+                self.log("received", message_id, body, redelivered)
+            else:
+                self.log("received", message_id, body, redelivered, delivery_count=delivery_count)
 
         if s.lose_every and tally.received % s.lose_every == 0:
-            return self.lose(channel, method, message_id, body, body.decode("utf-8", "replace"))
+            return self.lose(channel, method, delivery_count, message_id, body, body.decode("utf-8", "replace"))
 
         if not s.quiet:
-            self.say(f"received {body.decode('utf-8', 'replace')!r}{' (redelivered)' if redelivered else ''}")
+            note = "" if not redelivered else " (redelivered)" if delivery_count is None else \
+                f" (redelivered, delivery count {delivery_count})"
+            self.say(f"received {body.decode('utf-8', 'replace')!r}{note}")
         started = time.monotonic()
         seconds = len(body) * s.seconds_per_char
         finished = self.work(connection, channel, seconds) if seconds else not self.stopping
         if not finished or not channel.is_open or self.cancelled:
             return self.abandon(connection, channel, method, message_id, body)
+        if s.fail_on is not None and s.fail_on.encode("utf-8") in body:
+            return self.fail(channel, method, delivery_count, message_id, body)
         # Logged before the ack: a crash between the two shows up as a duplicate, never as a silent loss.
         if logging:
             self.log("done", message_id, body, redelivered, seconds=round(time.monotonic() - started, 3))
@@ -561,25 +742,58 @@ class Worker:
             connection.sleep(min(remaining, 0.2))  # sleeps inside pika's I/O loop, so heartbeats go on
         return False
 
-    def lose(self, channel, method, message_id: Optional[str], body: bytes, text: str) -> Optional[str]:
+    def lose(self, channel, method, delivery_count: Optional[int], message_id: Optional[str], body: bytes,
+             text: str) -> Optional[str]:
         s, tally = self.settings, self.tally
         if s.lose_mode == "requeue":
-            channel.basic_reject(method.delivery_tag, requeue=True)
-            tally.requeued += 1
-            self.log("requeued", message_id, body, method.redelivered)
-            self.say(f"rejected {text!r} back to the queue")
+            self.reject(channel, method, delivery_count, message_id, body, requeue=True)
             return None
         tally.lost += 1
         self.log("lost", message_id, body, method.redelivered, mode=s.lose_mode)
         if s.lose_mode == "crash":
-            self.say(f"crashing while holding {text!r}")
-            sys.stdout.flush()
-            if self.events:
-                self.events.flush()
-            os.kill(os.getpid(), signal.SIGKILL)  # die like a real crash: no cleanup, no close, no ack
+            self.crash(text)
         fate = "unacknowledged until this worker disconnects" if s.acknowledge else "gone for good (auto-ack)"
         self.say(f"lost {text!r}: {fate}")
         return None
+
+    def fail(self, channel, method, delivery_count: Optional[int], message_id: Optional[str], body: bytes) -> None:
+        """The work on a poison message failed: requeue it, reject it for good, or die holding it."""
+        self.tally.failed += 1
+        self.log("failed", message_id, body, method.redelivered, mode=self.settings.fail_mode)
+        if self.settings.fail_mode == "crash":
+            self.crash(body.decode("utf-8", "replace"))
+        self.reject(channel, method, delivery_count, message_id, body,
+                    requeue=self.settings.fail_mode == "requeue")
+
+    def reject(self, channel, method, delivery_count: Optional[int], message_id: Optional[str], body: bytes,
+               requeue: bool) -> None:
+        """Reject a message and record its fate: back in the queue, or (past the delivery limit) gone from it."""
+        channel.basic_reject(method.delivery_tag, requeue=requeue)
+        text = body.decode("utf-8", "replace")
+        # A quorum queue drops or dead-letters a message rejected once more than its limit allows, silently.
+        past_limit = self.delivery_limit is not None and (delivery_count or 0) >= self.delivery_limit
+        if requeue and not past_limit:
+            self.tally.requeued += 1
+            self.log("requeued", message_id, body, method.redelivered)
+            self.say(f"rejected {text!r} back to the queue")
+            return
+        why = f"it reached the delivery limit of {self.delivery_limit}" if requeue else "rejected without requeue"
+        target = self.queue.dead_letter_queue
+        if target:
+            self.tally.dead_lettered += 1
+            self.log("dead-lettered", message_id, body, method.redelivered, reason=why, queue=target)
+            self.say(f"rejected {text!r}: {why}, so the broker moved it to queue {target!r}")
+        else:
+            self.tally.lost += 1
+            self.log("lost", message_id, body, method.redelivered, mode="delivery limit" if requeue else "reject")
+            self.say(f"rejected {text!r}: {why}, and with no dead-letter queue the broker drops it")
+
+    def crash(self, text: str) -> None:
+        self.say(f"crashing while holding {text!r}")
+        sys.stdout.flush()
+        if self.events:
+            self.events.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # die like a real crash: no cleanup, no close, no ack
 
 
 def install_signal_handlers(worker: Worker) -> None:

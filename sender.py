@@ -167,22 +167,49 @@ class QueueSettings:
         help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
              "tutorials use for work queues and the one a cluster needs.")
 
-    def declaration(self) -> dict:
-        """queue_declare's arguments for this queue: the one place both scripts' declarations come from.
+    delivery_limit: Optional[int] = setting(
+        None, "--delivery-limit", envvar="RABBITMQ_DELIVERY_LIMIT", show_envvar=True, type=click.IntRange(1),
+        help="Quorum queues: after this many failed deliveries a message is dead-lettered (or dropped when there is no "
+             "--dead-letter-queue) instead of redelivered; RabbitMQ 4.x applies 20 when unset.")
+    dead_letter_queue: Optional[str] = setting(
+        None, "--dead-letter-queue", envvar="RABBITMQ_DEAD_LETTER_QUEUE", show_envvar=True,
+        help="Where rejected messages, and those past --delivery-limit, go instead of being dropped (declared too).")
 
-        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue.
+    def __post_init__(self) -> None:
+        if self.delivery_limit is not None and self.queue_type != "quorum":
+            raise click.BadParameter("a delivery limit needs --queue-type quorum", param_hint="--delivery-limit")
+        if self.dead_letter_queue == self.name:
+            raise click.BadParameter("a queue cannot dead-letter into itself", param_hint="--dead-letter-queue")
+
+    def declarations(self) -> list[dict]:
+        """queue_declare's arguments, in order: the one place both scripts' declarations come from.
+
+        Declared as RabbitMQ's tutorials do (durable, x-queue-type), so their programs and ours share a queue. The
+        dead-letter queue comes first, so nothing is dead-lettered into a queue that does not exist yet.
         """
         quorum = self.queue_type == "quorum"
-        return {"queue": self.name, "durable": self.durable or quorum, "arguments": {"x-queue-type": self.queue_type}}
+        arguments: dict = {"x-queue-type": self.queue_type}
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        declared = []
+        if self.dead_letter_queue:
+            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
+            declared.append({"queue": self.dead_letter_queue, "durable": True,
+                             "arguments": {"x-queue-type": self.queue_type}})
+        declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
+        return declared
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
-        try:
-            return channel.queue_declare(**self.declaration()).method.message_count
-        except amqp.ChannelClosedByBroker as exc:
-            raise queue_error(exc, self.name) from None
-        except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
-            raise declare_refused(exc, self.name) from None
+        for declaration in self.declarations():
+            name = declaration["queue"]
+            try:
+                ready = channel.queue_declare(**declaration).method.message_count
+            except amqp.ChannelClosedByBroker as exc:
+                raise queue_error(exc, name, declaration, channel.connection.channel) from None
+            except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
+                raise declare_refused(exc, name) from None
+        return ready
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -266,22 +293,135 @@ def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerErr
     return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
 
 
-def queue_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden."""
+# RabbitMQ names a declared value in two ways: 'true' (or 'quorum'), or the value '5' of type 'signedint'; none
+# means the property was not set. 3.x and 4.x use both, for different properties.
+DECLARED_VALUE = r"(none|the value '[^']*' of type '\w+'|'[^']*')"
+INEQUIVALENT = re.compile(rf"inequivalent arg '([\w-]+)' .*: received {DECLARED_VALUE} but current is {DECLARED_VALUE}")
+NUMBER_TYPES = ("signedint", "long", "short", "byte", "unsignedbyte", "unsignedshort", "unsignedint")
+
+
+def declared_value(text: str) -> Optional[str]:
+    return None if text == "none" else text.split("'")[1]
+
+
+def as_declared(text: str, asked=None):
+    """The broker's value in the form queue_declare takes it (for probing with the existing queue's value).
+
+    A quoted value has no type: it is a number when this run asked for a number in its place.
+    """
+    if text == "none":
+        return None
+    value = text.split("'")[1]
+    kind = text.rsplit("'", 2)[-2] if text.startswith("the value") else "longstr"
+    numeric = kind in NUMBER_TYPES or (isinstance(asked, int) and not isinstance(asked, bool))
+    return int(value) if numeric and value.lstrip("-").isdigit() else value
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One property of a queue that differs between the broker and this run."""
+
+    arg: str
+    current: Optional[str]
+    asked: Optional[str]
+
+
+def queue_phrase(differences: list[Difference], side: str) -> str:
+    """'a durable quorum queue with x-delivery-limit 3', built from the differing properties' values on one side."""
+    adjectives, extras = [], []
+    for each in differences:
+        value = getattr(each, side)
+        if each.arg == "durable":
+            adjectives.append("durable" if value == "true" else "transient (non-durable)")
+        elif each.arg == "x-queue-type":
+            adjectives.append(value or "classic")
+        elif each.arg == "x-dead-letter-exchange":
+            extras.append("a dead-letter target" if value is not None else "no dead-letter target")
+        else:
+            extras.append(f"{each.arg} {value}" if value is not None else f"no {each.arg}")
+    return " ".join(["a", *adjectives, "queue"]) + (" with " + " and ".join(extras) if extras else "")
+
+
+def matching_flags(differences: list[Difference]) -> str:
+    """The command-line flags that declare the existing queue's values of these properties."""
+    flags = []
+    quorum = any(d.arg == "x-queue-type" and d.current == "quorum" for d in differences)
+    for each in differences:
+        arg, current = each.arg, each.current
+        if arg == "durable" and not quorum:  # a quorum queue is durable by itself
+            flags.append("add --durable" if current == "true" else "drop --durable")
+        elif arg == "x-queue-type":
+            flags.append(f"use --queue-type {current or 'classic'}" if (current or "classic") in QUEUE_TYPES
+                         else f"these scripts do not declare {current} queues")
+        elif arg == "x-dead-letter-exchange":
+            if current is None:
+                flags.append("drop --dead-letter-queue")
+            elif not any(d.arg == "x-dead-letter-routing-key" for d in differences):
+                flags.append("add the --dead-letter-queue it was declared with")
+        elif arg in ("x-delivery-limit", "x-dead-letter-routing-key"):
+            flag = "--delivery-limit" if arg == "x-delivery-limit" else "--dead-letter-queue"
+            flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
+        elif arg != "durable":
+            flags.append(f"these scripts do not set {arg}: use the program that declared it")
+    return ", ".join(flags)
+
+
+def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
+                      open_channel: Optional[Callable[[], object]]) -> list[Difference]:
+    """Every property in which the existing queue differs from `declaration`.
+
+    The broker names one difference per refusal, so each found value is adopted and the declaration tried again on a
+    fresh channel (a declaration equal to the existing queue changes nothing) until the broker accepts it.
+    """
+    differences: list[Difference] = []
+    probe = {**declaration, "arguments": dict(declaration.get("arguments") or {})}
+    refusal = first
+    for _ in range(8):
+        found = INEQUIVALENT.search(refusal.reply_text)
+        if not found:
+            break
+        arg, asked, current = found.groups()
+        if any(seen.arg == arg for seen in differences):  # adopting its value did not settle it: stop probing
+            break
+        differences.append(Difference(arg, declared_value(current), declared_value(asked)))
+        if open_channel is None:
+            break
+        if arg == "durable":
+            probe["durable"] = declared_value(current) == "true"
+        elif as_declared(current) is None:
+            probe["arguments"].pop(arg, None)
+        else:
+            probe["arguments"][arg] = as_declared(current, probe["arguments"].get(arg))
+        try:
+            channel = open_channel()
+            channel.queue_declare(**probe)
+            channel.close()
+            break
+        except amqp.ChannelClosedByBroker as again:
+            refusal = again
+        except amqp.AMQPError:
+            break
+    return differences
+
+
+def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Optional[dict] = None,
+                open_channel: Optional[Callable[[], object]] = None) -> BrokerError:
+    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden.
+
+    Given the refused declaration and a way to open channels, it names every property that differs, not only the
+    first one the broker reports.
+    """
     if exc.reply_code == 404:
         return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
         return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
-    found = re.search(r"inequivalent arg '([\w-]+)'.*received '?([^' ]*)'? but current is '?([^' ]*)'?", exc.reply_text)
-    if not found:
+    differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
+    if not differences:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
-    arg, asked, current = found.groups()
-    hint = "rerun with the same settings"
-    if arg == "durable":
-        hint = "rerun with --durable" if current == "true" else "rerun without --durable"
     return BrokerError(
-        f"queue {queue!r} already exists with {arg}={current} but this run asked for {arg}={asked}: "
-        f"{hint}, or delete the queue first (sender.py --delete-queue --queue {queue})",
+        f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
+        f"{queue_phrase(differences, 'asked')}: {matching_flags(differences)}, or delete the queue first "
+        f"(sender.py --delete-queue --queue {queue})",
         EXIT_QUEUE_MISMATCH,
     )
 
@@ -428,7 +568,9 @@ class Publisher:
     def _session(self) -> None:
         """One connection's worth of publishing. Raises what ended it, unless it ended with all sent."""
         self._unconfirmed, self._returned = {}, set()
-        self._next_tag, self._error, self._done, self._published, self._declaring = 1, None, False, False, False
+        self._next_tag, self._error, self._done, self._published = 1, None, False, False
+        self._declaring: Optional[dict] = None  # the declaration awaiting the broker's answer
+        self._refused: Optional[tuple[amqp.ChannelClosedByBroker, dict]] = None
         connection = pika.SelectConnection(self.params, on_open_callback=self._on_open,
                                            on_open_error_callback=self._on_open_error,
                                            on_close_callback=self._on_closed)
@@ -439,6 +581,8 @@ class Publisher:
         connection.ioloop.start()
         if self._done:
             return
+        if self._refused is not None:
+            raise self._explain_refused(*self._refused)
         error = self._error
         if isinstance(error, BrokerError):
             raise error
@@ -448,6 +592,17 @@ class Publisher:
         if self._published and is_transient(error, reconnecting=True):
             raise ResumeAfterLoss(str(error) or type(error).__name__)
         raise error
+
+    def _explain_refused(self, refusal: amqp.ChannelClosedByBroker, declaration: dict) -> BrokerError:
+        """A declaration the broker refused, explained with every differing property (probed on a new connection)."""
+        try:
+            probe = pika.BlockingConnection(self.params)
+        except amqp.AMQPError:
+            return queue_error(refusal, declaration["queue"])
+        try:
+            return queue_error(refusal, declaration["queue"], declaration, probe.channel)
+        finally:
+            close_quietly(probe)
 
     def _on_open(self, connection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
@@ -459,8 +614,8 @@ class Publisher:
 
     def _on_closed(self, connection, reason: BaseException) -> None:
         if self._error is None and not self._done:
-            declaring = self._declaring and isinstance(reason, amqp.ConnectionClosedByBroker)
-            self._error = declare_refused(reason, self.queue.name) if declaring else reason
+            declaring = self._declaring is not None and isinstance(reason, amqp.ConnectionClosedByBroker)
+            self._error = declare_refused(reason, self._declaring["queue"]) if declaring else reason
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel) -> None:
@@ -468,13 +623,21 @@ class Publisher:
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self.declare:
-            self._declaring = True  # a connection closed now is the broker's answer to the declaration
-            channel.queue_declare(**self.queue.declaration(), callback=lambda _frame: self._on_declared())
+            self._declare_next(list(self.queue.declarations()))
         else:
             self._on_declared()
 
+    def _declare_next(self, declarations: list[dict]) -> None:
+        """Declare each queue in turn on the asynchronous channel, then start publishing."""
+        if not declarations:
+            self._on_declared()
+            return
+        declaration = declarations.pop(0)
+        self._declaring = declaration  # a connection closed now is the broker's answer to this declaration
+        self._channel.queue_declare(**declaration, callback=lambda _frame: self._declare_next(declarations))
+
     def _on_declared(self) -> None:
-        self._declaring = False
+        self._declaring = None
         if self.confirm:
             self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
         else:
@@ -482,7 +645,10 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason: BaseException) -> None:
         if isinstance(reason, amqp.ChannelClosedByBroker) and self._error is None:
-            self._error = channel_error(reason, self.queue.name)
+            if self._declaring is not None:
+                self._refused = (reason, self._declaring)
+            else:
+                self._error = channel_error(reason, self.queue.name)
         if self._connection.is_open:
             self._connection.close()
 
