@@ -10,6 +10,7 @@ import selectors
 import socket
 import struct
 import threading
+from typing import Optional
 
 
 class CuttableProxy:
@@ -27,6 +28,7 @@ class CuttableProxy:
         self.cuts = 0
         self._held_to_broker = False  # stop reading the clients: nothing reaches the broker
         self._held_to_client = False  # stop reading the broker: no reply, confirm or delivery reaches a client
+        self._trigger: Optional[tuple[bytes, int]] = None  # (pattern, how many more) before holding replies
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -58,6 +60,8 @@ class CuttableProxy:
                 if target is None or self._is_held(source):  # held since select() returned it
                     return
                 data = source.recv(65536)
+                if self._trigger is not None and data and self._is_client(source):
+                    self._count_trigger(data)
             if data:
                 target.sendall(data)
                 return
@@ -98,6 +102,26 @@ class CuttableProxy:
                 elif not self._is_held(end) and not registered:
                     self._selector.register(end, selectors.EVENT_READ)
 
+    def hold_replies_after(self, pattern: bytes, times: int = 1) -> None:
+        """Hold the broker's replies from the moment the clients have sent `pattern` `times` times (counted from now).
+
+        The data that completes the count still reaches the broker; nothing the broker sends after it reaches a
+        client, e.g. the confirm of the Nth publish (BASIC_PUBLISH) and of every one after it.
+        """
+        with self._lock:
+            self._trigger = (pattern, times)
+
+    def _count_trigger(self, data: bytes) -> None:
+        """With the lock held: count the pattern in data a client sent; hold the replies once it reaches zero."""
+        pattern, left = self._trigger
+        left -= data.count(pattern)
+        self._trigger = (pattern, left) if left > 0 else None
+        if left <= 0:
+            self._held_to_client = True
+            for end in self._pairs:
+                if not self._is_client(end) and end in self._selector.get_map():
+                    self._selector.unregister(end)
+
     def freeze(self) -> None:
         """Nothing passes either way, and nobody is told: the connections hang as on a dead network path."""
         self.hold(to_broker=True, to_client=True)
@@ -126,3 +150,7 @@ class CuttableProxy:
         for end in list(self._pairs):
             self._drop(end)
         self._listener.close()
+
+
+# An AMQP 0-9-1 method frame's class and method ids (60, 40) as they appear on the wire for basic.publish.
+BASIC_PUBLISH = b"\x00\x3c\x00\x28"

@@ -1,0 +1,80 @@
+"""sender.py's publishing options: --no-confirm, --confirm-window, Ctrl-C mid-send, and --quiet."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import SENDER, wait_until
+from tests.proxy import BASIC_PUBLISH, CuttableProxy
+
+
+@pytest.fixture
+def proxy(broker):
+    started = CuttableProxy(broker.port, broker.host)
+    yield started
+    started.close()
+
+
+def start_sender(space, proxy, *args: str) -> subprocess.Popen:
+    """sender.py connected through the proxy, its stdout and stderr captured."""
+    env = space.env(AMQP_URL=space.url.replace(f":{space.broker.port}/", f":{proxy.port}/"))
+    process = subprocess.Popen([sys.executable, str(SENDER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True, env=env)
+    space.processes.append(process)
+    return process
+
+
+def test_no_confirm_publishes_without_waiting_and_says_so(space):
+    sent = space.send("--no-confirm", "--queue", "fast", "one", "two", "three")
+    assert re.search(r"^published \(unconfirmed\) 3 messages to queue 'fast'", sent.stdout, re.M), sent.stdout
+    assert "sent 3 messages" not in sent.stdout
+    wait_until(lambda: space.ready("fast") == 3, 10, "the three unconfirmed messages in the queue")
+
+
+def test_confirm_window_bounds_the_messages_awaiting_a_confirm(space, proxy):
+    # From the first publish on the broker's confirms are held back: the sender may publish only its window.
+    proxy.hold_replies_after(BASIC_PUBLISH)
+    sender = start_sender(space, proxy, "--count", "10", "--confirm-window", "3", "--queue", "windowed")
+    wait_until(lambda: space.ready_or_zero("windowed") == 3, 20, "the first window of 3 in the queue")
+    with pytest.raises(subprocess.TimeoutExpired):
+        sender.wait(1.5)  # waiting for confirms, and publishing nothing more meanwhile
+    assert space.ready("windowed") == 3
+
+    proxy.release()
+
+    out, err = sender.communicate(timeout=30)
+    assert sender.returncode == 0, err
+    assert "sent 10 messages to queue 'windowed'" in out
+    assert space.ready("windowed") == 10
+
+
+def test_ctrl_c_mid_send_exits_130_and_reports_what_was_confirmed(space, proxy):
+    # A window of 1: publish 4 goes out only after confirm 3 came back; its own confirm is held back.
+    proxy.hold_replies_after(BASIC_PUBLISH, times=4)
+    sender = start_sender(space, proxy, "--count", "10", "--confirm-window", "1", "--queue", "interrupted")
+    wait_until(lambda: space.ready_or_zero("interrupted") == 4, 20, "4 messages in the queue")
+
+    sender.send_signal(signal.SIGINT)
+
+    out, err = sender.communicate(timeout=20)
+    assert sender.returncode == 130, err
+    assert out.splitlines() == ["sent '1'", "sent '2'", "sent '3'"]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "Error: interrupted: 3 messages confirmed"
+    assert "sent 3 messages to queue 'interrupted'" in err  # the summary of how far it got
+    assert space.ready("interrupted") == 4  # the unconfirmed 4th did arrive: confirmed means at least
+
+
+def test_quiet_sender_prints_only_the_summary(space):
+    sent = space.send("--quiet", "--queue", "hushed", "one", "two")
+    assert re.fullmatch(r"sent 2 messages to queue 'hushed' on vhost '[^']+' in [\d.]+s \([\d,]+ msg/s\)\n",
+                        sent.stdout), sent.stdout
+    assert sent.stderr == ""
+    bulk = space.send("--quiet", "--count", "300", "--queue", "hushed")  # no progress bar either
+    assert bulk.stdout.startswith("sent 300 messages") and bulk.stdout.count("\n") == 1
+    assert bulk.stderr == ""
+    assert space.ready("hushed") == 302
