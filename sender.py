@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field, fields
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
 import click
 import pika
@@ -460,14 +460,17 @@ EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
 PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     message_id: str
     body: bytes
 
 
+# Unique across runs and cheap per message: one random prefix per process, then a counter.
+MESSAGE_IDS = map(f"{uuid.uuid4().hex[:16]}-{{}}".format, itertools.count(1))
+
+
 def new_message(body: "bytes | str") -> Message:
-    return Message(uuid.uuid4().hex, body.encode("utf-8") if isinstance(body, str) else body)
+    return Message(next(MESSAGE_IDS), body.encode("utf-8") if isinstance(body, str) else body)
 
 
 def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
@@ -477,7 +480,7 @@ def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
 
 
 def message_properties(message: Message, persistent: bool) -> pika.BasicProperties:
-    return pika.BasicProperties(message_id=message.message_id, content_type="text/plain",
+    return pika.BasicProperties(message_id=message.message_id,
                                 delivery_mode=pika.DeliveryMode.Persistent if persistent else None)
 
 
@@ -656,19 +659,26 @@ class Publisher:
         self._returned.add(properties.message_id)
 
     def _publish_more(self) -> None:
+        # The hot path: one properties object, re-stamped per message (basic_publish encodes it at once), and the
+        # counters kept in locals until the batch is out.
         budget = self.window - len(self._unconfirmed) if self.confirm else self.window
+        publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
+        properties = message_properties(Message("", b""), self.persistent)
+        unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
         for message in itertools.islice(self._pending, max(budget, 0)):
-            self._channel.basic_publish("", self.queue.name, message.body,
-                                        message_properties(message, self.persistent), mandatory=True)
-            self._published = True
-            self.report.published += 1
+            properties.message_id = message.message_id
+            publish("", queue, message.body, properties, mandatory=True)
+            sent += 1
             if self.confirm:
-                self._unconfirmed[self._next_tag] = message
-                self._next_tag += 1
+                unconfirmed[tag] = message
+                tag += 1
             else:
-                self.report.confirmed += 1
+                report.confirmed += 1
                 self.on_sent(message)
-            budget -= 1
+        self._next_tag = tag
+        report.published += sent
+        self._published = self._published or sent > 0
+        budget -= sent
         if budget > 0 and not self._unconfirmed:  # the source ran dry and the broker has confirmed everything
             self._done = True
             self._connection.close()
