@@ -1,0 +1,53 @@
+"""qprocessor.py's output options: --events - (JSON lines on stdout) and --quiet (the summary alone)."""
+from __future__ import annotations
+
+import json
+import re
+
+SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
+                     r"lost (?P<lost>\d+), requeued \d+, redelivered \d+, abandoned \d+")
+
+
+def test_events_dash_writes_parseable_json_lines_to_stdout(space):
+    space.send("--count", "4")
+    result = space.run_worker("--events", "-", "--name", "json", "--seconds-per-char", "0", "--lose-every", "4",
+                              "--max-messages", "4")
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["event"], r["body"]) for r in records] == [
+        ("received", "1"), ("done", "1"), ("received", "2"), ("done", "2"), ("received", "3"), ("done", "3"),
+        ("received", "4"), ("lost", "4")]
+    for record in records:
+        assert record["worker"] == "json" and record["message_id"] and record["redelivered"] is False
+        assert isinstance(record["time"], float)
+    assert all(isinstance(r["seconds"], (int, float)) for r in records if r["event"] == "done")
+    assert records[-1]["mode"] == "drop"
+    # Every other stdout line is the worker's own labelled output.
+    assert all(line.startswith("{") or line.startswith("[json] ") for line in result.stdout.splitlines())
+
+
+def test_events_dash_with_quiet_leaves_only_json_and_the_summary(space):
+    space.send("--count", "3")
+    result = space.run_worker("--events", "-", "--quiet", "--name", "q", "--seconds-per-char", "0",
+                              "--max-messages", "3")
+    *events, summary = result.stdout.splitlines()
+    assert [json.loads(line)["event"] for line in events] == ["received", "done"] * 3
+    assert SUMMARY.fullmatch(summary)
+
+
+def test_quiet_worker_prints_only_the_summary(space):
+    space.send("--count", "5")
+    result = space.run_worker("--quiet", "--name", "hush", "--acknowledge", "--seconds-per-char", "0",
+                              "--lose-every", "5", "--max-messages", "5")
+    assert result.stdout.count("\n") == 1, result.stdout
+    found = SUMMARY.fullmatch(result.stdout.strip())
+    assert found and found.group("name", "received", "processed", "lost") == ("hush", "5", "4", "1")
+    assert result.stderr == ""
+
+
+def test_quiet_worker_still_logs_its_events_to_a_file(space):
+    space.send("--count", "2")
+    worker = space.start_worker("filed", "--quiet", "--seconds-per-char", "0", "--max-messages", "2")
+    assert worker.wait() == 0
+    assert worker.bodies("done") == ["1", "2"]
+    assert worker.output.strip().splitlines() == ["[filed] summary: received 2, processed 2, lost 0, requeued 0, "
+                                                  "redelivered 0, abandoned 0"]
