@@ -20,8 +20,11 @@ from typing import Callable, Optional
 import click
 import pika
 
-from labs.broker import Broker, BrokerUnavailable, broker_from_environment
-from labs.scenario import wait_for_consumers
+from labs.broker import Broker, broker_from_environment
+from labs.event_log import EventTally, read_events
+from labs.exit_codes import one_line_errors
+from labs.processes import wait_for_consumers
+from labs.settings import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
@@ -35,7 +38,7 @@ class Bench:
         self.broker, self.messages, self.rounds, self.workdir = broker, messages, rounds, workdir
         self.vhost = f"bench-{secrets.token_hex(3)}"
         broker.admin.add_vhost(self.vhost)
-        broker.admin.grant(pika.URLParameters(broker.url()).credentials.username, self.vhost)
+        broker.admin.grant(broker.username, self.vhost)
         self.url = broker.url(self.vhost)
         self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
         self.peak_rss_kb: dict[str, int] = {}
@@ -45,9 +48,7 @@ class Bench:
         self.broker.admin.delete_vhost(self.vhost)
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "AMQP_"))}
-        env["AMQP_URL"] = self.url
-        return env
+        return child_environment(AMQP_URL=self.url)
 
     def timed(self, label: str, command: list[str]) -> float:
         """Wall time of one whole process; also records its peak RSS under `label`."""
@@ -137,10 +138,7 @@ class Bench:
                                check=True, stdout=subprocess.DEVNULL)
                 for worker in workers:
                     worker.wait(120)
-                records = [json.loads(line) for line in events.read_text().splitlines()]
-                starts = [r["time"] for r in records if r["event"] == "received"]
-                ends = [r["time"] for r in records if r["event"] == "done"]
-                spans.append(max(ends) - min(starts))
+                spans.append(EventTally(bodies, read_events(events)).makespan)
             span = statistics.median(spans)
             rows.append({"what": f"fair dispatch makespan, 3 workers, {label}", "seconds": span, "ideal": ideal,
                          "ratio": span / ideal})
@@ -237,8 +235,9 @@ def main(messages: int, rounds: int, json_path: Path, smoke: bool) -> None:
         messages, rounds = 200, 1
     import tempfile
 
-    try:
+    with one_line_errors():
         with broker_from_environment() as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+            broker.admin.overview()  # unreachable or refused: one line, before any measurement
             bench = Bench(broker, messages, rounds, Path(workdir))
             try:
                 rows = bench.publishing()
@@ -248,9 +247,7 @@ def main(messages: int, rounds: int, json_path: Path, smoke: bool) -> None:
                 rows += bench.startup()
             finally:
                 bench.close()
-            version = broker.admin.request("GET", "/api/overview").get("rabbitmq_version")  # type: ignore[union-attr]
-    except BrokerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+            version = broker.admin.overview().get("rabbitmq_version")
     keep = ("sender.py", "qprocessor.py", "plain publish (persistent)", "plain consume")
     results = {"machine": {**machine(), "rabbitmq": version}, "messages": messages, "rounds": rounds, "rows": rows,
                "peak_rss_mb": {k: v / 1024 for k, v in bench.peak_rss_kb.items() if k in keep}}

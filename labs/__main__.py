@@ -1,17 +1,19 @@
 """python -m labs: list and run the labs, watch the demo, provision per-student vhosts."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
-from labs.broker import BrokerUnavailable, broker_from_environment
+from labs.broker import Broker, broker_from_environment
+from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,6 +21,11 @@ def cli() -> None:
     """RabbitMQ work-queue lab kit: labs, demo and provisioning.
 
     Runs against AMQP_URL when set, otherwise against a private local broker it starts and stops itself.
+
+    \b
+    Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 3 no broker (set AMQP_URL or install
+    rabbitmq-server); 4 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
+    5 the management API refuses the user (it needs the administrator tag).
     """
 
 
@@ -49,9 +56,9 @@ def run(which: str, use_tmux: bool, verbose: bool) -> None:
         raise click.BadParameter(f"{which!r}: give a lab number 1-{len(LABS)}, its name, or all", param_hint="LAB")
     if use_tmux and not shutil.which("tmux"):
         raise click.UsageError("--tmux needs tmux: apt-get install tmux")
-    with running_broker() as broker:
+    with one_line_errors(), running_broker() as broker:
         failed = run_labs(chosen, broker, use_tmux, verbose)
-    sys.exit(1 if failed else 0)
+    sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
 def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False) -> int:
@@ -61,7 +68,7 @@ def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False
     failed = skipped = 0
     for lab in chosen:
         window = tmux_window(lab.number) if use_tmux else None
-        context = run_lab(lab, broker, os.environ.get("AMQP_URL"), echo=verbose, tmux=window)
+        context = run_lab(lab, broker, echo=verbose, tmux=window)
         click.echo(report(lab, context) + "\n")
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
@@ -86,18 +93,12 @@ def tmux_window(number: int) -> str:
     return target
 
 
-class running_broker:
-    """AMQP_URL's broker or the embedded one, with a one-line error when neither is available."""
-
-    def __enter__(self):
-        self._context = broker_from_environment()
-        try:
-            return self._context.__enter__()
-        except BrokerUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
-
-    def __exit__(self, *exc_info) -> Optional[bool]:
-        return self._context.__exit__(*exc_info)
+@contextlib.contextmanager
+def running_broker() -> Iterator[Broker]:
+    """AMQP_URL's broker or the embedded one, once its management API has answered us as an administrator would."""
+    with broker_from_environment() as broker:
+        broker.admin.overview()  # unreachable or refused: one line now, not a failed claim later
+        yield broker
 
 
 @cli.command()
@@ -107,12 +108,12 @@ def demo(live_only: bool) -> None:
     from labs.catalog import LABS
     from labs.demo import demo as run_demo
 
-    with running_broker() as broker:
-        ok = run_demo(broker, os.environ.get("AMQP_URL") or broker.url())
+    with one_line_errors(), running_broker() as broker:
+        ok = run_demo(broker)
         if not live_only:
             click.echo("\nNow every claim of every handout, on the same broker:\n")
             ok = run_labs(LABS, broker) == 0 and ok
-    sys.exit(0 if ok else 1)
+    sys.exit(EXIT_OK if ok else EXIT_CLAIM_FAILED)
 
 
 @cli.command()
@@ -135,7 +136,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
 
     Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.
     """
-    from labs.broker import Admin
+    from labs.management import ManagementAPI
     from labs.provision import assign_passwords, definitions, read_passwords, read_roster, write_passwords
 
     try:
@@ -154,7 +155,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
         click.echo(f"wrote {definitions_path}: {len(students)} users, vhosts and permissions")
     if management_url:
         try:
-            Admin(management_url, admin_user, admin_password).import_definitions(document)
+            ManagementAPI(management_url, admin_user, admin_password).import_definitions(document)
         except OSError as exc:
             raise click.ClickException(f"could not apply to {management_url}: {exc}") from None
         click.echo(f"applied to {management_url}: {', '.join(names)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from labs.runner import Context, Lab
-from labs.scenario import numbered, wait_all
+from labs.processes import numbered, wait_all
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
 IDLE = ("--idle-exit", "1.5")
@@ -106,7 +106,9 @@ def acknowledgements(lab: Context) -> None:
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL, to shorten consumer_timeout")
         return
     node = lab.broker
-    original = node.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
+    # What the broker has now, read before anything changes, so it gets exactly that back.
+    originals = {key: node.ctl("eval", f"application:get_env(rabbit, {key}).").strip()
+                 for key in ("consumer_timeout", "channel_tick_interval")}
     node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 2000), "
                      "application:set_env(rabbit, channel_tick_interval, 500).")
     try:
@@ -115,12 +117,19 @@ def acknowledgements(lab: Context) -> None:
         holder = slow.worker("holder", "--acknowledge", "--seconds-per-char", "1", "--max-messages", "2")
         wait_all([holder], 60)
     finally:
-        restore = original[len("{ok,"):-1] if original.startswith("{ok,") else "1800000"
-        node.ctl("eval", f"application:set_env(rabbit, consumer_timeout, {restore}), "
-                         "application:set_env(rabbit, channel_tick_interval, 60000).")
+        node.ctl("eval", ", ".join(restore_env(key, value) for key, value in originals.items()) + ".")
     redelivered = [e for e in slow.tally().events if e["event"] == "received" and e["redelivered"]]
     lab.claim("a worker holding a message past the delivery acknowledgement timeout loses its channel; "
               "the message is redelivered", bool(slow.tally().bodies("abandoned")) and bool(redelivered))
+
+
+def restore_env(key: str, original: str) -> str:
+    """An Erlang expression giving the rabbit application's `key` back the value application:get_env read."""
+    if original.startswith("{ok,") and original.endswith("}"):
+        return f"application:set_env(rabbit, {key}, {original[len('{ok,'):-1]})"
+    if original == "undefined":
+        return f"application:unset_env(rabbit, {key})"
+    raise ValueError(f"cannot restore {key} from {original!r}")
 
 
 def fair_dispatch(lab: Context) -> None:
@@ -206,8 +215,9 @@ except Exception as exc:
     wait_all([worker], 60)
     tally = run.tally()
     lab.claim("qprocessor.py finishes the same 8 s of work under the same heartbeat",
-              tally.bodies("done") == ["slow work"] and tally.redelivered == 1, "it was redelivered once, after the "
-              "plain consumer lost it")
+              tally.bodies("done") == ["slow work"] and tally.redelivered == 1,
+              f"processed {tally.bodies('done')}, redelivered {tally.redelivered} time(s) after the plain consumer "
+              f"lost it, lost {len(tally.bodies('lost'))}")
 
 
 LABS = [

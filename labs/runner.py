@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -14,7 +15,9 @@ from typing import Callable, Optional
 import pika
 
 from labs.broker import Broker
-from labs.scenario import Run
+from labs.management import ManagementError, ManagementRefused
+from labs.processes import Run
+from labs.settings import child_environment
 
 HANDOUTS = Path(__file__).resolve().parent / "handouts"
 
@@ -75,7 +78,7 @@ class Context:
     def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a snippet of plain pika as a student would type it in ipython."""
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=child_environment())
 
 
 @dataclass(frozen=True)
@@ -90,30 +93,48 @@ class Lab:
         return HANDOUTS / f"{self.number:02d}-{self.slug}.md"
 
 
-def student_space(broker: Broker, url: Optional[str], lab: Lab) -> tuple[str, str, Callable[[], None]]:
-    """A fresh vhost and user for the lab when the management API allows it, else the vhost in AMQP_URL."""
+def student_space(broker: Broker, lab: Lab) -> tuple[str, str, Callable[[], None]]:
+    """A fresh vhost and user for the lab, as a student has; the URL, the vhost, and what removes them.
+
+    The management API must allow it: a lab never falls back to a shared vhost, where it would trip over what
+    others left there.
+    """
     name = f"lab{lab.number}-{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(10)
-    try:
-        broker.admin.add_vhost(name)
-        broker.admin.add_user(name, password)
-        broker.admin.grant(name, name)
-    except OSError:
-        given = url or broker.url()
-        return given, pika.URLParameters(given).virtual_host, lambda: None
 
     def remove() -> None:
         broker.admin.delete_vhost(name)
         broker.admin.delete_user(name)
 
+    try:
+        broker.admin.add_vhost(name)
+        broker.admin.add_user(name, password)
+        broker.admin.grant(name, name)
+    except (ManagementRefused, urllib.error.HTTPError) as exc:
+        with contextlib.suppress(ManagementError, urllib.error.HTTPError):
+            remove()
+        reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else "refused"
+        raise ManagementRefused(f"the management API at {broker.admin.base_url} would not create vhost and user "
+                                f"{name!r} for lab {lab.number} ({reason}): AMQP_URL's user "
+                                f"{broker.username!r} needs the administrator tag") from None
+    except ManagementError:
+        with contextlib.suppress(ManagementError, urllib.error.HTTPError):
+            remove()
+        raise
     return broker.url(name, name, password), name, remove
 
 
-def run_lab(lab: Lab, broker: Broker, url: Optional[str], echo: bool = False, tmux: Optional[str] = None) -> Context:
-    lab_url, vhost, remove = student_space(broker, url, lab)
+def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = None) -> Context:
+    """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
+
+    A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
+    """
+    lab_url, vhost, remove = student_space(broker, lab)
     context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux)
     try:
         lab.scenario(context)
+    except ManagementError:
+        raise
     except Exception as exc:  # a lab that cannot finish is a failed claim, reported like the others
         context.claims.append(Claim(f"lab {lab.number} ran to the end", False, f"{type(exc).__name__}: {exc}"))
     finally:

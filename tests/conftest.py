@@ -1,7 +1,6 @@
 """A real broker per session and a vhost of its own per test, like the lab's per-student vhosts."""
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -10,9 +9,12 @@ from typing import Iterator
 
 import pytest
 
-from labs.broker import Broker, from_url, local_broker, rabbitmq_installed
-from tests.helpers import Space
+from labs.broker import Broker, from_settings, local_broker
+from labs.local_node import LocalNode, rabbitmq_installed
+from labs.settings import settings
+from tests.helpers import Space, require
 from tests.tls import make_certificates
+
 
 def docker_available() -> bool:
     try:
@@ -23,11 +25,12 @@ def docker_available() -> bool:
     except Exception:
         return False
 
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """AMQP_URL when set; else a private rabbitmq-server (pytest-rabbitmq); else a Docker container."""
-    if os.environ.get("AMQP_URL"):
-        yield from_url(os.environ["AMQP_URL"])
+    if settings().amqp_url:
+        yield from_settings(settings())
     elif rabbitmq_installed():
         # The node also gets an amqps:// listener, with certificates made for this session.
         tls = make_certificates(tmp_path_factory.mktemp("tls")) if shutil.which("openssl") else None
@@ -39,10 +42,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         with container_broker() as started:
             yield started
     else:
-        reason = "no broker: set AMQP_URL, install rabbitmq-server, or run a Docker engine"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        require(False, "no broker: set AMQP_URL, install rabbitmq-server, or run a Docker engine")
+
 
 @pytest.fixture
 def space(broker: Broker, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Space]:
@@ -58,11 +59,37 @@ def space(broker: Broker, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     broker.admin.delete_vhost(name)
     broker.admin.delete_user(name)
 
+
 @pytest.fixture
 def restartable(broker: Broker) -> Broker:
-    if not broker.controllable:
-        pytest.skip("restarting needs a broker this suite started, or LABKIT_RABBITMQCTL with AMQP_URL")
+    """The broker, when this suite may restart it and change its settings (skipped, or under CI=true failed, if not)."""
+    require(broker.controllable, "restarting needs a broker this suite started, or LABKIT_RABBITMQCTL with AMQP_URL")
     return broker
+
+
+@pytest.fixture
+def local_node(broker: Broker) -> LocalNode:
+    """The node this suite started itself (its ports, TLS listener, files), for tests that need more than AMQP_URL."""
+    require(broker.local is not None, "needs the broker this suite starts itself, not one given by AMQP_URL")
+    return broker.local
+
+
+@pytest.fixture
+def tls_node(local_node: LocalNode) -> LocalNode:
+    """The suite's own node with its amqps:// listener (tls_port, ca_cert)."""
+    require(local_node.tls_port is not None, "the node has no TLS listener: install openssl")
+    return local_node
+
+
+@pytest.fixture
+def administrator(broker: Broker) -> Iterator[tuple[str, str]]:
+    """A user other than guest with the administrator tag and full permissions on "/": (username, password)."""
+    username, password = f"admin-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    broker.admin.add_user(username, password, tags="administrator")
+    broker.admin.grant(username, "/")
+    yield username, password
+    broker.admin.delete_user(username)
+
 
 @pytest.fixture
 def alone(tmp_path: Path) -> Path:

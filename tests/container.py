@@ -7,7 +7,9 @@ from typing import Iterator
 import tenacity
 from testcontainers.community.rabbitmq import RabbitMqContainer
 
-from labs.broker import Admin, Broker
+from labs.broker import Broker
+from labs.management import ManagementAPI
+from labs.rabbitmqctl import Rabbitmqctl
 
 IMAGE = "rabbitmq:3.13-management"
 MANAGEMENT_PORT = 15672
@@ -19,9 +21,9 @@ def container_broker() -> Iterator[Broker]:
     container = RabbitMqContainer(IMAGE).with_exposed_ports(MANAGEMENT_PORT)
     with container:
         host = container.get_container_host_ip()
-        admin = Admin(f"http://{host}:{container.get_exposed_port(MANAGEMENT_PORT)}", "guest", "guest")
+        admin = ManagementAPI(f"http://{host}:{container.get_exposed_port(MANAGEMENT_PORT)}", "guest", "guest")
         # The management plugin starts a little after the AMQP listener the container waits for.
         tenacity.Retrying(retry=tenacity.retry_if_exception_type(OSError), stop=tenacity.stop_after_delay(60),
                           wait=tenacity.wait_fixed(0.5), reraise=True)(admin.request, "GET", "/api/overview")
-        ctl = ["docker", "exec", container.get_wrapped_container().id, "rabbitmqctl"]
-        yield Broker(host, int(container.get_exposed_port(container.port)), admin, ctl_command=ctl)
+        ctl = Rabbitmqctl(("docker", "exec", container.get_wrapped_container().id, "rabbitmqctl"))
+        yield Broker(host, int(container.get_exposed_port(container.port)), "guest", "guest", "/", admin, control=ctl)

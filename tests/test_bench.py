@@ -1,27 +1,59 @@
-"""The benchmark runs end to end (a smoke run: tiny counts, no thresholds), so it never rots."""
+"""The benchmark runs end to end (a smoke run: tiny counts, no thresholds) and its figures hang together."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
+import pytest
+
+from labs.settings import child_environment
 from tests.helpers import ROOT
 
+SMOKE_MESSAGES, SMOKE_ROUNDS = 200, 1
+RATE_ROWS = ["publish unconfirmed", "publish confirmed", "publish persistent",
+             "sender.py confirmed vs plain unconfirmed", "consume + ack, prefetch 1", "consume + ack, prefetch 100"]
+SPAN_ROWS = ["fair dispatch makespan, 3 workers, no prefetch", "fair dispatch makespan, 3 workers, prefetch 1"]
+TIME_ROWS = ["redelivery after SIGKILL", "start-up to first message, qprocessor.py",
+             "start-up to one confirmed message and exit, sender.py"]
+# bench.fair_dispatch's uneven bodies at 0.01 s per character, shared by 3 workers
+FAIR_IDEAL = (8 * 82 + 16 * 12) * 0.01 / 3
 
-def test_benchmark_smoke_run_measures_every_row(broker, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "AMQP_"))}
-    env.update(AMQP_URL=broker.url(), RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
+
+def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(broker, administrator, tmp_path):
+    username, password = administrator
+    env = child_environment(AMQP_URL=broker.url("/", username, password), RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())
-    names = [row["what"] for row in results["rows"]]
-    for expected in ("publish unconfirmed", "publish confirmed", "publish persistent",
-                     "consume + ack, prefetch 1", "consume + ack, prefetch 100", "redelivery after SIGKILL",
-                     "fair dispatch makespan, 3 workers, prefetch 1", "start-up to first message, qprocessor.py"):
-        assert expected in names
-    assert all(row.get("ratio", 1) > 0 for row in results["rows"])
+    rows = {row["what"]: row for row in results["rows"]}
+    assert list(rows) == RATE_ROWS[:4] + RATE_ROWS[4:] + SPAN_ROWS + TIME_ROWS[:1] + TIME_ROWS[1:]
+    assert (results["messages"], results["rounds"]) == (SMOKE_MESSAGES, SMOKE_ROUNDS)
+    assert results["machine"]["rabbitmq"] == broker.admin.overview()["rabbitmq_version"]
+
+    for what in RATE_ROWS:
+        row = rows[what]
+        ours = row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
+        plain = row["plain pika msg/s"]
+        # Rates of whole processes moving 200 messages: positive, and below 200 messages in 50 ms (a Python
+        # process that imports pika and connects takes longer than that alone).
+        for rate in (ours, plain):
+            assert 0 < rate < SMOKE_MESSAGES / 0.05, (what, rate)
+        assert row["ratio"] == pytest.approx(ours / plain), what
+    mixed = rows["sender.py confirmed vs plain unconfirmed"]
+    assert mixed["sender.py msg/s"] == rows["publish confirmed"]["sender.py msg/s"]
+    assert mixed["plain pika msg/s"] == rows["publish unconfirmed"]["plain pika msg/s"]
+
+    for what in SPAN_ROWS:
+        row = rows[what]
+        assert row["ideal"] == pytest.approx(FAIR_IDEAL)
+        assert row["seconds"] >= 0.9 * row["ideal"], row  # three workers cannot beat a perfect share
+        assert row["ratio"] == pytest.approx(row["seconds"] / row["ideal"])
+    for what in TIME_ROWS:
+        assert 0 < rows[what]["seconds"] < 30, rows[what]
+
     assert set(results["peak_rss_mb"]) >= {"sender.py", "qprocessor.py"}
-    assert "| measurement |" in result.stdout
+    assert all(mb > 5 for mb in results["peak_rss_mb"].values()), results["peak_rss_mb"]
+    assert "| measurement |" in result.stdout and f"RabbitMQ {results['machine']['rabbitmq']}" in result.stdout

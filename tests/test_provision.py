@@ -11,7 +11,7 @@ import pika
 import pytest
 
 from labs.provision import password_hash, read_roster
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require
 
 SAMPLE_DEFINITIONS = ROOT / "labs" / "sample-definitions.json"
 SAMPLE_PASSWORD = "labkit-sample"  # the initial password the sample definitions were generated with
@@ -33,6 +33,11 @@ def login(broker, username: str, password: str, vhost: str) -> str:
         return "login refused"
 
 
+def read_csv(path: Path) -> dict[str, str]:
+    with path.open() as handle:
+        return {row["username"]: row["password"] for row in csv.DictReader(handle)}
+
+
 @pytest.fixture
 def roster(tmp_path: Path, request) -> list[str]:
     tag = f"{abs(hash(request.node.name)) % 10**6}"
@@ -40,8 +45,7 @@ def roster(tmp_path: Path, request) -> list[str]:
 
 
 def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, roster, tmp_path, space):
-    if broker.local is None:
-        pytest.skip("applies accounts through the suite's own broker's management API")
+    require(broker.local is not None, "applies accounts through the suite's own broker's management API")
     (tmp_path / "roster.txt").write_text("\n".join(["# class of six", *roster, ""]))
     passwords_csv = tmp_path / "passwords.csv"
     args = [str(tmp_path / "roster.txt"), "--passwords-csv", str(passwords_csv),
@@ -49,21 +53,22 @@ def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, 
     try:
         first = provision(*args)
         assert first.returncode == 0, first.stderr
+        handed_out = read_csv(passwords_csv)
         again = provision(*args)  # re-running is safe: same passwords, nothing breaks
         assert again.returncode == 0, again.stderr
-        with passwords_csv.open() as handle:
-            passwords = {row["username"]: row["password"] for row in csv.DictReader(handle)}
+        passwords = read_csv(passwords_csv)
+        assert passwords == handed_out, "a second run changed passwords already handed out"
         assert sorted(passwords) == sorted(roster) and len(set(passwords.values())) == len(roster)
         assert oct(passwords_csv.stat().st_mode & 0o777) == "0o600"
 
-        for student in roster:
-            own = space.send("--count", "2", "--quiet", env=space.env(AMQP_URL=broker.url(student, student,
-                                                                                           passwords[student])))
+        for student in roster:  # with the passwords the first run handed out, after the second run applied again
+            password = handed_out[student]
+            own = space.send("--count", "2", "--quiet", env=space.env(AMQP_URL=broker.url(student, student, password)))
             assert "sent 2 messages" in own.stdout
             for other in roster:
                 if other != student:
-                    assert login(broker, student, passwords[student], other) == "vhost refused"
-            assert login(broker, student, passwords[student], "/") == "vhost refused"
+                    assert login(broker, student, password, other) == "vhost refused"
+            assert login(broker, student, password, "/") == "vhost refused"
             assert login(broker, student, "wrong", student) == "login refused"
     finally:
         for student in roster:
@@ -72,8 +77,7 @@ def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, 
 
 
 def test_the_sample_definitions_that_compose_loads_give_working_accounts(broker):
-    if broker.local is None:
-        pytest.skip("imports definitions into the suite's own broker")
+    require(broker.local is not None, "imports definitions into the suite's own broker")
     document = json.loads(SAMPLE_DEFINITIONS.read_text())
     names = read_roster(ROOT / "labs" / "sample-roster.txt")
     assert [u["name"] for u in document["users"]] == names

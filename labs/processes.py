@@ -1,11 +1,10 @@
-"""Run sender.py and qprocessor.py as real processes on a broker and tally what their event logs show.
+"""sender.py and qprocessor.py as real processes of one run on a broker, and waiting for them.
 
 Processes run as children with their output relayed (prefixed) to the terminal, or, with tmux, each in a pane of
 its own so a class can watch the dispatch live.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -14,65 +13,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import pika
 
+from labs.event_log import EventTally, read_events
+from labs.settings import child_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = ROOT / "sender.py"
 QPROCESSOR = ROOT / "qprocessor.py"
-
-
-@dataclass
-class Tally:
-    """What the event logs say happened to the messages of one run."""
-
-    sent: list[str]
-    events: list[dict]
-
-    def bodies(self, kind: str, worker: Optional[str] = None) -> list[str]:
-        return [e["body"] for e in self.events if e["event"] == kind and worker in (None, e["worker"])]
-
-    @property
-    def processed(self) -> set[str]:
-        return set(self.bodies("done"))
-
-    @property
-    def missing(self) -> list[str]:
-        return [body for body in self.sent if body not in self.processed]
-
-    @property
-    def redelivered(self) -> int:
-        return sum(1 for e in self.events if e["event"] == "received" and e["redelivered"])
-
-    def per_worker(self) -> dict[str, tuple[int, float]]:
-        """Messages done and seconds busy per worker."""
-        done: Counter = Counter()
-        busy: Counter = Counter()
-        for e in self.events:
-            if e["event"] == "done":
-                done[e["worker"]] += 1
-                busy[e["worker"]] += e.get("seconds", 0.0)
-        return {worker: (done[worker], busy[worker]) for worker in sorted({e["worker"] for e in self.events})}
-
-    @property
-    def makespan(self) -> float:
-        """From the first delivery to the last message done."""
-        starts = [e["time"] for e in self.events if e["event"] == "received"]
-        ends = [e["time"] for e in self.events if e["event"] == "done"]
-        return max(ends) - min(starts) if starts and ends else 0.0
-
-    def report(self) -> str:
-        lines = [f"    sent {len(self.sent)}, processed {len(self.processed)}, "
-                 f"lost by workers {len(self.bodies('lost'))}, requeued {len(self.bodies('requeued'))}, "
-                 f"redelivered {self.redelivered}, never processed {len(self.missing)}, "
-                 f"makespan {self.makespan:.2f}s"]
-        for worker, (done, busy) in self.per_worker().items():
-            lines.append(f"      {worker:<12} processed {done:>3}  busy {busy:6.2f}s")
-        return "\n".join(lines)
 
 
 class PaneProcess:
@@ -132,9 +84,7 @@ class Run:
     sent: list[str] = field(default_factory=list)
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
-        env.update(AMQP_URL=self.url, RABBITMQ_QUEUE=self.queue, PYTHONUNBUFFERED="1")
-        return env
+        return child_environment(AMQP_URL=self.url, RABBITMQ_QUEUE=self.queue, PYTHONUNBUFFERED="1")
 
     def send(self, *args: str, bodies: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
@@ -180,10 +130,8 @@ class Run:
     def wait_for_consumers(self, count: int, timeout: float = 30) -> None:
         wait_for_consumers(self.url, self.queue, count, timeout)
 
-    def tally(self) -> Tally:
-        path = self.folder / "events.jsonl"
-        events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        return Tally(list(self.sent), events)
+    def tally(self) -> EventTally:
+        return EventTally(list(self.sent), read_events(self.folder / "events.jsonl"))
 
     def stop(self) -> None:
         for process in self.processes:
@@ -203,8 +151,9 @@ def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 30) ->
                 if channel.queue_declare(queue, passive=True).method.consumer_count >= count:
                     return
                 channel.close()
-            except pika.exceptions.ChannelClosedByBroker:
-                pass  # the queue is not declared yet
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:  # only NOT_FOUND means "not declared yet"; a refusal will not pass
+                    raise
             time.sleep(0.1)
     finally:
         connection.close()

@@ -1,0 +1,64 @@
+"""The tally of a run's event logs: what qprocessor.py's --events files say happened to the messages."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+def read_events(path: Path) -> list[dict]:
+    """The JSON-lines records of one --events file; none when it does not exist yet."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class EventTally:
+    """What the event logs say happened to the messages of one run."""
+
+    sent: list[str]
+    events: list[dict]
+
+    def bodies(self, kind: str, worker: Optional[str] = None) -> list[str]:
+        return [e["body"] for e in self.events if e["event"] == kind and worker in (None, e["worker"])]
+
+    @property
+    def processed(self) -> set[str]:
+        return set(self.bodies("done"))
+
+    @property
+    def missing(self) -> list[str]:
+        return [body for body in self.sent if body not in self.processed]
+
+    @property
+    def redelivered(self) -> int:
+        return sum(1 for e in self.events if e["event"] == "received" and e["redelivered"])
+
+    def per_worker(self) -> dict[str, tuple[int, float]]:
+        """Messages done and seconds busy per worker."""
+        done: Counter = Counter()
+        busy: Counter = Counter()
+        for e in self.events:
+            if e["event"] == "done":
+                done[e["worker"]] += 1
+                busy[e["worker"]] += e.get("seconds", 0.0)
+        return {worker: (done[worker], busy[worker]) for worker in sorted({e["worker"] for e in self.events})}
+
+    @property
+    def makespan(self) -> float:
+        """From the first delivery to the last message done."""
+        starts = [e["time"] for e in self.events if e["event"] == "received"]
+        ends = [e["time"] for e in self.events if e["event"] == "done"]
+        return max(ends) - min(starts) if starts and ends else 0.0
+
+    def report(self) -> str:
+        lines = [f"    sent {len(self.sent)}, processed {len(self.processed)}, "
+                 f"lost by workers {len(self.bodies('lost'))}, requeued {len(self.bodies('requeued'))}, "
+                 f"redelivered {self.redelivered}, never processed {len(self.missing)}, "
+                 f"makespan {self.makespan:.2f}s"]
+        for worker, (done, busy) in self.per_worker().items():
+            lines.append(f"      {worker:<12} processed {done:>3}  busy {busy:6.2f}s")
+        return "\n".join(lines)

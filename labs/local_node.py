@@ -1,0 +1,129 @@
+"""A private rabbitmq-server node: loopback only, free ports, data in a folder of its own, management plugin on.
+
+Its life: start (ready means an AMQP handshake and a management API call both succeed), stop, restart, and an
+optional amqps:// listener.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pika
+import port_for
+from pytest_rabbitmq.factories.executor import RabbitMqExecutor
+
+from labs.management import ManagementAPI, ManagementUnreachable
+from labs.rabbitmqctl import Rabbitmqctl
+from labs.settings import settings
+
+BOOT_TIMEOUT = 90  # seconds; a cold node on 2 busy cores takes about 10
+
+
+class RabbitmqNotInstalled(RuntimeError):
+    """There is no rabbitmq-server to start a local node with."""
+
+
+def rabbitmq_installed() -> bool:
+    return (settings().rabbitmq_bin / "rabbitmq-server").exists()
+
+
+class LocalNode(RabbitMqExecutor):
+    """pytest-rabbitmq's executor for one node, with the management plugin on loopback."""
+
+    def __init__(self, workdir: Path, tls: Optional[dict[str, Path]] = None) -> None:
+        """`tls` (cacertfile, certfile, keyfile) adds an amqps:// listener on loopback, at `tls_port`."""
+        rabbitmq_bin = settings().rabbitmq_bin
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "plugins").write_text("[rabbitmq_management].\n")
+        self.workdir = workdir
+        self.management_port = port_for.select_random()
+        port = port_for.select_random(exclude_ports=[self.management_port])
+        distribution_port = port_for.select_random(exclude_ports=[port, self.management_port])
+        self.node_name = f"labkit-{port}@localhost"
+        super().__init__(str(rabbitmq_bin / "rabbitmq-server"), "127.0.0.1", port, distribution_port,
+                         str(rabbitmq_bin / "rabbitmqctl"), logpath=workdir / "logs", path=workdir,
+                         plugin_path=workdir, node_name=self.node_name)
+        erl_args = (f"-rabbitmq_management tcp_config [{{port,{self.management_port}}},{{ip,\"127.0.0.1\"}}] "
+                    # Queue counts in the management API refresh every 0.5 s instead of 5 s, so waits are short.
+                    "-rabbit collect_statistics_interval 500 -kernel inet_dist_use_interface {127,0,0,1}")
+        self.tls_port: Optional[int] = None
+        self.ca_cert = tls["cacertfile"] if tls else None
+        if tls:
+            self.tls_port = port_for.select_random(exclude_ports=[port, self.management_port, distribution_port])
+            options = ",".join(f'{{{key},"{path}"}}' for key, path in tls.items())
+            erl_args += (f' -rabbit ssl_listeners [{{"127.0.0.1",{self.tls_port}}}]'
+                         f" -rabbit ssl_options [{options},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}]")
+        self._envvars.update({"RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "ERL_EPMD_ADDRESS": "127.0.0.1",
+                              "RABBITMQ_USE_LONGNAME": "false", "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args})
+        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+        # rabbitmqctl runs with the node's own environment (its HOME and cookie), by the node's name.
+        self.rabbitmqctl = Rabbitmqctl.for_node(rabbitmq_bin, self.node_name, self.envvars)
+
+    def start(self) -> "LocalNode":
+        """Start the node and wait until it is ready; if it does not get there, stop what was started and raise."""
+        try:
+            super().start()
+            self.wait_until_ready()
+        except BaseException:
+            self._stop_after_failure()
+            raise
+        return self
+
+    def _stop_after_failure(self) -> None:
+        try:
+            self.stop()
+        except Exception as exc:  # the start's own error is the one to raise; say this one too
+            print(f"labkit: could not stop node {self.node_name} after it failed to start: {exc!r}", file=sys.stderr)
+
+    def wait_until_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Ready means an AMQP handshake and a management API call both succeed, not just an open port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
+                self.admin.overview()
+                return
+            except (pika.exceptions.AMQPError, ManagementUnreachable, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def restart(self) -> None:
+        """Stop the node cleanly (durable queues and persistent messages are written out) and start it again."""
+        self.stop()
+        self.start()
+
+    def ctl(self, *args: str) -> str:
+        """Run rabbitmqctl against this node."""
+        return self.rabbitmqctl(*args)
+
+
+@contextlib.contextmanager
+def running_local_node(workdir: Optional[Path] = None, tls: Optional[dict[str, Path]] = None) -> Iterator[LocalNode]:
+    """A started node for the duration of the block; its data is removed afterwards unless workdir was given.
+
+    A node that fails to start is stopped and its error raised. When the block fails, a failure to stop the node is
+    printed and the block's own error raised; when the block succeeds, a failure to stop is raised.
+    """
+    if not rabbitmq_installed():
+        raise RabbitmqNotInstalled(f"rabbitmq-server is not installed ({settings().rabbitmq_bin} has none): "
+                                   "apt-get install rabbitmq-server, or set AMQP_URL")
+    owned = workdir is None
+    folder = Path(tempfile.mkdtemp(prefix="labkit-broker-")) if owned else workdir
+    try:
+        node = LocalNode(folder, tls)
+        node.start()
+        try:
+            yield node
+        except BaseException:
+            node._stop_after_failure()
+            raise
+        node.stop()
+    finally:
+        if owned:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""A small client for RabbitMQ's management HTTP API: vhosts, users, permissions, queues, definitions."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Optional
+
+
+class ManagementError(OSError):
+    """The management API cannot do what the kit needs; the message is one line saying what to do."""
+
+
+class ManagementUnreachable(ManagementError):
+    """Nothing answers at the management URL (the plugin is off, or the URL is wrong)."""
+
+
+class ManagementRefused(ManagementError):
+    """The management API refuses the user or the request (the user needs the administrator tag)."""
+
+
+class ManagementAPI:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    def request(self, method: str, path: str, body: Optional[dict] = None) -> object:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise ManagementRefused(
+                    f"the management API at {self.base_url} refuses user {self.username!r} ({exc.code} for "
+                    f"{method} {path}): give a user with the administrator tag") from None
+            raise
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ManagementUnreachable(
+                f"no RabbitMQ management API at {self.base_url} ({reason}): enable the management plugin "
+                "(rabbitmq-plugins enable rabbitmq_management) or set RABBITMQ_MANAGEMENT_URL") from None
+        return json.loads(payload) if payload else None
+
+    @staticmethod
+    def quote(name: str) -> str:
+        return urllib.parse.quote(name, safe="")
+
+    def _delete_if_there(self, path: str) -> None:
+        try:
+            self.request("DELETE", path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+
+    def overview(self) -> dict:
+        return self.request("GET", "/api/overview")  # type: ignore[return-value]
+
+    def add_vhost(self, vhost: str) -> None:
+        self.request("PUT", f"/api/vhosts/{self.quote(vhost)}", {})
+
+    def delete_vhost(self, vhost: str) -> None:
+        self._delete_if_there(f"/api/vhosts/{self.quote(vhost)}")
+
+    def add_user(self, username: str, password: str, tags: str = "") -> None:
+        self.request("PUT", f"/api/users/{self.quote(username)}", {"password": password, "tags": tags})
+
+    def delete_user(self, username: str) -> None:
+        self._delete_if_there(f"/api/users/{self.quote(username)}")
+
+    def grant(self, username: str, vhost: str, configure: str = ".*", write: str = ".*", read: str = ".*") -> None:
+        """Permissions on one vhost (full by default), and nothing elsewhere."""
+        self.request("PUT", f"/api/permissions/{self.quote(vhost)}/{self.quote(username)}",
+                     {"configure": configure, "write": write, "read": read})
+
+    def queue(self, vhost: str, name: str) -> dict:
+        return self.request("GET", f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")  # type: ignore[return-value]
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self._delete_if_there(f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")
+
+    def import_definitions(self, definitions: dict) -> None:
+        self.request("POST", "/api/definitions", definitions)
