@@ -160,7 +160,7 @@ def durability(lab: Context) -> None:
     lab.run("forgotten").send("--count", "5")
     mismatch = lab.run("kept").send("--count", "1", check=False)
     lab.claim("redeclaring a durable queue as non-durable is refused with exit code 6 and a hint",
-              mismatch.returncode == 6 and "rerun with --durable" in (mismatch.stderr + mismatch.stdout))
+              mismatch.returncode == 6 and "add --durable" in (mismatch.stderr + mismatch.stdout))
     if not lab.broker.controllable:
         lab.skip("a durable queue with persistent messages survives a broker restart",
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL")
