@@ -10,6 +10,7 @@ from typing import Iterator
 import pytest
 
 from labs.broker import Broker, from_settings, local_broker
+from labs.management import ManagementAPI
 from labs.local_node import LocalNode, rabbitmq_installed
 from labs.settings import settings
 from tests.helpers import Space, require
@@ -83,20 +84,17 @@ def tls_node(local_node: LocalNode) -> LocalNode:
 
 @pytest.fixture
 def administrator(broker: Broker) -> Iterator[tuple[str, str]]:
-    """A user other than guest with the administrator tag and full permissions on "/": (username, password)."""
+    """A user other than guest with the administrator tag and full permissions on "/": (username, password).
+
+    Meanwhile guest cannot log in, as on a classroom broker, so whatever falls back to guest:guest fails.
+    """
     username, password = f"admin-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
     broker.admin.add_user(username, password, tags="administrator")
     broker.admin.grant(username, "/")
-    yield username, password
-    broker.admin.delete_user(username)
-
-
-@pytest.fixture
-def alone(tmp_path: Path) -> Path:
-    """An empty folder holding only copies of the two scripts, as a student uploads them."""
-    folder = tmp_path / "upload"
-    folder.mkdir()
-    root = Path(__file__).resolve().parent.parent
-    for script in ("sender.py", "qprocessor.py"):
-        shutil.copy2(root / script, folder / script)
-    return folder
+    as_admin = ManagementAPI(broker.admin.base_url, username, password)
+    as_admin.add_user(broker.username, secrets.token_urlsafe(12), tags="administrator")
+    try:
+        yield username, password
+    finally:
+        as_admin.add_user(broker.username, broker.password, tags="administrator")
+        broker.admin.delete_user(username)
