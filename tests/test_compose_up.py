@@ -126,7 +126,7 @@ def test_the_broker_loads_the_sample_accounts_and_three_workers_share_and_drain_
                 channels.append(connection.channel())
                 return None
 
-        wait_until(lambda: (method := hello()) and method.consumer_count == 3, 90, "3 workers consuming 'hello'")
+        wait_until(lambda: (method := hello()) and method.consumer_count == 3, 60, "3 workers consuming 'hello'")
 
         sent = subprocess.run([sys.executable, str(SENDER), "--url", project.url("alice", "alice"), "--durable",
                                "--count", str(MESSAGES)], capture_output=True, text=True, timeout=120,
