@@ -98,3 +98,14 @@ def administrator(broker: Broker) -> Iterator[tuple[str, str]]:
     finally:
         as_admin.add_user(broker.username, broker.password, tags="administrator")
         broker.admin.delete_user(username)
+
+
+@pytest.fixture
+def alone(tmp_path: Path) -> Path:
+    """An empty folder holding only copies of the two scripts, as a student uploads them."""
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    for script in ("sender.py", "qprocessor.py"):
+        shutil.copy2(root / script, folder / script)
+    return folder
