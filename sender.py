@@ -159,8 +159,10 @@ class QueueSettings:
 
     name: str = setting("hello", "--queue", envvar="RABBITMQ_QUEUE", show_envvar=True, show_default=True,
                         help="Queue name.")
-    durable: bool = setting(False, "--durable", is_flag=True,
-                            help="Declare the queue durable (it survives a broker restart).")
+    durable: bool = setting(
+        True, "--durable/--transient", show_default=True,
+        help="A durable queue survives a broker restart (its persistent messages too). A transient one is forgotten; "
+             "RabbitMQ 4 deprecates transient queues and a broker may refuse them.")
     queue_type: str = setting(
         "classic", "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, show_default=True,
         type=click.Choice(QUEUE_TYPES),
@@ -288,7 +290,7 @@ def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerErr
     """The broker closed the whole connection in answer to our declaration: a refusal, not a network problem."""
     if "transient_nonexcl_queues" in exc.reply_text:
         return BrokerError(f"the broker refused queue {queue!r}: it does not permit transient (non-durable) queues; "
-                           "declare it durable (--durable)", EXIT_QUEUE_REFUSED)
+                           "declare it durable (leave out --transient)", EXIT_QUEUE_REFUSED)
     first_line = exc.reply_text.splitlines()[0] if exc.reply_text else ""
     return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
 
@@ -349,7 +351,7 @@ def matching_flags(differences: list[Difference]) -> str:
     for each in differences:
         arg, current = each.arg, each.current
         if arg == "durable" and not quorum:  # a quorum queue is durable by itself
-            flags.append("add --durable" if current == "true" else "drop --durable")
+            flags.append("leave out --transient" if current == "true" else "add --transient")
         elif arg == "x-queue-type":
             flags.append(f"use --queue-type {current or 'classic'}" if (current or "classic") in QUEUE_TYPES
                          else f"these scripts do not declare {current} queues")
@@ -435,7 +437,7 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     return open_connection(settings.parameters(), retry_for).channel()
 
 
-def declare_queue(channel, queue: str = "hello", durable: bool = False, queue_type: str = "classic") -> int:
+def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: str = "classic") -> int:
     """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
     return QueueSettings(queue, durable, queue_type).declare(channel)
 

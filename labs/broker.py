@@ -28,7 +28,7 @@ class Broker:
     vhost: str
     admin: ManagementAPI
     control: Optional[Rabbitmqctl] = None  # rabbitmqctl, when the kit may change and restart this broker
-    local: Optional[LocalNode] = None  # the node itself, when the kit started it
+    local: Optional[LocalNode] = None  # the node itself (a LocalNode or a ContainerNode), when the kit started it
     scheme: str = "amqp"
 
     @property

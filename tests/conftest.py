@@ -1,6 +1,7 @@
 """A real broker per session and a vhost of its own per test, like the lab's per-student vhosts."""
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -10,6 +11,7 @@ from typing import Iterator
 import pytest
 
 from labs.broker import Broker, from_settings, local_broker
+from labs.container_broker import docker_available, running_container_node
 from labs.management import ManagementAPI
 from labs.local_node import LocalNode, rabbitmq_installed
 from labs.settings import settings
@@ -17,33 +19,39 @@ from tests.helpers import Space, require
 from tests.tls import make_certificates
 
 
-def docker_available() -> bool:
-    try:
-        import docker
+VERSIONS = ("3.10", "4.3")  # the RabbitMQ versions the kit is proven on: Debian bookworm's package, and 4.3 in Docker
 
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--rabbitmq", choices=VERSIONS, default=os.environ.get("LABKIT_RABBITMQ", "3.10"),
+                     help="the RabbitMQ version of the broker the suite starts: 3.10 (the system package, a local "
+                          "node) or 4.3 (a Docker container through testcontainers). Ignored when AMQP_URL is set.")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if settings().amqp_url:
+        return "broker: AMQP_URL"
+    return f"broker: RabbitMQ {config.getoption('--rabbitmq')}, started by the suite"
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """AMQP_URL when set; else a private rabbitmq-server (pytest-rabbitmq); else a Docker container."""
+def broker(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Broker]:
+    """AMQP_URL when set; else the version --rabbitmq asks for, started by the suite with an amqps:// listener:
+    3.10 a private rabbitmq-server node (pytest-rabbitmq), 4.3 a container (testcontainers) of RABBITMQ_IMAGE or
+    the image images/build makes."""
     if settings().amqp_url:
         yield from_settings(settings())
-    elif rabbitmq_installed():
-        # The node also gets an amqps:// listener, with certificates made for this session.
-        tls = make_certificates(tmp_path_factory.mktemp("tls")) if shutil.which("openssl") else None
+        return
+    version = pytestconfig.getoption("--rabbitmq")
+    tls = make_certificates(tmp_path_factory.mktemp("tls"))
+    if version == "3.10":
+        require(rabbitmq_installed(), "RabbitMQ 3.10 is the system package: apt-get install rabbitmq-server")
         with local_broker(tmp_path_factory.mktemp("broker"), tls=tls) as started:
             yield started
-    elif docker_available():
-        from tests.container import container_broker
-
-        with container_broker() as started:
-            yield started
     else:
-        require(False, "no broker: set AMQP_URL, install rabbitmq-server, or run a Docker engine")
+        require(docker_available(), f"RabbitMQ {version} runs in Docker: start dockerd (./kit test does)")
+        with running_container_node(version, tmp_path_factory.mktemp("broker"), tls=tls) as node:
+            yield Broker.of_local_node(node)
 
 
 @pytest.fixture
@@ -59,6 +67,13 @@ def space(broker: Broker, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     created.kill_all()
     broker.admin.delete_vhost(name)
     broker.admin.delete_user(name)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_version(broker: Broker) -> tuple[int, int]:
+    """The broker's (major, minor) version, for claims that differ between versions."""
+    major, minor = broker.admin.overview()["rabbitmq_version"].split(".")[:2]
+    return int(major), int(minor)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from tests.helpers import SENDER, assert_one_line_error, wait_until
+from labs.container_broker import docker_available, running_container_node
+from labs.settings import child_environment
+from tests.helpers import SENDER, assert_one_line_error, require, wait_until
 
 
 def test_a_non_utf8_body_is_processed_without_crashing_the_worker(space):
@@ -34,18 +36,27 @@ def test_an_unroutable_message_is_reported_not_counted_as_sent(space):
 
 
 @pytest.fixture
-def controllable(broker):
-    if not broker.controllable:
-        pytest.skip("changes broker settings: needs a broker this suite started, or LABKIT_RABBITMQCTL")
-    return broker
+def controllable(restartable):
+    """A broker whose settings this suite may change."""
+    return restartable
 
 
-def test_a_body_over_the_broker_limit_is_a_clear_error(space, controllable):
-    controllable.ctl("eval", "application:set_env(rabbit, max_message_size, 4096).")
-    try:
-        result = space.send("small", "x" * 5000, "--queue", "sizes", check=False)
-    finally:
-        controllable.ctl("eval", "application:set_env(rabbit, max_message_size, 134217728).")
+def test_a_body_over_the_broker_limit_is_a_clear_error(space, controllable, rabbitmq_version, tmp_path):
+    message = ("small", "x" * 5000, "--queue", "sizes")
+    if rabbitmq_version < (4, 0):
+        # 3.x reads the limit as each channel opens, so the running node takes a new one.
+        controllable.ctl("eval", "application:set_env(rabbit, max_message_size, 4096).")
+        try:
+            result = space.send(*message, check=False)
+        finally:
+            controllable.ctl("eval", "application:set_env(rabbit, max_message_size, 134217728).")
+    else:
+        # 4.x reads it at boot only (set_env is ignored): a node of its own, configured with the limit.
+        require(docker_available(), "a second RabbitMQ 4 node runs in Docker")
+        with running_container_node("4.3", tmp_path / "node", max_message_size=4096) as node:
+            result = subprocess.run([sys.executable, str(SENDER), *message], capture_output=True, text=True,
+                                    env=child_environment(AMQP_URL=f"amqp://guest:guest@127.0.0.1:{node.port}/"),
+                                    timeout=60)
     assert_one_line_error(result, 11, "a message of 5,000 bytes is over the broker's limit of 4,096 bytes")
 
 

@@ -60,10 +60,10 @@ def test_vhost_of_another_user_is_refused(space, broker):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_queue_redeclared_with_other_durability(space, script):
-    space.send("--queue", "q", "first")  # not durable
-    result = run(space, script, "--queue", "q", "--durable", "x" if script == "send" else "--max-messages=1")
-    assert_one_line_error(result, 6, "queue 'q' exists as a transient (non-durable) queue, but this run asked for "
-                                     "a durable queue: drop --durable")
+    space.send("--queue", "q", "first")  # durable, the default
+    result = run(space, script, "--queue", "q", "--transient", "x" if script == "send" else "--max-messages=1")
+    assert_one_line_error(result, 6, "queue 'q' exists as a durable queue, but this run asked for a transient "
+                                     "(non-durable) queue: leave out --transient")
 
 
 # Each row: how the queue was declared first, how the run declares it, and the line that must name the difference
@@ -71,13 +71,12 @@ def test_queue_redeclared_with_other_durability(space, script):
 # ('quorum' against "the value 'quorum' of type 'longstr'", none): every row runs on the suite's broker.
 MISMATCHES = [
     (("--queue-type", "quorum"), (),
-     "queue 'm' exists as a durable quorum queue, but this run asked for a transient (non-durable) classic queue: "
-     "use --queue-type quorum"),
+     "queue 'm' exists as a quorum queue, but this run asked for a classic queue: use --queue-type quorum"),
     (("--queue-type", "quorum"), ("--durable",),
      "queue 'm' exists as a quorum queue, but this run asked for a classic queue: use --queue-type quorum"),
     (("--queue-type", "quorum", "--delivery-limit", "3"), (),
-     "queue 'm' exists as a durable quorum queue with x-delivery-limit 3, but this run asked for a transient "
-     "(non-durable) classic queue with no x-delivery-limit: use --queue-type quorum, use --delivery-limit 3"),
+     "queue 'm' exists as a quorum queue with x-delivery-limit 3, but this run asked for a classic queue with no "
+     "x-delivery-limit: use --queue-type quorum, use --delivery-limit 3"),
     (("--durable",), ("--queue-type", "quorum"),
      "queue 'm' exists as a classic queue, but this run asked for a quorum queue: use --queue-type classic"),
     (("--queue-type", "quorum", "--delivery-limit", "3"), ("--queue-type", "quorum"),

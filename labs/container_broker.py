@@ -1,0 +1,196 @@
+"""RabbitMQ in Docker through testcontainers: the kit's broker for a version the system package does not have.
+
+The image is RABBITMQ_IMAGE, by default the one images/build makes from Debian's rabbitmq-server (the official
+rabbitmq:4.3-management works the same where a registry is reachable). Every port is published on 127.0.0.1 only,
+at a port chosen here, so a restarted container comes back where the clients expect it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pika
+import port_for
+
+from labs.management import ManagementAPI, ManagementUnreachable
+from labs.rabbitmqctl import Rabbitmqctl
+
+IMAGES = {"4.3": "labkit/rabbitmq:4.3-management"}
+AMQP_PORT, AMQPS_PORT, MANAGEMENT_PORT = 5672, 5671, 15672
+BOOT_TIMEOUT = 90  # seconds
+
+
+class ImageMissing(RuntimeError):
+    """The broker image is not there and cannot be pulled: images/build (./kit does it) makes it."""
+
+
+def docker_available() -> bool:
+    """Whether a Docker engine answers here."""
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+def image_for(version: str) -> str:
+    return os.environ.get("RABBITMQ_IMAGE") or IMAGES[version]
+
+
+class ContainerNode:
+    """A RabbitMQ container with its management API (and an amqps:// listener when given certificates).
+
+    It offers what the kit uses of a local node: ports, the management client, rabbitmqctl (through docker exec),
+    restart, stop and start.
+    """
+
+    def __init__(self, version: str, workdir: Path, tls: Optional[dict[str, Path]] = None,
+                 max_message_size: Optional[int] = None) -> None:
+        self.version, self.image, self.workdir = version, image_for(version), workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port_for.select_random()
+        self.management_port = port_for.select_random(exclude_ports=[self.port])
+        self.tls_port: Optional[int] = None
+        self.ca_cert = tls["cacertfile"] if tls else None
+        self.max_message_size = max_message_size
+        settings = []
+        if max_message_size:
+            settings.append(f"max_message_size = {max_message_size}")
+        mounts = {}
+        if tls:
+            self.tls_port = port_for.select_random(exclude_ports=[self.port, self.management_port])
+            certs = workdir / "certs"
+            certs.mkdir(exist_ok=True)
+            for key, path in tls.items():  # readable by the container's rabbitmq user: throwaway test certificates
+                shutil.copy(path, certs / f"{key}.pem")
+                (certs / f"{key}.pem").chmod(0o644)
+                settings.append(f"ssl_options.{key} = /etc/rabbitmq/labkit-certs/{key}.pem")
+            settings += [f"listeners.ssl.default = {AMQPS_PORT}", "ssl_options.verify = verify_none",
+                         "ssl_options.fail_if_no_peer_cert = false"]
+            certs.chmod(0o755)
+            mounts[str(certs)] = "/etc/rabbitmq/labkit-certs"
+        config = workdir / "20-node.conf"
+        config.write_text("\n".join(settings) + "\n")
+        config.chmod(0o644)
+        mounts[str(config)] = "/etc/rabbitmq/conf.d/20-node.conf"
+        self._mounts = mounts
+        self._container = None
+        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+        self.rabbitmqctl: Optional[Rabbitmqctl] = None  # known once the container exists
+
+    @property
+    def node_name(self) -> str:
+        return "rabbit@" + self.container_id[:12]
+
+    @property
+    def container_id(self) -> str:
+        return self._container.get_wrapped_container().id
+
+    def ctl_command(self) -> list[str]:
+        """rabbitmqctl for this node, as a command line another process can run."""
+        return ["docker", "exec", self.container_id, "rabbitmqctl"]
+
+    def running_version(self) -> str:
+        """The RabbitMQ version the node reports, e.g. 4.3.6."""
+        return self.admin.overview()["rabbitmq_version"]
+
+    def start(self) -> "ContainerNode":
+        if self._container is not None:
+            self._container.get_wrapped_container().start()
+            self.wait_until_ready()
+            return self
+        # testcontainers reads these when imported. Its reaper image cannot be pulled here, so it is off and the
+        # kit removes its containers itself (stop()).
+        os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+        os.environ.setdefault("TC_HOST", "127.0.0.1")
+        import docker.errors
+        from testcontainers.core.container import DockerContainer
+
+        container = DockerContainer(self.image)
+        for inside, outside in ((AMQP_PORT, self.port), (MANAGEMENT_PORT, self.management_port),
+                                (AMQPS_PORT, self.tls_port)):
+            if outside is not None:
+                container.ports[f"{inside}/tcp"] = ("127.0.0.1", outside)
+        for host, inside in self._mounts.items():
+            container.with_volume_mapping(host, inside, "ro")
+        try:
+            container.start()
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(f"the image {self.image} is missing: build it with images/build "
+                               "(./kit does), or set RABBITMQ_IMAGE") from None
+        self._container = container
+        self.rabbitmqctl = Rabbitmqctl(tuple(self.ctl_command()))
+        try:
+            self.wait_until_ready()
+        except Exception:
+            self.remove()
+            raise
+        return self
+
+    def wait_until_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Ready means an AMQP handshake and a management API call both succeed, not just an open port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
+                self.admin.overview()
+                return
+            except (pika.exceptions.AMQPError, ManagementUnreachable, OSError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"RabbitMQ in {self.image} did not come up within {timeout:.0f}s: "
+                                       f"{self.logs()[-2000:]}") from None
+                time.sleep(0.2)
+
+    def ctl(self, *args: str) -> str:
+        assert self.rabbitmqctl is not None, "start() the node first"
+        return self.rabbitmqctl(*args)
+
+    def logs(self) -> str:
+        if self._container is None:
+            return ""
+        out, err = self._container.get_logs()
+        return (out + err).decode("utf-8", "replace")
+
+    def restart(self) -> None:
+        """Stop the node cleanly (durable queues and persistent messages are written out) and start it again."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the node cleanly and with it the container; start() brings it back.
+
+        rabbitmqctl stop, not docker stop: the image's first process is Debian's wrapper script, which does not pass
+        SIGTERM on, so docker stop would wait out its timeout and then kill the node.
+        """
+        wrapped = self._container.get_wrapped_container()
+        subprocess.run([*self.ctl_command(), "stop"], capture_output=True, timeout=120)
+        wrapped.wait(timeout=120)
+
+    def remove(self) -> None:
+        if self._container is not None:
+            self._container.stop()  # testcontainers' stop removes the container and its volumes
+            self._container = None
+
+
+@contextlib.contextmanager
+def running_container_node(version: str, workdir: Optional[Path] = None, tls: Optional[dict[str, Path]] = None,
+                           max_message_size: Optional[int] = None) -> Iterator[ContainerNode]:
+    """A started container node for the duration of the block, removed afterwards."""
+    owned = workdir is None
+    folder = Path(tempfile.mkdtemp(prefix="labkit-container-")) if owned else workdir
+    node = ContainerNode(version, folder, tls, max_message_size)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()
+        if owned:
+            shutil.rmtree(folder, ignore_errors=True)
