@@ -13,16 +13,19 @@ Run it as a script (./sender.py --help) or import it in ipython:
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import re
 import socket
 import ssl
 import sys
+import threading
 import time
 import uuid
 import weakref
 from dataclasses import dataclass, field, fields
+from queue import Empty, SimpleQueue
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
 import click
@@ -475,6 +478,87 @@ def new_message(body: "bytes | str") -> Message:
     return Message(next(MESSAGE_IDS), body.encode("utf-8") if isinstance(body, str) else body)
 
 
+class MessageSource:
+    """The messages still to publish. take() returns what is ready now, never waiting; `finished` once no more will
+    come. Messages a lost connection left unconfirmed are put back in front."""
+
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        self._front: collections.deque[Message] = collections.deque()
+        self._rest: Iterator[Message] = iter(messages)
+        self._rest_done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._rest_done and not self._front
+
+    def put_back(self, messages: list[Message]) -> None:
+        self._front.extendleft(reversed(messages))
+
+    def take(self, count: int) -> list[Message]:
+        batch = [self._front.popleft() for _ in range(min(count, len(self._front)))]
+        if len(batch) < count and not self._rest_done:
+            batch += self._more(count - len(batch))
+        return batch
+
+    def _more(self, count: int) -> list[Message]:
+        more = list(itertools.islice(self._rest, count))
+        self._rest_done = len(more) < count
+        return more
+
+    def when_ready(self, wake: Callable[[], None]) -> None:
+        """`wake` is called, from any thread, when messages arrive after take() found none: streams need it."""
+
+
+class StreamSource(MessageSource):
+    """One message per non-empty line of a stream (standard input), published as each line arrives.
+
+    A thread reads the stream, so a slow pipe (tail -f) never stalls the connection: pika's loop keeps answering
+    heartbeats and confirms, and each line goes out as soon as it is read.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self._lines: "SimpleQueue[Optional[bytes]]" = SimpleQueue()
+        self._wake: Callable[[], None] = lambda: None
+        self._waiting = threading.Event()  # take() came back short: wake the publisher at the next line
+        threading.Thread(target=self._read, args=(stream,), name="line-reader", daemon=True).start()
+
+    def when_ready(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def _read(self, stream) -> None:
+        try:
+            for line in stream:
+                line = line.rstrip(b"\r\n")
+                if line:
+                    self._lines.put(line)
+                    self._notify()
+        finally:
+            self._lines.put(None)  # the end of the stream
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._waiting.is_set():
+            self._waiting.clear()
+            self._wake()
+
+    def _more(self, count: int) -> list[Message]:
+        batch: list[Message] = []
+        while len(batch) < count:
+            try:
+                line = self._lines.get_nowait()
+            except Empty:
+                self._waiting.set()
+                if self._lines.empty():  # else a line came in before the flag was up: it would wake no one
+                    break
+                continue
+            if line is None:
+                self._rest_done = True
+                break
+            batch.append(new_message(line))
+        return batch
+
+
 def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
     """Bodies 1..count, each starting with its number and padded with dots to `length` characters."""
     for number in range(1, count + 1):
@@ -546,13 +630,14 @@ class Publisher:
         self.persistent, self.confirm, self.window = persistent, confirm, window
         self.on_sent, self.say = on_sent, say
         self.report = Report()
-        self._pending: Iterator[Message] = iter(())
+        self._source = MessageSource()
         self._unconfirmed: dict[int, Message] = {}
         self._returned: set[str] = set()
 
-    def run(self, messages: Iterable[Message], retry_for: float = 30, quiet: bool = False) -> Report:
+    def run(self, messages: "Iterable[Message] | MessageSource", retry_for: float = 30, quiet: bool = False) -> Report:
         """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
-        self._pending = iter(messages)
+        self._source = messages if isinstance(messages, MessageSource) else MessageSource(messages)
+        self._source.when_ready(self._wake)
         self.report.started = time.monotonic()
         try:
             reconnecting = False
@@ -566,7 +651,7 @@ class Publisher:
                     self.report.resent += len(unconfirmed)
                     self.say(f"connection lost ({lost}) after {self.report.confirmed} confirmed; "
                              f"reconnecting to resend {len(unconfirmed)} unconfirmed")
-                    self._pending = itertools.chain(unconfirmed, self._pending)
+                    self._source.put_back(unconfirmed)
         finally:
             self.report.finished = time.monotonic()
 
@@ -574,6 +659,7 @@ class Publisher:
         """One connection's worth of publishing. Raises what ended it, unless it ended with all sent."""
         self._unconfirmed, self._returned = {}, set()
         self._next_tag, self._error, self._done, self._published = 1, None, False, False
+        self._publishing = False  # the queue is declared and confirms are on: messages may go
         self._declaring: Optional[dict] = None  # the declaration awaiting the broker's answer
         self._refused: Optional[tuple[amqp.ChannelClosedByBroker, dict]] = None
         connection = pika.SelectConnection(self.params, on_open_callback=self._on_open,
@@ -643,6 +729,7 @@ class Publisher:
 
     def _on_declared(self) -> None:
         self._declaring = None
+        self._publishing = True
         if self.confirm:
             self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
         else:
@@ -660,14 +747,20 @@ class Publisher:
     def _on_return(self, _channel, _method, properties, _body) -> None:
         self._returned.add(properties.message_id)
 
+    def _wake(self) -> None:
+        """Called from the stream's reader thread: publish the new lines from pika's own loop."""
+        self._connection.ioloop.add_callback_threadsafe(self._publish_more)
+
     def _publish_more(self) -> None:
         # The hot path: one properties object, re-stamped per message (basic_publish encodes it at once), and the
         # counters kept in locals until the batch is out.
+        if not self._publishing or self._done or not self._channel.is_open:
+            return  # a wake-up before the queue is declared, or after the end
         budget = self.window - len(self._unconfirmed) if self.confirm else self.window
         publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
         properties = message_properties(Message("", b""), self.persistent)
         unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
-        for message in itertools.islice(self._pending, max(budget, 0)):
+        for message in self._source.take(max(budget, 0)):
             properties.message_id = message.message_id
             publish("", queue, message.body, properties, mandatory=True)
             sent += 1
@@ -680,11 +773,10 @@ class Publisher:
         self._next_tag = tag
         report.published += sent
         self._published = self._published or sent > 0
-        budget -= sent
-        if budget > 0 and not self._unconfirmed:  # the source ran dry and the broker has confirmed everything
+        if self._source.finished and not self._unconfirmed:  # all sent, and the broker has confirmed everything
             self._done = True
             self._connection.close()
-        elif not self.confirm:
+        elif not self.confirm and sent:
             self._connection.ioloop.call_later(0, self._publish_more)  # let the loop flush the socket first
 
     def _on_confirm(self, frame) -> None:
@@ -738,14 +830,6 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
         return channel.queue_delete(queue).method.message_count
     except amqp.ChannelClosedByBroker as exc:
         raise queue_error(exc, queue) from None
-
-
-def stdin_bodies() -> Iterator[bytes]:
-    """One message per non-empty line of standard input, read as it comes."""
-    for line in sys.stdin.buffer:
-        line = line.rstrip(b"\r\n")
-        if line:
-            yield line
 
 
 EPILOG = """\b
@@ -823,7 +907,11 @@ def main(messages: tuple[str, ...], **options) -> None:
         if not (messages or count):
             return
 
-    bodies: Iterable["bytes | str"] = numbered_bodies(count, settings.length) if count else messages or stdin_bodies()
+    if count or messages:
+        source = MessageSource(new_message(body) for body in (numbered_bodies(count, settings.length) if count
+                                                              else messages))
+    else:
+        source = StreamSource(sys.stdin.buffer)
     publisher = Publisher(params, queue, declare=settings.declare, persistent=settings.persistent,
                           confirm=settings.confirm, window=settings.confirm_window,
                           say=lambda text: click.echo(text, err=True))
@@ -835,7 +923,7 @@ def main(messages: tuple[str, ...], **options) -> None:
         elif not quiet:
             publisher.on_sent = lambda message: click.echo(f"sent {message.body.decode('utf-8', 'replace')!r}")
         try:
-            report = publisher.run((new_message(body) for body in bodies), connection.retry_for, quiet)
+            report = publisher.run(source, connection.retry_for, quiet)
         except (BrokerError, KeyboardInterrupt) as exc:
             if publisher.report.published:  # say exactly how far it got before the failure
                 click.echo(publisher.report.summary(queue.name, params.virtual_host, settings.confirm), err=True)

@@ -6,7 +6,7 @@ import pika
 url, queue, count, prefetch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 connection = pika.BlockingConnection(pika.URLParameters(url))
 channel = connection.channel()
-channel.queue_declare(queue)
+channel.queue_declare(queue, durable=True)
 channel.basic_qos(prefetch_count=prefetch)
 received = 0
 

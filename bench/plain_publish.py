@@ -6,11 +6,10 @@ import pika
 url, queue, count, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 connection = pika.BlockingConnection(pika.URLParameters(url))
 channel = connection.channel()
-durable = mode == "persistent"
-channel.queue_declare(queue, durable=durable)
+channel.queue_declare(queue, durable=True)
 if mode in ("confirmed", "persistent"):
     channel.confirm_delivery()  # each basic_publish now waits for its own confirm
-properties = pika.BasicProperties(delivery_mode=2 if durable else None)
+properties = pika.BasicProperties(delivery_mode=2 if mode == "persistent" else None)
 for number in range(count):
     channel.basic_publish("", queue, str(number).encode(), properties)
 connection.close()

@@ -12,8 +12,9 @@ from typing import Iterator, Optional
 
 import click
 
-from labs.broker import Broker, broker_from_environment
+from labs.broker import VERSIONS, Broker, broker_from_environment
 from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
+from labs.settings import settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,7 +44,10 @@ def list_labs() -> None:
 @click.option("--tmux", "use_tmux", is_flag=True,
               help="Run each worker and the sender in a tmux pane of their own, to watch the dispatch live.")
 @click.option("--verbose", "-v", is_flag=True, help="Stream every process's output while the labs run.")
-def run(which: str, use_tmux: bool, verbose: bool) -> None:
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
+              help="Start a private broker of this RabbitMQ version: 3.10 (the system package, the default) or 4.3 "
+                   "(a Docker container of the kit's image; ./kit builds it). Not with AMQP_URL.")
+def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
 
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
@@ -56,7 +60,7 @@ def run(which: str, use_tmux: bool, verbose: bool) -> None:
         raise click.BadParameter(f"{which!r}: give a lab number 1-{len(LABS)}, its name, or all", param_hint="LAB")
     if use_tmux and not shutil.which("tmux"):
         raise click.UsageError("--tmux needs tmux: apt-get install tmux")
-    with one_line_errors(), running_broker() as broker:
+    with one_line_errors(), running_broker(version) as broker:
         failed = run_labs(chosen, broker, use_tmux, verbose)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
@@ -94,21 +98,26 @@ def tmux_window(number: int) -> str:
 
 
 @contextlib.contextmanager
-def running_broker() -> Iterator[Broker]:
+def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
     """AMQP_URL's broker or the embedded one, once its management API has answered us as an administrator would."""
-    with broker_from_environment() as broker:
+    if version and settings().amqp_url:
+        raise click.UsageError(f"--rabbitmq {version} starts a broker of its own: unset AMQP_URL, or leave out "
+                               "--rabbitmq to use AMQP_URL's broker")
+    with broker_from_environment(version) as broker:
         broker.admin.overview()  # unreachable or refused: one line now, not a failed claim later
         yield broker
 
 
 @cli.command()
 @click.option("--live-only", is_flag=True, help="Only the live three-worker scenario, not the labs after it.")
-def demo(live_only: bool) -> None:
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
+              help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
+def demo(live_only: bool, version: Optional[str]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
     from labs.catalog import LABS
     from labs.demo import demo as run_demo
 
-    with one_line_errors(), running_broker() as broker:
+    with one_line_errors(), running_broker(version) as broker:
         ok = run_demo(broker)
         if not live_only:
             click.echo("\nNow every claim of every handout, on the same broker:\n")

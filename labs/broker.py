@@ -36,6 +36,11 @@ class Broker:
         """Whether this kit may restart the broker and change its settings."""
         return self.control is not None
 
+    def version(self) -> tuple[int, int]:
+        """The broker's RabbitMQ (major, minor), as its management API reports it: claims differ between versions."""
+        major, minor = self.admin.overview()["rabbitmq_version"].split(".")[:2]
+        return int(major), int(minor)
+
     def ctl(self, *args: str) -> str:
         if self.control is None:
             raise RuntimeError("no rabbitmqctl for this broker: set LABKIT_RABBITMQCTL")
@@ -90,12 +95,27 @@ def local_broker(workdir=None, tls=None) -> Iterator[Broker]:
         yield Broker.of_local_node(node)
 
 
+LOCAL_VERSION = "3.10"  # the system package's RabbitMQ; other versions run in Docker (labs.container_broker)
+VERSIONS = (LOCAL_VERSION, "4.3")
+
+
 @contextlib.contextmanager
-def broker_from_environment() -> Iterator[Broker]:
-    """AMQP_URL's broker when set, otherwise the embedded default: a private local node started and stopped here."""
+def broker_from_environment(version: Optional[str] = None) -> Iterator[Broker]:
+    """AMQP_URL's broker when set, otherwise the embedded default, started and stopped here: a private local node
+    (RabbitMQ 3.10, the system package), or with version 4.3 a container of the kit's RabbitMQ 4.3 image. With
+    AMQP_URL the version is that broker's own (callers refuse --rabbitmq with it)."""
     given = settings()
     if given.amqp_url:
         yield from_settings(given)
         return
-    with local_broker() as broker:
-        yield broker
+    if version in (None, LOCAL_VERSION):
+        with local_broker() as broker:
+            yield broker
+        return
+    from labs.container_broker import docker_available, running_container_node
+
+    if not docker_available():
+        raise BrokerUnavailable(f"RabbitMQ {version} runs in Docker and no Docker engine answers: start dockerd "
+                                "(./kit does), or set AMQP_URL")
+    with running_container_node(version) as node:
+        yield Broker.of_local_node(node)

@@ -18,8 +18,8 @@ params = pika.URLParameters({lab.url!r})
 params.heartbeat = 600
 connection = pika.BlockingConnection(params)
 channel = connection.channel()
-channel.queue_declare(queue='hello')
-channel.queue_declare(queue='hello')  # declaring again is harmless
+channel.queue_declare(queue='hello', durable=True)
+channel.queue_declare(queue='hello', durable=True)  # declaring again is harmless
 for _ in range(3):
     channel.basic_publish(exchange='', routing_key='hello', body='Hello World!')
 received = []
@@ -101,6 +101,39 @@ def acknowledgements(lab: Context) -> None:
     lab.claim("a worker restarted after each crash still processes all 12",
               not tally.missing and sum(crashes) >= 3, f"{sum(crashes)} crashes, {tally.redelivered} redelivered")
 
+    if lab.broker.version() >= (4, 3):
+        consumer_timeout_on_43(lab)
+    else:
+        consumer_timeout_before_43(lab)
+
+
+def consumer_timeout_on_43(lab: Context) -> None:
+    """RabbitMQ 4.3: quorum queues cancel a consumer that holds a delivery too long; classic ones no longer check."""
+    lab.broker.admin.set_policy(lab.vhost, "short-consumer-timeout", "^slow", {"consumer-timeout": 2000})
+    slow = lab.run("slow")
+    slow.send("--queue-type", "quorum", "x" * 100, bodies=["x" * 100])
+    holder = slow.worker("holder", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "1",
+                         "--max-messages", "2")
+    wait_all([holder], 60)
+    tally = slow.tally()
+    cancelled = [e for e in tally.events if e["event"] == "abandoned" and e.get("reason") == "consumer cancelled"]
+    redelivered = [e for e in tally.events if e["event"] == "received" and e["redelivered"]]
+    lab.claim("4.3, quorum queue: a worker holding a message past the consumer timeout has its consumer cancelled; "
+              "it abandons the job without acking and the message is redelivered",
+              bool(cancelled) and bool(redelivered) and not tally.bodies("done"),
+              f"{len(cancelled)} cancelled, {len(redelivered)} redelivered")
+
+    classic = lab.run("slow-classic")
+    classic.send("xxxx", bodies=["xxxx"])
+    finisher = classic.worker("finisher", "--acknowledge", "--seconds-per-char", "1", "--max-messages", "1")
+    wait_all([finisher], 60)
+    tally = classic.tally()
+    lab.claim("4.3, classic queue: the same timeout is not enforced; the 4 s job finishes and is acked once",
+              tally.bodies("done") == ["xxxx"] and tally.redelivered == 0 and not tally.bodies("abandoned"))
+
+
+def consumer_timeout_before_43(lab: Context) -> None:
+    """RabbitMQ 3.x to 4.2: the broker closes the channel of a consumer that holds a delivery too long."""
     if not lab.broker.controllable:
         lab.skip("a worker holding a message past the delivery acknowledgement timeout loses its channel",
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL, to shorten consumer_timeout")
@@ -155,12 +188,18 @@ def fair_dispatch(lab: Context) -> None:
 
 
 def durability(lab: Context) -> None:
-    run = lab.run("kept")
-    run.send("--durable", "--persistent", "--count", "5")
-    lab.run("forgotten").send("--count", "5")
-    mismatch = lab.run("kept").send("--count", "1", check=False)
-    lab.claim("redeclaring a durable queue as non-durable is refused with exit code 6 and a hint",
-              mismatch.returncode == 6 and "add --durable" in (mismatch.stderr + mismatch.stdout))
+    lab.run("kept").send("--persistent", "--count", "5")  # durable queue, the scripts' default
+    lab.run("kept-but-not-persistent").send("--count", "5")
+    lab.run("quorum").send("--queue-type", "quorum", "--count", "5")
+    mismatch = lab.run("kept").send("--transient", "--count", "1", check=False)
+    lab.claim("redeclaring a durable queue as transient is refused with exit code 6 and a hint",
+              mismatch.returncode == 6 and "leave out --transient" in mismatch.stderr, mismatch.stderr.strip())
+    transient = lab.run("forgotten").send("--transient", "--persistent", "--count", "5", check=False)
+    permitted = transient.returncode == 0
+    if not permitted:
+        lab.claim("this broker refuses transient queues: exit code 12 and the reason in one line",
+                  transient.returncode == 12 and "does not permit transient (non-durable) queues" in transient.stderr,
+                  transient.stderr.strip())
     if not lab.broker.controllable:
         lab.skip("a durable queue with persistent messages survives a broker restart",
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL")
@@ -168,7 +207,12 @@ def durability(lab: Context) -> None:
     lab.broker.restart()
     lab.claim("a durable queue with persistent messages survives a broker restart: 5 of 5 there",
               lab.ready("kept") == 5)
-    lab.claim("a non-durable queue is gone after the restart", lab.ready("forgotten") is None)
+    lab.claim("a durable queue survives, but its non-persistent messages do not: 0 of 5",
+              lab.ready("kept-but-not-persistent") == 0)
+    lab.claim("a quorum queue keeps every message, persistent or not: 5 of 5", lab.ready("quorum") == 5)
+    if permitted:
+        lab.claim("a transient queue is gone after the restart, persistent messages and all",
+                  lab.ready("forgotten") is None)
 
 
 def purge_and_delete(lab: Context) -> None:
@@ -193,7 +237,7 @@ params = pika.URLParameters({lab.url!r})
 params.heartbeat = 2
 connection = pika.BlockingConnection(params)
 channel = connection.channel()
-channel.queue_declare(queue='slow')
+channel.queue_declare(queue='slow', durable=True)
 channel.basic_publish(exchange='', routing_key='slow', body='slow work')
 method, properties, body = next(channel.consume('slow'))
 time.sleep(8)  # blocking work: pika cannot answer heartbeats meanwhile

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 import pika
 import port_for
 
+from labs.broker import BrokerUnavailable
 from labs.management import ManagementAPI, ManagementUnreachable
 from labs.rabbitmqctl import Rabbitmqctl
 
@@ -26,7 +27,7 @@ AMQP_PORT, AMQPS_PORT, MANAGEMENT_PORT = 5672, 5671, 15672
 BOOT_TIMEOUT = 90  # seconds
 
 
-class ImageMissing(RuntimeError):
+class ImageMissing(BrokerUnavailable):
     """The broker image is not there and cannot be pulled: images/build (./kit does it) makes it."""
 
 
@@ -148,6 +149,12 @@ class ContainerNode:
                     raise TimeoutError(f"RabbitMQ in {self.image} did not come up within {timeout:.0f}s: "
                                        f"{self.logs()[-2000:]}") from None
                 time.sleep(0.2)
+
+    def readable_path(self, path: Path) -> str:
+        """Where rabbitmqctl inside the container reads a copy of this host file (e.g. for import_definitions)."""
+        inside = f"/tmp/{path.name}"
+        subprocess.run(["docker", "cp", str(path), f"{self.container_id}:{inside}"], check=True, capture_output=True)
+        return inside
 
     def ctl(self, *args: str) -> str:
         assert self.rabbitmqctl is not None, "start() the node first"

@@ -98,6 +98,10 @@ class LocalNode(RabbitMqExecutor):
         self.stop()
         self.start()
 
+    def readable_path(self, path: Path) -> str:
+        """Where this node's rabbitmqctl reads a host file: the file itself (a ContainerNode copies it in)."""
+        return str(path)
+
     def ctl(self, *args: str) -> str:
         """Run rabbitmqctl against this node."""
         return self.rabbitmqctl(*args)

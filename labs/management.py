@@ -79,6 +79,11 @@ class ManagementAPI:
         self.request("PUT", f"/api/permissions/{self.quote(vhost)}/{self.quote(username)}",
                      {"configure": configure, "write": write, "read": read})
 
+    def set_policy(self, vhost: str, name: str, pattern: str, definition: dict, apply_to: str = "queues") -> None:
+        """A policy on the queues of one vhost whose names match `pattern` (e.g. {"consumer-timeout": 2000})."""
+        self.request("PUT", f"/api/policies/{self.quote(vhost)}/{self.quote(name)}",
+                     {"pattern": pattern, "definition": definition, "apply-to": apply_to})
+
     def queue(self, vhost: str, name: str) -> dict:
         return self.request("GET", f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")  # type: ignore[return-value]
 

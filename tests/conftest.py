@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from labs.broker import Broker, from_settings, local_broker
+from labs.broker import VERSIONS, Broker, from_settings, local_broker
 from labs.container_broker import docker_available, running_container_node
 from labs.management import ManagementAPI
 from labs.local_node import LocalNode, rabbitmq_installed
@@ -19,7 +19,6 @@ from tests.helpers import Space, require
 from tests.tls import make_certificates
 
 
-VERSIONS = ("3.10", "4.3")  # the RabbitMQ versions the kit is proven on: Debian bookworm's package, and 4.3 in Docker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,8 +71,7 @@ def space(broker: Broker, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
 @pytest.fixture(scope="session")
 def rabbitmq_version(broker: Broker) -> tuple[int, int]:
     """The broker's (major, minor) version, for claims that differ between versions."""
-    major, minor = broker.admin.overview()["rabbitmq_version"].split(".")[:2]
-    return int(major), int(minor)
+    return broker.version()
 
 
 @pytest.fixture

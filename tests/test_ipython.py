@@ -76,14 +76,15 @@ def test_declare_queue_with_other_durability_raises_the_mismatch_error(space):
     got = ipython(space, """
         ch = channel()
         first = outcome(lambda: sender.declare_queue(ch, "kept", durable=True))
-        print(json.dumps({"first": first, "again": outcome(lambda: sender.declare_queue(channel(), "kept")),
+        print(json.dumps({"first": first,
+                          "again": outcome(lambda: sender.declare_queue(channel(), "kept", durable=False)),
                           "worker": outcome(lambda: qprocessor.declare_queue(channel(), "kept", durable=False))}))
     """)
     assert got["first"] == {"returned": "0"}
     for side in ("again", "worker"):
         assert got[side]["raised"] == "BrokerError" and got[side]["exit_code"] == 6
         message = got[side]["message"]  # its wording is the scripts' own; it names the queue and the fix
-        assert "queue 'kept'" in message and "durable" in message and "--durable" in message, message
+        assert "queue 'kept'" in message and "durable" in message and "--transient" in message, message
         assert "\n" not in message
 
 

@@ -82,7 +82,7 @@ def test_the_sample_definitions_that_compose_loads_give_working_accounts(broker)
     names = read_roster(ROOT / "labs" / "sample-roster.txt")
     assert [u["name"] for u in document["users"]] == names
     if broker.controllable:  # the instructor's way: rabbitmqctl import_definitions FILE
-        broker.ctl("import_definitions", str(SAMPLE_DEFINITIONS))
+        broker.ctl("import_definitions", broker.local.readable_path(SAMPLE_DEFINITIONS))
     else:
         broker.admin.import_definitions(document)
     try:

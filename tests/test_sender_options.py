@@ -78,3 +78,20 @@ def test_quiet_sender_prints_only_the_summary(space):
     assert bulk.stdout.startswith("sent 300 messages") and bulk.stdout.count("\n") == 1
     assert bulk.stderr == ""
     assert space.ready("hushed") == 302
+
+
+def test_lines_from_an_open_pipe_go_out_as_they_arrive(space):
+    """`tail -f log | sender.py`: each line is published while the pipe stays open, not when it closes."""
+    sender = subprocess.Popen([sys.executable, str(SENDER), "--queue", "stream"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=space.env(), text=True)
+    space.processes.append(sender)
+    for line in ("first\n", "\n", "second\n"):
+        sender.stdin.write(line)
+        sender.stdin.flush()
+        if line.strip():
+            wanted = 1 if line == "first\n" else 2
+            wait_until(lambda: space.ready_or_zero("stream") == wanted, 15, f"{line!r} on the queue, the pipe open")
+    assert sender.poll() is None  # still reading
+    out, err = sender.communicate(timeout=30)  # closes the pipe: the sender ends
+    assert sender.returncode == 0, err
+    assert "sent 'first'" in out and "sent 'second'" in out and "sent 2 messages" in out
