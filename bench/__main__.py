@@ -20,11 +20,11 @@ from typing import Callable, Optional
 import click
 import pika
 
-from labs.broker import Broker, broker_from_environment
+from labs.broker import VERSIONS, Broker, broker_from_environment
 from labs.event_log import EventTally, read_events
 from labs.exit_codes import one_line_errors
 from labs.processes import wait_for_consumers
-from labs.settings import child_environment
+from labs.settings import child_environment, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
@@ -230,14 +230,18 @@ def table(results: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("bench-results.json"), show_default=True, help="Where to write the results.")
 @click.option("--smoke", is_flag=True, help="A quick run that only checks the benchmark works (200 messages, 1 round).")
-def main(messages: int, rounds: int, json_path: Path, smoke: bool) -> None:
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
+              help="Start a private broker of this RabbitMQ version (3.10 default, 4.3 in Docker); not with AMQP_URL.")
+def main(messages: int, rounds: int, json_path: Path, smoke: bool, version: Optional[str]) -> None:
     """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
     if smoke:
         messages, rounds = 200, 1
     import tempfile
 
     with one_line_errors():
-        with broker_from_environment() as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+        if version and settings().amqp_url:
+            raise click.UsageError(f"--rabbitmq {version} starts a broker of its own: unset AMQP_URL, or leave it out")
+        with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
             broker.admin.overview()  # unreachable or refused: one line, before any measurement
             bench = Bench(broker, messages, rounds, Path(workdir))
             try:

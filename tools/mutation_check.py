@@ -9,6 +9,7 @@ Each breakage (a "mutant") lives in tools/mutants/*.toml:
     find = "exact text, found exactly once in the file"
     replace = "the broken text"
     tests = ["tests/test_work_queue.py::test_..."]
+    pytest_args = ["--rabbitmq", "4.3"]     # optional: for a behaviour only one broker version has
 
 The repository is copied (as the working tree has it) into a scratch folder, the breakage applied there, and the
 named tests run with the project's own interpreter. A mutant "survives" when those tests still pass: the tests would
@@ -45,6 +46,7 @@ class Mutant:
     replace: str
     tests: tuple[str, ...]
     source: str  # the .toml it came from
+    pytest_args: tuple[str, ...] = ()  # e.g. ("--rabbitmq", "4.3")
 
     def apply(self, copy: Path) -> None:
         target = copy / self.file
@@ -61,7 +63,7 @@ def load_mutants() -> list[Mutant]:
     for path in sorted(MUTANTS.glob("*.toml")):
         for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", []):
             mutants.append(Mutant(entry["name"], entry["file"], entry["find"], entry["replace"],
-                                  tuple(entry["tests"]), path.name))
+                                  tuple(entry["tests"]), path.name, tuple(entry.get("pytest_args", ()))))
     return mutants
 
 
@@ -73,9 +75,10 @@ def fresh_copy(workdir: Path) -> Path:
     return copy
 
 
-def run_tests(copy: Path, tests: tuple[str, ...], timeout: float, source: str) -> tuple[bool, str]:
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float, source: str,
+              pytest_args: tuple[str, ...] = ()) -> tuple[bool, str]:
     """Run the tests in the copy; (passed, pytest's last line)."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args, *tests]
     try:
         result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
@@ -91,7 +94,7 @@ def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
     """Apply the mutant to a fresh copy and run its tests; True when they all still pass."""
     copy = fresh_copy(workdir)
     mutant.apply(copy)
-    return run_tests(copy, mutant.tests, timeout, f"{mutant.source}: mutant {mutant.name!r}")
+    return run_tests(copy, mutant.tests, timeout, f"{mutant.source}: mutant {mutant.name!r}", mutant.pytest_args)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,6 +105,8 @@ def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
 def main(keyword: str | None, list_only: bool, timeout: float) -> None:
     """Apply each breakage in tools/mutants/*.toml to a copy and check that its tests fail."""
     mutants = [m for m in load_mutants() if not keyword or keyword in m.name]
+    if not mutants:
+        raise click.ClickException(f"no mutant's name contains {keyword!r}: see --list")
     if list_only:
         for mutant in mutants:
             click.echo(f"{mutant.source}: {mutant.name}  ->  {' '.join(mutant.tests)}")
@@ -109,11 +114,14 @@ def main(keyword: str | None, list_only: bool, timeout: float) -> None:
     survivors = []
     with tempfile.TemporaryDirectory(prefix="labkit-mutants-") as scratch:
         # A test that already fails would "catch" every breakage: first the named tests must pass unbroken.
-        named = tuple(dict.fromkeys(test for mutant in mutants for test in mutant.tests))
-        passed, detail = run_tests(fresh_copy(Path(scratch)), named, timeout * 2, "the unbroken code")
-        if not passed:
-            raise click.ClickException(f"the named tests fail without any breakage ({detail}): fix them first")
-        click.echo(f"unbroken: {len(named)} named tests pass ({detail})")
+        copy = fresh_copy(Path(scratch))
+        for args in dict.fromkeys(mutant.pytest_args for mutant in mutants):
+            named = tuple(dict.fromkeys(test for mutant in mutants if mutant.pytest_args == args
+                                        for test in mutant.tests))
+            passed, detail = run_tests(copy, named, timeout * 2, "the unbroken code", args)
+            if not passed:
+                raise click.ClickException(f"the named tests fail without any breakage ({detail}): fix them first")
+            click.echo(f"unbroken{' ' + ' '.join(args) if args else ''}: {len(named)} named tests pass ({detail})")
         for number, mutant in enumerate(mutants, 1):
             started = time.monotonic()
             alive, detail = survives(mutant, Path(scratch), timeout)
