@@ -762,6 +762,7 @@ class Worker:
         """The work on a poison message failed: requeue it, reject it for good, or die holding it."""
         self.tally.failed += 1
         self.log("failed", message_id, body, method.redelivered, mode=self.settings.fail_mode)
+        self.say(f"the work on {body.decode('utf-8', 'replace')!r} failed")
         if self.settings.fail_mode == "crash":
             self.crash(body.decode("utf-8", "replace"))
         self.reject(channel, method, delivery_count, message_id, body,

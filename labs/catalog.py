@@ -1,4 +1,4 @@
-"""The eight labs: each scenario runs what its handout tells students to run (with short work times) and checks
+"""The nine labs: each scenario runs what its handout tells students to run (with short work times) and checks
 each claim the handout makes. Handouts are in labs/handouts/, numbered like the labs here."""
 from __future__ import annotations
 
@@ -264,6 +264,71 @@ except Exception as exc:
               f"lost it, lost {len(tally.bodies('lost'))}")
 
 
+POISON = ("--fail-on", "poison")
+LIMITED = ("--queue-type", "quorum", "--delivery-limit", "3", "--dead-letter-queue", "tasks-dead")
+
+
+def poison_messages(lab: Context) -> None:
+    good = [f"job{n}" for n in range(1, 6)]
+    bodies = [*good[:2], "poison", *good[2:]]
+
+    looping = lab.run("looping")
+    looping.send(*bodies, bodies=bodies)
+    wait_all([looping.worker("w1", "--acknowledge", "--prefetch", "1", "--seconds-per-char", "0", *POISON,
+                             "--max-messages", "40")], 60)
+    tally = looping.tally()
+    failures, waiting = len(tally.bodies("failed")), lab.ready("looping")
+    # A requeued message goes back to the head of a classic queue: the same worker gets it again at once.
+    lab.claim("classic queue, requeue: the poison message comes straight back, 38 of 40 deliveries, and the 3 good "
+              "messages behind it starve", failures == 38 and tally.bodies("done") == good[:2] and waiting == 4,
+              f"{failures} failures; processed {tally.bodies('done')}; still queued {waiting}")
+
+    limited = lab.run("tasks")
+    limited.send(*LIMITED, *bodies, bodies=bodies)
+    workers = [limited.worker(f"w{n}", *LIMITED, "--acknowledge", "--prefetch", "1", *QUICK, *POISON, *IDLE)
+               for n in (1, 2)]
+    wait_all(workers, 60)
+    tally = limited.tally()
+    tries = sum(1 for e in tally.events if e["event"] == "received" and e["body"] == "poison")
+    lab.claim("quorum queue with --delivery-limit 3: the poison message is tried 4 times, then dead-lettered into "
+              "tasks-dead", tries == 4 and tally.bodies("dead-lettered") == ["poison"] and lab.ready("tasks-dead") == 1,
+              f"tried {tries} times; dead-lettered {tally.bodies('dead-lettered')}; tasks-dead holds "
+              f"{lab.ready('tasks-dead')}")
+    lab.claim("every good message is processed exactly once and nothing is lost",
+              sorted(tally.bodies("done")) == good and not tally.bodies("lost") and lab.ready("tasks") == 0)
+
+    inspect = lab.python(f"""
+import json, pika
+connection = pika.BlockingConnection(pika.URLParameters({lab.url!r}))
+channel = connection.channel()
+method, properties, body = channel.basic_get('tasks-dead')
+death = properties.headers['x-death'][0]
+print(json.dumps([body.decode(), death['queue'], death['reason']]))
+channel.basic_nack(method.delivery_tag)  # back onto tasks-dead, for the fixed worker
+connection.close()
+""")
+    seen = inspect.stdout.strip()
+    lab.claim("the dead-lettered message says where it came from and why (x-death: queue tasks, reason "
+              "delivery_limit)", seen == '["poison", "tasks", "delivery_limit"]', seen or inspect.stderr[-200:])
+
+    fixed = lab.run("tasks-dead")
+    fixed.sent.append("poison")
+    wait_all([fixed.worker("fixed", "--queue-type", "quorum", "--acknowledge", *QUICK, "--max-messages", "1")], 30)
+    lab.claim("after the fix, a worker on tasks-dead processes it: nothing was lost",
+              fixed.tally().bodies("done") == ["poison"] and lab.ready("tasks-dead") == 0)
+
+    if lab.broker.version() >= (4, 0):
+        dropped = lab.run("no-dead-letter")
+        dropped.send("--queue-type", "quorum", "poison", bodies=["poison"])
+        wait_all([dropped.worker("w1", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "0", *POISON,
+                                 "--idle-exit", "3")], 60)
+        tally = dropped.tally()
+        tries = sum(1 for e in tally.events if e["event"] == "received")
+        lab.claim("RabbitMQ 4: with no dead-letter queue, a quorum queue drops the poison message after 20 failed "
+                  "deliveries (21 tries); the worker counts it as lost", tries == 21 and tally.bodies("lost") ==
+                  ["poison"] and lab.ready("no-dead-letter") == 0, f"tried {tries} times, lost {tally.bodies('lost')}")
+
+
 LABS = [
     Lab(1, "hello-world", "Hello world from ipython and from the scripts", hello_world),
     Lab(2, "work-queues", "Several workers share one queue", work_queues),
@@ -273,4 +338,5 @@ LABS = [
     Lab(6, "durability", "Durable queues and persistent messages across a restart", durability),
     Lab(7, "purge-and-delete", "Purging and deleting queues", purge_and_delete),
     Lab(8, "heartbeats", "Heartbeats, long work and StreamLostError", heartbeats),
+    Lab(9, "poison-messages", "Poison messages, delivery limits and dead letters", poison_messages),
 ]

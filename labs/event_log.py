@@ -57,6 +57,7 @@ class EventTally:
     def report(self) -> str:
         lines = [f"    sent {len(self.sent)}, processed {len(self.processed)}, "
                  f"lost by workers {len(self.bodies('lost'))}, requeued {len(self.bodies('requeued'))}, "
+                 f"failed {len(self.bodies('failed'))}, dead-lettered {len(self.bodies('dead-lettered'))}, "
                  f"redelivered {self.redelivered}, never processed {len(self.missing)}, "
                  f"makespan {self.makespan:.2f}s"]
         for worker, (done, busy) in self.per_worker().items():
