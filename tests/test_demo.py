@@ -22,7 +22,8 @@ def test_kit_demo_live_only_passes_and_shows_the_crash_and_the_redeliveries(demo
     out = demo_output.stdout
     assert demo_output.returncode == 0, demo_output.stdout[-3000:] + demo_output.stderr[-3000:]
     assert "PASS: with --acknowledge, 0 of 12 messages lost" in out
-    tally = re.search(r"sent 12, processed 12, lost by workers (\d+), requeued 0, redelivered (\d+), "
+    tally = re.search(r"sent 12, processed 12, lost by workers (\d+), requeued 0, failed 0, dead-lettered 0, "
+                      r"redelivered (\d+), "
                       r"never processed 0", out)
     assert tally, out[-3000:]
     lost, redelivered = map(int, tally.groups())
