@@ -163,11 +163,11 @@ class QueueSettings:
         True, "--durable/--transient", show_default=True,
         help="A durable queue survives a broker restart (its persistent messages too). A transient one is forgotten; "
              "RabbitMQ 4 deprecates transient queues and a broker may refuse them.")
-    queue_type: str = setting(
-        "classic", "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, show_default=True,
-        type=click.Choice(QUEUE_TYPES),
+    queue_type: Optional[str] = setting(
+        None, "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, type=click.Choice(QUEUE_TYPES),
         help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
-             "tutorials use for work queues and the one a cluster needs.")
+             "tutorials use for work queues and the one a cluster needs. Unset: the vhost's default type (classic "
+             "unless the instructor chose another).")
 
     delivery_limit: Optional[int] = setting(
         None, "--delivery-limit", envvar="RABBITMQ_DELIVERY_LIMIT", show_envvar=True, type=click.IntRange(1),
@@ -190,14 +190,15 @@ class QueueSettings:
         dead-letter queue comes first, so nothing is dead-lettered into a queue that does not exist yet.
         """
         quorum = self.queue_type == "quorum"
-        arguments: dict = {"x-queue-type": self.queue_type}
+        # Without --queue-type no x-queue-type is sent, and the broker applies the vhost's default queue type.
+        arguments: dict = {"x-queue-type": self.queue_type} if self.queue_type else {}
         if self.delivery_limit is not None:
             arguments["x-delivery-limit"] = self.delivery_limit
         declared = []
         if self.dead_letter_queue:
             arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
             declared.append({"queue": self.dead_letter_queue, "durable": True,
-                             "arguments": {"x-queue-type": self.queue_type}})
+                             "arguments": {"x-queue-type": self.queue_type} if self.queue_type else {}})
         declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
         return declared
 
@@ -437,7 +438,7 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     return open_connection(settings.parameters(), retry_for).channel()
 
 
-def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: str = "classic") -> int:
+def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: Optional[str] = None) -> int:
     """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
     return QueueSettings(queue, durable, queue_type).declare(channel)
 
@@ -639,8 +640,11 @@ class Worker:
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
 
     def effective_delivery_limit(self, connection: pika.BlockingConnection) -> Optional[int]:
-        """The delivery limit the broker applies to our queue: ours, or RabbitMQ 4.x's default on quorum queues."""
-        if self.queue.queue_type != "quorum":
+        """The delivery limit the broker applies to our queue, if it is a quorum queue: ours, or RabbitMQ 4.x's default.
+
+        Without --queue-type the vhost's default decides the type: reject() then applies the limit only to deliveries
+        that carry x-delivery-count, which only quorum queues add."""
+        if self.queue.queue_type == "classic":
             return None
         if self.queue.delivery_limit is not None:
             return self.queue.delivery_limit
@@ -774,7 +778,8 @@ class Worker:
         channel.basic_reject(method.delivery_tag, requeue=requeue)
         text = body.decode("utf-8", "replace")
         # A quorum queue drops or dead-letters a message rejected once more than its limit allows, silently.
-        past_limit = self.delivery_limit is not None and (delivery_count or 0) >= self.delivery_limit
+        quorum = self.queue.queue_type == "quorum" or delivery_count is not None
+        past_limit = quorum and self.delivery_limit is not None and (delivery_count or 0) >= self.delivery_limit
         if requeue and not past_limit:
             self.tally.requeued += 1
             self.log("requeued", message_id, body, method.redelivered)

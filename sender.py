@@ -166,11 +166,11 @@ class QueueSettings:
         True, "--durable/--transient", show_default=True,
         help="A durable queue survives a broker restart (its persistent messages too). A transient one is forgotten; "
              "RabbitMQ 4 deprecates transient queues and a broker may refuse them.")
-    queue_type: str = setting(
-        "classic", "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, show_default=True,
-        type=click.Choice(QUEUE_TYPES),
+    queue_type: Optional[str] = setting(
+        None, "--queue-type", envvar="RABBITMQ_QUEUE_TYPE", show_envvar=True, type=click.Choice(QUEUE_TYPES),
         help="classic: one node, for the first labs; quorum: replicated and always durable, the type RabbitMQ's "
-             "tutorials use for work queues and the one a cluster needs.")
+             "tutorials use for work queues and the one a cluster needs. Unset: the vhost's default type (classic "
+             "unless the instructor chose another).")
 
     delivery_limit: Optional[int] = setting(
         None, "--delivery-limit", envvar="RABBITMQ_DELIVERY_LIMIT", show_envvar=True, type=click.IntRange(1),
@@ -193,14 +193,15 @@ class QueueSettings:
         dead-letter queue comes first, so nothing is dead-lettered into a queue that does not exist yet.
         """
         quorum = self.queue_type == "quorum"
-        arguments: dict = {"x-queue-type": self.queue_type}
+        # Without --queue-type no x-queue-type is sent, and the broker applies the vhost's default queue type.
+        arguments: dict = {"x-queue-type": self.queue_type} if self.queue_type else {}
         if self.delivery_limit is not None:
             arguments["x-delivery-limit"] = self.delivery_limit
         declared = []
         if self.dead_letter_queue:
             arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
             declared.append({"queue": self.dead_letter_queue, "durable": True,
-                             "arguments": {"x-queue-type": self.queue_type}})
+                             "arguments": {"x-queue-type": self.queue_type} if self.queue_type else {}})
         declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
         return declared
 
@@ -440,7 +441,7 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     return open_connection(settings.parameters(), retry_for).channel()
 
 
-def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: str = "classic") -> int:
+def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: Optional[str] = None) -> int:
     """Declare the queue (idempotent) and return how many messages are ready in it (for ipython)."""
     return QueueSettings(queue, durable, queue_type).declare(channel)
 

@@ -47,7 +47,10 @@ def list_labs() -> None:
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
               help="Start a private broker of this RabbitMQ version: 3.10 (the system package, the default) or 4.3 "
                    "(a Docker container of the kit's image; ./kit builds it). Not with AMQP_URL.")
-def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str]) -> None:
+@click.option("--default-queue-type", type=click.Choice(["classic", "quorum"]),
+              help="Give each lab's vhost this default queue type, as `labs provision --default-queue-type` does "
+                   "for students: the handouts hold either way.")
+def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
 
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
@@ -61,18 +64,19 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str]) -> No
     if use_tmux and not shutil.which("tmux"):
         raise click.UsageError("--tmux needs tmux: apt-get install tmux")
     with one_line_errors(), running_broker(version) as broker:
-        failed = run_labs(chosen, broker, use_tmux, verbose)
+        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
-def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False) -> int:
+def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False,
+             default_queue_type: Optional[str] = None) -> int:
     """Run the labs one after another, print each report, and return how many claims failed."""
     from labs.runner import report, run_lab
 
     failed = skipped = 0
     for lab in chosen:
         window = tmux_window(lab.number) if use_tmux else None
-        context = run_lab(lab, broker, echo=verbose, tmux=window)
+        context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
         click.echo(report(lab, context) + "\n")
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
@@ -139,8 +143,12 @@ def demo(live_only: bool, version: Optional[str]) -> None:
               help="Administrator for --apply.")
 @click.option("--admin-password", envvar="RABBITMQ_ADMIN_PASSWORD", show_envvar=True, default="guest",
               help="Its password (prefer the environment variable).")
+@click.option("--default-queue-type", type=click.Choice(["classic", "quorum"]),
+              help="Each student's vhost gets this default queue type (quorum: the queues the scripts and the "
+                   "tutorials declare without a type are replicated quorum queues). The handouts hold either way.")
 def provision(roster: Path, password: Optional[str], passwords_csv: Path, definitions_path: Optional[Path],
-              management_url: Optional[str], admin_user: str, admin_password: str) -> None:
+              management_url: Optional[str], admin_user: str, admin_password: str,
+              default_queue_type: Optional[str]) -> None:
     """Create a user, a vhost of the same name and permissions on it only, for each username in ROSTER.
 
     Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.
@@ -155,7 +163,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     if not (definitions_path or management_url):
         raise click.UsageError("say where the accounts go: --definitions FILE, --apply URL, or both")
     students = assign_passwords(names, password, read_passwords(passwords_csv))
-    document = definitions(students)
+    document = definitions(students, default_queue_type)
     if password is None:
         write_passwords(passwords_csv, students)
         click.echo(f"passwords for {len(students)} students in {passwords_csv} (hand them out, then delete it)")

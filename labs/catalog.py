@@ -124,8 +124,9 @@ def consumer_timeout_on_43(lab: Context) -> None:
               f"{len(cancelled)} cancelled, {len(redelivered)} redelivered")
 
     classic = lab.run("slow-classic")
-    classic.send("xxxx", bodies=["xxxx"])
-    finisher = classic.worker("finisher", "--acknowledge", "--seconds-per-char", "1", "--max-messages", "1")
+    classic.send("--queue-type", "classic", "xxxx", bodies=["xxxx"])
+    finisher = classic.worker("finisher", "--queue-type", "classic", "--acknowledge", "--seconds-per-char", "1",
+                              "--max-messages", "1")
     wait_all([finisher], 60)
     tally = classic.tally()
     lab.claim("4.3, classic queue: the same timeout is not enforced; the 4 s job finishes and is acked once",
@@ -188,10 +189,10 @@ def fair_dispatch(lab: Context) -> None:
 
 
 def durability(lab: Context) -> None:
-    lab.run("kept").send("--persistent", "--count", "5")  # durable queue, the scripts' default
-    lab.run("kept-but-not-persistent").send("--count", "5")
+    lab.run("kept").send("--queue-type", "classic", "--persistent", "--count", "5")  # durable: the default
+    lab.run("kept-but-not-persistent").send("--queue-type", "classic", "--count", "5")
     lab.run("quorum").send("--queue-type", "quorum", "--count", "5")
-    mismatch = lab.run("kept").send("--transient", "--count", "1", check=False)
+    mismatch = lab.run("kept").send("--queue-type", "classic", "--transient", "--count", "1", check=False)
     lab.claim("redeclaring a durable queue as transient is refused with exit code 6 and a hint",
               mismatch.returncode == 6 and "leave out --transient" in mismatch.stderr, mismatch.stderr.strip())
     transient = lab.run("forgotten").send("--transient", "--persistent", "--count", "5", check=False)
@@ -273,9 +274,9 @@ def poison_messages(lab: Context) -> None:
     bodies = [*good[:2], "poison", *good[2:]]
 
     looping = lab.run("looping")
-    looping.send(*bodies, bodies=bodies)
-    wait_all([looping.worker("w1", "--acknowledge", "--prefetch", "1", "--seconds-per-char", "0", *POISON,
-                             "--max-messages", "40")], 60)
+    looping.send("--queue-type", "classic", *bodies, bodies=bodies)
+    wait_all([looping.worker("w1", "--queue-type", "classic", "--acknowledge", "--prefetch", "1", "--seconds-per-char",
+                             "0", *POISON, "--max-messages", "40")], 60)
     tally = looping.tally()
     failures, waiting = len(tally.bodies("failed")), lab.ready("looping")
     # A requeued message goes back to the head of a classic queue: the same worker gets it again at once.

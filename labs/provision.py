@@ -63,12 +63,15 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
 
 
-def definitions(students: list[Student]) -> dict:
-    """A RabbitMQ definitions document: importable with rabbitmqctl import_definitions, or loaded at boot."""
+def definitions(students: list[Student], default_queue_type: str | None = None) -> dict:
+    """A RabbitMQ definitions document: importable with rabbitmqctl import_definitions, or loaded at boot.
+
+    With a default queue type, each student's vhost gives that type to queues declared without x-queue-type."""
+    vhost_metadata = {"metadata": {"default_queue_type": default_queue_type}} if default_queue_type else {}
     return {
         "users": [{"name": s.username, "password_hash": password_hash(s.password),
                    "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s in students],
-        "vhosts": [{"name": s.username} for s in students],
+        "vhosts": [{"name": s.username, **vhost_metadata} for s in students],
         "permissions": [{"user": s.username, "vhost": s.username, "configure": ".*", "write": ".*", "read": ".*"}
                         for s in students],
     }

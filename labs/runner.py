@@ -93,8 +93,10 @@ class Lab:
         return HANDOUTS / f"{self.number:02d}-{self.slug}.md"
 
 
-def student_space(broker: Broker, lab: Lab) -> tuple[str, str, Callable[[], None]]:
-    """A fresh vhost and user for the lab, as a student has; the URL, the vhost, and what removes them.
+def student_space(broker: Broker, lab: Lab,
+                  default_queue_type: Optional[str] = None) -> tuple[str, str, Callable[[], None]]:
+    """A fresh vhost and user for the lab, as a student has (with the default queue type an instructor may give it);
+    the URL, the vhost, and what removes them.
 
     The management API must allow it: a lab never falls back to a shared vhost, where it would trip over what
     others left there.
@@ -107,7 +109,7 @@ def student_space(broker: Broker, lab: Lab) -> tuple[str, str, Callable[[], None
         broker.admin.delete_user(name)
 
     try:
-        broker.admin.add_vhost(name)
+        broker.admin.add_vhost(name, default_queue_type)
         broker.admin.add_user(name, password)
         broker.admin.grant(name, name)
     except (ManagementRefused, urllib.error.HTTPError) as exc:
@@ -124,14 +126,19 @@ def student_space(broker: Broker, lab: Lab) -> tuple[str, str, Callable[[], None
     return broker.url(name, name, password), name, remove
 
 
-def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = None) -> Context:
+def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = None,
+            default_queue_type: Optional[str] = None) -> Context:
     """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
 
     A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
     """
-    lab_url, vhost, remove = student_space(broker, lab)
+    lab_url, vhost, remove = student_space(broker, lab, default_queue_type)
     context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux)
     try:
+        if default_queue_type:  # what follows holds on such a vhost only if the broker really took the default
+            found = broker.admin.default_queue_type(vhost)
+            context.claim(f"the lab's vhost has default queue type {default_queue_type}",
+                          found == default_queue_type, f"the broker reports {found}")
         lab.scenario(context)
     except ManagementError:
         raise

@@ -55,9 +55,12 @@ def broker_env(broker: Broker, key: str) -> str:
 
 
 @pytest.mark.restart
-@pytest.mark.parametrize("lab", LABS, ids=lambda lab: str(lab.number))
-def test_lab_claims(broker, lab):
-    """Every claim of the lab passes, none skipped, on a broker given as AMQP_URL + management URL + rabbitmqctl;
+@pytest.mark.parametrize("lab, default_queue_type",
+                         [pytest.param(lab, None, id=str(lab.number)) for lab in LABS]
+                         + [pytest.param(lab, "quorum", id=f"{lab.number}-quorum-vhost") for lab in LABS])
+def test_lab_claims(broker, lab, default_queue_type):
+    """Every claim of the lab passes, none skipped, on a broker given as AMQP_URL + management URL + rabbitmqctl,
+    also on a vhost whose default queue type is quorum (as `labs provision --default-queue-type quorum` makes);
     and a lab that changes the broker's settings gives it back exactly what it had."""
     require(broker.controllable, "the labs restart the broker: give LABKIT_RABBITMQCTL with AMQP_URL")
     # An odd value, not the default, so that putting back a fixed default is caught.
@@ -65,7 +68,8 @@ def test_lab_claims(broker, lab):
     broker.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 59000).")
     before = broker_env(broker, "consumer_timeout")
     try:
-        result = labs_command("run", str(lab.number), env=given_broker_env(broker))
+        typed = ("--default-queue-type", default_queue_type) if default_queue_type else ()
+        result = labs_command("run", str(lab.number), *typed, env=given_broker_env(broker))
         print(result.stdout)
         if lab.number not in RESTARTS_THE_BROKER:
             assert broker_env(broker, "channel_tick_interval") == "{ok,59000}"
@@ -77,6 +81,8 @@ def test_lab_claims(broker, lab):
     found = claims(result.stdout)
     assert len(found) >= 2 and set(found) == {"PASS"}, result.stdout
     assert f"Lab {lab.number}: {lab.title}" in result.stdout
+    if default_queue_type:
+        assert f"PASS: the lab's vhost has default queue type {default_queue_type}" in result.stdout
     if lab.number == 2:
         assert re.search(r"w1 +processed +3 +busy", result.stdout)  # per-worker counts in the report
     if lab.number == 4:
@@ -196,7 +202,7 @@ def test_a_local_node_that_fails_to_stop_says_so(tmp_path, monkeypatch):
 
 # The exit code a handout gives for a command (its "(exit code N)" or "fails the same way"); all others exit 0.
 EXPECTED_EXIT = {
-    ("06-durability.md", "./sender.py --queue kept --transient --count 1"): 6,
+    ("06-durability.md", "./sender.py --queue kept --queue-type classic --transient --count 1"): 6,
     ("07-purge-and-delete.md", "./sender.py --queue scratch --delete-queue"): 8,
     ("07-purge-and-delete.md", "./qprocessor.py --queue scratch"): 6,  # its queue is deleted under it
 }

@@ -49,7 +49,8 @@ def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, 
     (tmp_path / "roster.txt").write_text("\n".join(["# class of six", *roster, ""]))
     passwords_csv = tmp_path / "passwords.csv"
     args = [str(tmp_path / "roster.txt"), "--passwords-csv", str(passwords_csv),
-            "--definitions", str(tmp_path / "defs.json"), "--apply", broker.admin.base_url]
+            "--definitions", str(tmp_path / "defs.json"), "--apply", broker.admin.base_url,
+            "--default-queue-type", "quorum"]
     try:
         first = provision(*args)
         assert first.returncode == 0, first.stderr
@@ -65,6 +66,9 @@ def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, 
             password = handed_out[student]
             own = space.send("--count", "2", "--quiet", env=space.env(AMQP_URL=broker.url(student, student, password)))
             assert "sent 2 messages" in own.stdout
+            # The vhost's default queue type made the scripts' untyped queue a quorum queue.
+            assert broker.admin.default_queue_type(student) == "quorum"
+            assert broker.admin.queue(student, "hello")["type"] == "quorum"
             for other in roster:
                 if other != student:
                     assert login(broker, student, password, other) == "vhost refused"
