@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -94,9 +95,11 @@ def parse(settings_class: type[T], options: dict) -> T:
 class ConnectionSettings:
     """Where the broker is and who we are on it; also what ipython's connect() takes."""
 
-    url: Optional[str] = setting(
-        None, "--url", envvar="AMQP_URL", show_envvar=True,
-        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below.")
+    url: tuple[str, ...] = setting(
+        (), "--url", envvar="AMQP_URL", show_envvar=True, multiple=True,
+        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below. "
+             "Give it once per node of a cluster (AMQP_URL: separated by spaces): connections go to one of them "
+             "and fail over to the others.")
     host: str = setting("localhost", "--host", envvar="RABBITMQ_HOST", show_envvar=True, show_default=True,
                         help="Broker host name or address.")
     port: int = setting(5672, "--port", envvar="RABBITMQ_PORT", show_envvar=True, show_default=True,
@@ -120,12 +123,25 @@ class ConnectionSettings:
                                type=click.FloatRange(0),
                                help="Seconds to keep retrying an unreachable broker before giving up.")
 
-    def parameters(self) -> pika.ConnectionParameters:
-        """pika's parameters for these settings; prompts for the password once when --ask-password was given.
+    def __post_init__(self) -> None:
+        if isinstance(self.url, str):  # ipython's connect(url="amqp://... amqp://...")
+            object.__setattr__(self, "url", tuple(self.url.split()))
+
+    def brokers(self) -> "Brokers":
+        """The nodes to connect to; prompts for the password once when --ask-password was given."""
+        nodes = [self.parameters(url) for url in self.url] if self.url else [self.parameters(None)]
+        if self.ask_password:  # for the user named by --username or in the (first) URL
+            username = nodes[0].credentials.username
+            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
+            for node in nodes:
+                node.credentials = pika.PlainCredentials(node.credentials.username, password)
+        return Brokers(nodes)
+
+    def parameters(self, url: Optional[str]) -> pika.ConnectionParameters:
+        """pika's parameters for one node: the URL, or else the host options.
 
         amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
         """
-        url = self.url
         if url:
             if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
                 url = url.replace("@", ":@", 1)
@@ -145,12 +161,25 @@ class ConnectionSettings:
             params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=self.ca_cert), params.host)
         if self.heartbeat is not None:
             params.heartbeat = self.heartbeat
-        if self.ask_password:  # for the user named by --username or in the URL
-            username = params.credentials.username
-            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
-            params.credentials = pika.PlainCredentials(username, password)
         params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
         return params
+
+
+class Brokers:
+    """Where to connect: one broker, or the nodes of a cluster. The order is shuffled, so that workers spread over
+    the nodes; a connection that fails, or is lost, moves on to the next node."""
+
+    def __init__(self, nodes: list[pika.ConnectionParameters]) -> None:
+        self.nodes = random.sample(nodes, len(nodes))
+        self._index = 0
+
+    @property
+    def current(self) -> pika.ConnectionParameters:
+        return self.nodes[self._index]
+
+    def move_on(self) -> pika.ConnectionParameters:
+        self._index = (self._index + 1) % len(self.nodes)
+        return self.current
 
 
 @dataclass(frozen=True)
@@ -260,13 +289,20 @@ def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
     return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
 
 
-def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False,
-               reconnecting: bool = False) -> T:
-    """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
+def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Brokers, retry_for: float,
+               quiet: bool = False, reconnecting: bool = False) -> T:
+    """Run `action` on a node, retrying transient connection errors with backoff for at most `retry_for` seconds.
+
+    Each retry, and a reconnection after a loss, goes to the next node when there are several."""
+    tries = itertools.count()
+
+    def attempt() -> T:
+        moving = (reconnecting or next(tries) > 0) and len(brokers.nodes) > 1
+        return action(brokers.move_on() if moving else brokers.current)
 
     def say_waiting(state: tenacity.RetryCallState) -> None:
         if not quiet:
-            reason = explain(state.outcome.exception(), params).message
+            reason = explain(state.outcome.exception(), brokers.current).message
             click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
 
     retrying = tenacity.Retrying(
@@ -277,14 +313,14 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
         reraise=True,
     )
     try:
-        return retrying(action)
+        return retrying(attempt)
     except (amqp.AMQPConnectionError, OSError) as exc:
-        raise explain(exc, params) from None
+        raise explain(exc, brokers.current) from None
 
 
-def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, quiet: bool = False,
+def open_connection(brokers: Brokers, retry_for: float = 30, quiet: bool = False,
                     reconnecting: bool = False) -> pika.BlockingConnection:
-    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
+    return with_retry(pika.BlockingConnection, brokers, retry_for, quiet, reconnecting)
 
 
 def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
@@ -435,7 +471,7 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     """Connect to the broker and return a channel (for ipython; the command line does the same)."""
     settings = ConnectionSettings(url=url, host=host, port=port, vhost=vhost, username=username, password=password,
                                   heartbeat=heartbeat, retry_for=retry_for)
-    return open_connection(settings.parameters(), retry_for).channel()
+    return open_connection(settings.brokers(), retry_for).channel()
 
 
 def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: Optional[str] = None) -> int:
@@ -541,7 +577,7 @@ class Worker:
 
     settings: WorkerSettings
     queue: QueueSettings
-    params: pika.ConnectionParameters
+    brokers: Brokers
     retry_for: float = 30
     events: Optional[IO[str]] = None
     tally: Tally = field(default_factory=Tally)
@@ -563,17 +599,21 @@ class Worker:
 
     def run(self) -> Tally:
         """Consume until stopped, --max-messages or --idle-exit; reconnect whenever the connection is lost."""
-        self.say(f"waiting for messages on queue {self.queue.name!r} "
-                 f"({'manual acks' if self.settings.acknowledge else 'auto-ack'}"
-                 f"{f', prefetch {self.settings.prefetch}' if self.settings.prefetch else ''}); Ctrl-C to stop")
         first = True
         while not self.finished():
-            connection = open_connection(self.params, self.retry_for, self.settings.quiet, reconnecting=not first)
+            connection = open_connection(self.brokers, self.retry_for, self.settings.quiet, reconnecting=not first)
+            node = describe(self.brokers.current)
+            if first:
+                self.say(f"waiting for messages on queue {self.queue.name!r} at {node} "
+                         f"({'manual acks' if self.settings.acknowledge else 'auto-ack'}"
+                         f"{f', prefetch {self.settings.prefetch}' if self.settings.prefetch else ''}); Ctrl-C to stop")
+            else:
+                self.say(f"reconnected to {node}")
             first, opened = False, time.monotonic()
             try:
                 self.consume(connection)
             except ConnectionLost as exc:
-                self.say(f"connection lost ({exc}); reconnecting")
+                self.say(f"connection to {node} lost ({exc}); reconnecting")
                 if self.events is not None:
                     self.log("disconnected", None, b"", False, reason=str(exc))
                 self.back_off(time.monotonic() - opened)
@@ -636,7 +676,7 @@ class Worker:
             raise ConnectionLost(str(exc)) from None
         except amqp.AMQPConnectionError as exc:
             if not is_transient(exc, reconnecting=True):
-                raise explain(exc, self.params) from None
+                raise explain(exc, self.brokers.current) from None
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
 
     def effective_delivery_limit(self, connection: pika.BlockingConnection) -> Optional[int]:
@@ -835,11 +875,11 @@ def main(**options) -> None:
     """
     connection, queue = parse(ConnectionSettings, options), parse(QueueSettings, options)
     settings = parse(WorkerSettings, options)
-    params = connection.parameters()
+    brokers = connection.brokers()
     events = None
     if settings.events:
         events = sys.stdout if settings.events == "-" else open(settings.events, "a", encoding="utf-8", buffering=1)
-    worker = Worker(settings, queue, params, connection.retry_for, events)
+    worker = Worker(settings, queue, brokers, connection.retry_for, events)
     install_signal_handlers(worker)
     try:
         tally = worker.run()

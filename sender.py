@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import random
 import re
 import socket
 import ssl
@@ -97,9 +98,11 @@ def parse(settings_class: type[T], options: dict) -> T:
 class ConnectionSettings:
     """Where the broker is and who we are on it; also what ipython's connect() takes."""
 
-    url: Optional[str] = setting(
-        None, "--url", envvar="AMQP_URL", show_envvar=True,
-        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below.")
+    url: tuple[str, ...] = setting(
+        (), "--url", envvar="AMQP_URL", show_envvar=True, multiple=True,
+        help="Broker URL, amqp://user:password@host:port/vhost (amqps:// for TLS); overrides the options below. "
+             "Give it once per node of a cluster (AMQP_URL: separated by spaces): connections go to one of them "
+             "and fail over to the others.")
     host: str = setting("localhost", "--host", envvar="RABBITMQ_HOST", show_envvar=True, show_default=True,
                         help="Broker host name or address.")
     port: int = setting(5672, "--port", envvar="RABBITMQ_PORT", show_envvar=True, show_default=True,
@@ -123,12 +126,25 @@ class ConnectionSettings:
                                type=click.FloatRange(0),
                                help="Seconds to keep retrying an unreachable broker before giving up.")
 
-    def parameters(self) -> pika.ConnectionParameters:
-        """pika's parameters for these settings; prompts for the password once when --ask-password was given.
+    def __post_init__(self) -> None:
+        if isinstance(self.url, str):  # ipython's connect(url="amqp://... amqp://...")
+            object.__setattr__(self, "url", tuple(self.url.split()))
+
+    def brokers(self) -> "Brokers":
+        """The nodes to connect to; prompts for the password once when --ask-password was given."""
+        nodes = [self.parameters(url) for url in self.url] if self.url else [self.parameters(None)]
+        if self.ask_password:  # for the user named by --username or in the (first) URL
+            username = nodes[0].credentials.username
+            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
+            for node in nodes:
+                node.credentials = pika.PlainCredentials(node.credentials.username, password)
+        return Brokers(nodes)
+
+    def parameters(self, url: Optional[str]) -> pika.ConnectionParameters:
+        """pika's parameters for one node: the URL, or else the host options.
 
         amqps:// verifies the broker's certificate against the system's CAs, or against `ca_cert` when given.
         """
-        url = self.url
         if url:
             if re.match(r"^amqps?://[^:@/]+@", url):  # a user but no password (to be prompted): pika needs the colon
                 url = url.replace("@", ":@", 1)
@@ -148,12 +164,25 @@ class ConnectionSettings:
             params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=self.ca_cert), params.host)
         if self.heartbeat is not None:
             params.heartbeat = self.heartbeat
-        if self.ask_password:  # for the user named by --username or in the URL
-            username = params.credentials.username
-            password = click.prompt(f"Password for {username}", hide_input=True, err=True)
-            params.credentials = pika.PlainCredentials(username, password)
         params.connection_attempts = 1  # tenacity does the retrying, with a bound and a message per wait
         return params
+
+
+class Brokers:
+    """Where to connect: one broker, or the nodes of a cluster. The order is shuffled, so that workers spread over
+    the nodes; a connection that fails, or is lost, moves on to the next node."""
+
+    def __init__(self, nodes: list[pika.ConnectionParameters]) -> None:
+        self.nodes = random.sample(nodes, len(nodes))
+        self._index = 0
+
+    @property
+    def current(self) -> pika.ConnectionParameters:
+        return self.nodes[self._index]
+
+    def move_on(self) -> pika.ConnectionParameters:
+        self._index = (self._index + 1) % len(self.nodes)
+        return self.current
 
 
 @dataclass(frozen=True)
@@ -263,13 +292,20 @@ def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
     return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
 
 
-def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry_for: float, quiet: bool = False,
-               reconnecting: bool = False) -> T:
-    """Run `action`, retrying transient connection errors with backoff for at most `retry_for` seconds."""
+def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Brokers, retry_for: float,
+               quiet: bool = False, reconnecting: bool = False) -> T:
+    """Run `action` on a node, retrying transient connection errors with backoff for at most `retry_for` seconds.
+
+    Each retry, and a reconnection after a loss, goes to the next node when there are several."""
+    tries = itertools.count()
+
+    def attempt() -> T:
+        moving = (reconnecting or next(tries) > 0) and len(brokers.nodes) > 1
+        return action(brokers.move_on() if moving else brokers.current)
 
     def say_waiting(state: tenacity.RetryCallState) -> None:
         if not quiet:
-            reason = explain(state.outcome.exception(), params).message
+            reason = explain(state.outcome.exception(), brokers.current).message
             click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
 
     retrying = tenacity.Retrying(
@@ -280,14 +316,14 @@ def with_retry(action: Callable[[], T], params: pika.ConnectionParameters, retry
         reraise=True,
     )
     try:
-        return retrying(action)
+        return retrying(attempt)
     except (amqp.AMQPConnectionError, OSError) as exc:
-        raise explain(exc, params) from None
+        raise explain(exc, brokers.current) from None
 
 
-def open_connection(params: pika.ConnectionParameters, retry_for: float = 30, quiet: bool = False,
+def open_connection(brokers: Brokers, retry_for: float = 30, quiet: bool = False,
                     reconnecting: bool = False) -> pika.BlockingConnection:
-    return with_retry(lambda: pika.BlockingConnection(params), params, retry_for, quiet, reconnecting)
+    return with_retry(pika.BlockingConnection, brokers, retry_for, quiet, reconnecting)
 
 
 def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
@@ -438,7 +474,7 @@ def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672
     """Connect to the broker and return a channel (for ipython; the command line does the same)."""
     settings = ConnectionSettings(url=url, host=host, port=port, vhost=vhost, username=username, password=password,
                                   heartbeat=heartbeat, retry_for=retry_for)
-    return open_connection(settings.parameters(), retry_for).channel()
+    return open_connection(settings.brokers(), retry_for).channel()
 
 
 def declare_queue(channel, queue: str = "hello", durable: bool = True, queue_type: Optional[str] = None) -> int:
@@ -624,10 +660,10 @@ class Publisher:
     (as RabbitMQ's PerfTest --confirm N) keeps the pipe full while still knowing exactly what is on the broker.
     """
 
-    def __init__(self, params: pika.ConnectionParameters, queue: QueueSettings, *, declare: bool = True,
+    def __init__(self, brokers: Brokers, queue: QueueSettings, *, declare: bool = True,
                  persistent: bool = False, confirm: bool = True, window: int = 1024,
                  on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
-        self.params, self.queue, self.declare = params, queue, declare
+        self.brokers, self.queue, self.declare = brokers, queue, declare
         self.persistent, self.confirm, self.window = persistent, confirm, window
         self.on_sent, self.say = on_sent, say
         self.report = Report()
@@ -644,26 +680,27 @@ class Publisher:
             reconnecting = False
             while True:
                 try:
-                    with_retry(self._session, self.params, retry_for, quiet, reconnecting)
+                    with_retry(self._session, self.brokers, retry_for, quiet, reconnecting)
                     return self.report
                 except ResumeAfterLoss as lost:
                     reconnecting = True
                     unconfirmed = list(self._unconfirmed.values())
                     self.report.resent += len(unconfirmed)
-                    self.say(f"connection lost ({lost}) after {self.report.confirmed} confirmed; "
-                             f"reconnecting to resend {len(unconfirmed)} unconfirmed")
+                    self.say(f"connection to {describe(self.brokers.current)} lost ({lost}) after "
+                             f"{self.report.confirmed} confirmed; reconnecting to resend {len(unconfirmed)} unconfirmed")
                     self._source.put_back(unconfirmed)
         finally:
             self.report.finished = time.monotonic()
 
-    def _session(self) -> None:
-        """One connection's worth of publishing. Raises what ended it, unless it ended with all sent."""
+    def _session(self, params: pika.ConnectionParameters) -> None:
+        """One connection's worth of publishing, to one node. Raises what ended it, unless it ended with all sent."""
+        self._params = params
         self._unconfirmed, self._returned = {}, set()
         self._next_tag, self._error, self._done, self._published = 1, None, False, False
         self._publishing = False  # the queue is declared and confirms are on: messages may go
         self._declaring: Optional[dict] = None  # the declaration awaiting the broker's answer
         self._refused: Optional[tuple[amqp.ChannelClosedByBroker, dict]] = None
-        connection = pika.SelectConnection(self.params, on_open_callback=self._on_open,
+        connection = pika.SelectConnection(params, on_open_callback=self._on_open,
                                            on_open_error_callback=self._on_open_error,
                                            on_close_callback=self._on_closed)
         connection.add_on_connection_blocked_callback(
@@ -679,7 +716,7 @@ class Publisher:
         if isinstance(error, BrokerError):
             raise error
         if isinstance(error, amqp.ConnectionBlockedTimeout):
-            raise BrokerError(f"the broker blocked publishing for over {self.params.blocked_connection_timeout:g}s "
+            raise BrokerError(f"the broker blocked publishing for over {params.blocked_connection_timeout:g}s "
                               f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
         if self._published and is_transient(error, reconnecting=True):
             raise ResumeAfterLoss(str(error) or type(error).__name__)
@@ -688,7 +725,7 @@ class Publisher:
     def _explain_refused(self, refusal: amqp.ChannelClosedByBroker, declaration: dict) -> BrokerError:
         """A declaration the broker refused, explained with every differing property (probed on a new connection)."""
         try:
-            probe = pika.BlockingConnection(self.params)
+            probe = pika.BlockingConnection(self._params)
         except amqp.AMQPError:
             return queue_error(refusal, declaration["queue"])
         try:
@@ -697,6 +734,8 @@ class Publisher:
             close_quietly(probe)
 
     def _on_open(self, connection) -> None:
+        if self.report.resent:  # after a loss: say where publishing resumes (another node, in a cluster)
+            self.say(f"reconnected to {describe(self._params)}")
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, connection, error: BaseException) -> None:
@@ -893,14 +932,16 @@ def main(messages: tuple[str, ...], **options) -> None:
     if not (messages or count or reads_stdin or settings.delete_queue or settings.purge):
         raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
 
-    params = connection.parameters()
-    params.blocked_connection_timeout = settings.blocked_timeout
+    brokers = connection.brokers()
+    for node in brokers.nodes:
+        node.blocked_connection_timeout = settings.blocked_timeout
     if settings.delete_queue or settings.purge:
-        admin = open_connection(params, connection.retry_for, quiet)
+        admin = open_connection(brokers, connection.retry_for, quiet)
         try:
             if settings.delete_queue:
                 held = delete_queue(admin.channel(), queue.name, settings.force)
-                click.echo(f"deleted queue {queue.name!r} on vhost {params.virtual_host!r} ({held} messages in it)")
+                click.echo(f"deleted queue {queue.name!r} on vhost {brokers.current.virtual_host!r} ({held} messages "
+                           "in it)")
                 return
             click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
         finally:
@@ -913,7 +954,7 @@ def main(messages: tuple[str, ...], **options) -> None:
                                                               else messages))
     else:
         source = StreamSource(sys.stdin.buffer)
-    publisher = Publisher(params, queue, declare=settings.declare, persistent=settings.persistent,
+    publisher = Publisher(brokers, queue, declare=settings.declare, persistent=settings.persistent,
                           confirm=settings.confirm, window=settings.confirm_window,
                           say=lambda text: click.echo(text, err=True))
     show_bar = not quiet and count and count >= PROGRESS_BAR_FROM
@@ -927,12 +968,13 @@ def main(messages: tuple[str, ...], **options) -> None:
             report = publisher.run(source, connection.retry_for, quiet)
         except (BrokerError, KeyboardInterrupt) as exc:
             if publisher.report.published:  # say exactly how far it got before the failure
-                click.echo(publisher.report.summary(queue.name, params.virtual_host, settings.confirm), err=True)
+                click.echo(publisher.report.summary(queue.name, brokers.current.virtual_host, settings.confirm),
+                           err=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
                                   EXIT_INTERRUPTED) from None
             raise
-    click.echo(report.summary(queue.name, params.virtual_host, settings.confirm))
+    click.echo(report.summary(queue.name, brokers.current.virtual_host, settings.confirm))
     if report.nacked or report.unroutable:
         sys.exit(EXIT_NOT_CONFIRMED)
 

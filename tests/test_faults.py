@@ -6,6 +6,7 @@ so with acknowledgements after the work every one of them must be processed at l
 from __future__ import annotations
 
 import random
+import re
 import signal
 
 import pytest
@@ -84,7 +85,8 @@ def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
     restartable.restart()
     assert sender.wait(180) == 0, sender.output
     assert f"sent {count} messages" in sender.output  # every message confirmed once, after resending
-    assert "connection lost" in sender.output and "resend" in sender.output
+    assert re.search(r"connection to 127.0.0.1:\d+ lost", sender.output) and "resend" in sender.output
+    assert "reconnected to 127.0.0.1:" in sender.output
     worker = space.start_worker("drain", "--queue", "bulk", "--durable", "--acknowledge", "--prefetch", "500",
                                 "--seconds-per-char", "0", "--quiet", "--idle-exit", "2")
     assert worker.wait(180) == 0

@@ -1,6 +1,8 @@
 """Durability and reconnection across a real broker restart."""
 from __future__ import annotations
 
+import re
+
 import pika
 import pytest
 
@@ -46,7 +48,7 @@ def test_worker_reconnects_after_a_broker_restart_and_finishes_the_queue(space, 
     restartable.restart()
 
     assert worker.wait(120) == 0
-    assert "connection lost" in worker.output
+    assert re.search(r"connection to 127.0.0.1:\d+ lost", worker.output) and "reconnected to 127.0.0.1:" in worker.output
     done = set(worker.bodies("done"))
     assert done == {str(n).ljust(3, ".") for n in range(1, 9)}
     wait_until(lambda: space.ready("jobs") == 0, 10, "an empty queue")
