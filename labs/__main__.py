@@ -178,5 +178,34 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
         click.echo(f"applied to {management_url}: {', '.join(names)}")
 
 
+@cli.command()
+@click.argument("action", type=click.Choice(["up", "down", "status"]))
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS), default="3.10", show_default=True,
+              help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image.")
+@click.option("--base-port", type=click.IntRange(1024, 55000), default=5700, show_default=True,
+              help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management).")
+def cluster(action: str, version: str, base_port: int) -> None:
+    """A three-node RabbitMQ cluster on this machine: up (formed before any queue exists), down, status.
+
+    Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
+    they spread over the nodes and fail over when one dies.
+    """
+    from labs.cluster import Cluster, ClusterError, state_folder
+
+    found = Cluster(version, state_folder(version), base_port)
+    try:
+        if action == "up":
+            found.up()
+            click.echo(found.status())
+            click.echo("AMQP_URL=" + json.dumps(" ".join(found.urls())))
+        elif action == "down":
+            found.down()
+            click.echo(f"the RabbitMQ {version} cluster is down and its data removed")
+        else:
+            click.echo(found.status())
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 if __name__ == "__main__":
     cli()
