@@ -42,7 +42,7 @@ class ClusterError(RuntimeError):
 @dataclass(frozen=True)
 class ClusterNode:
     number: int  # 1, 2, 3
-    name: str  # the Erlang node name, e.g. labkit-c1@localhost or rabbit@c1
+    name: str  # the Erlang node name, e.g. labkit5700-c1@localhost or rabbit@c1
     port: int  # AMQP, on 127.0.0.1
     management_port: int
 
@@ -77,8 +77,9 @@ class Cluster:
     @property
     def nodes(self) -> list[ClusterNode]:
         local = self.version == "3.10"
-        return [ClusterNode(n, f"labkit-c{n}@localhost" if local else f"rabbit@c{n}", self.base_port + n,
-                            self.base_port + 10000 + n) for n in range(1, SIZE + 1)]
+        # Local node names carry the base port: two clusters on one machine (a class's and the tests') never clash.
+        return [ClusterNode(n, f"labkit{self.base_port}-c{n}@localhost" if local else f"rabbit@c{n}",
+                            self.base_port + n, self.base_port + 10000 + n) for n in range(1, SIZE + 1)]
 
     def urls(self, vhost: str = "/", username: str = "guest", password: str = "guest") -> list[str]:
         return [node.url(vhost, username, password) for node in self.nodes]
