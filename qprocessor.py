@@ -583,6 +583,7 @@ class Worker:
     tally: Tally = field(default_factory=Tally)
     stopping: bool = False
     cancelled: bool = False  # the broker sent basic.cancel for this worker's consumer
+    after_cancel: bool = False  # consuming again after a cancel: the queue must exist already
     delivery_limit: Optional[int] = None  # the queue's, as far as this worker knows (quorum queues only)
     _last_message_at: float = field(default_factory=time.monotonic)
     _quick_losses: int = 0
@@ -644,7 +645,10 @@ class Worker:
             # BlockingChannel.add_on_cancel_callback only fires for basic_consume callbacks, not for the consume()
             # generator used here; the underlying channel's callback fires as the frame arrives, mid-work too.
             channel._impl.add_on_cancel_callback(self.on_broker_cancel)
-            self.queue.declare(channel)
+            if self.after_cancel:  # a queue being deleted may still answer; declaring it would bring it back
+                self.require_queue(channel)
+            else:
+                self.queue.declare(channel)
             self.delivery_limit = self.effective_delivery_limit(connection)
             if s.prefetch:
                 channel.basic_qos(prefetch_count=s.prefetch)
@@ -708,8 +712,20 @@ class Worker:
         except amqp.AMQPError:
             pass  # the connection went too: reconnecting finds out the rest
         self.log("cancelled", None, b"", False, reason="consumer cancelled by the broker")
+        self.after_cancel = True
         return ConnectionLost(f"the broker cancelled this worker's consumer on queue {queue!r} (a delivery held past "
                               "the consumer timeout, or the queue moved to another node); consuming again")
+
+    def require_queue(self, channel) -> None:
+        """The queue exists (a passive declare), or this worker's queue was deleted: exit 6."""
+        try:
+            channel.queue_declare(self.queue.name, passive=True)
+        except amqp.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                raise BrokerError(f"queue {self.queue.name!r} was deleted while this worker consumed from it",
+                                  EXIT_QUEUE_MISMATCH) from None
+            raise
+        self.after_cancel = False
 
     def drop_undelivered(self, channel, deliveries) -> None:
         """With auto-ack, messages already pushed to this worker are off the queue: report them as lost."""

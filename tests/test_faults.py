@@ -78,7 +78,7 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
 
 
 def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
-    count = 30000
+    count = 100000  # several seconds of sending even on a fast broker, so the restart lands mid-send
     sender = space.start_process("sender.py", "--queue", "bulk", "--durable", "--persistent", "--count", str(count),
                                  "--quiet", "--retry-for", "90")
     wait_until(lambda: space.ready_or_zero("bulk") > 2000, 60, "the send to be under way")
