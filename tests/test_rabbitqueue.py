@@ -60,6 +60,7 @@ def test_get_takes_items_in_order_and_gives_none_when_empty(q):
     started = time.monotonic()
     assert q.get(block=True, timeout=0.5) is None
     assert time.monotonic() - started >= 0.5
+    q.close()  # anything taken but not acknowledged would come back now
     assert q.get() is None
 
 
@@ -201,3 +202,21 @@ def test_the_notes_exercise_runs_with_the_module_uploaded_alone(space, tmp_path)
     wait_until(lambda: output.read_text().count("got") == 2, 20, "two echoed items")
     assert "got hello\ngot {'start': 1, 'end': 2}" in output.read_text()
     producer.close()
+
+
+def test_the_worker_keeps_its_connection_through_work_longer_than_the_heartbeat_timeout(space):
+    """With a 1 s heartbeat the broker drops a connection silent for about 2 s; the work here takes 5 s."""
+    q = RabbitQueue("tasks", space.url, heartbeat=1)
+    q.put("long")
+    done = []
+
+    @q.worker(timeout=1)
+    def work(item):
+        time.sleep(5)
+        done.append(item)
+
+    work()  # raises QueueUnavailable if the connection was lost before the ack
+    assert done == ["long"]
+    assert space.ready("tasks") == 0
+    wait_until(lambda: space.queue_stats("tasks").get("messages_unacknowledged") == 0, 10, "the ack to count")
+    q.close()
