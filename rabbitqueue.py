@@ -56,7 +56,7 @@ __all__ = ["RabbitQueue", "QueueError", "QueueUnavailable"]
 log = logging.getLogger("rabbitqueue")
 
 DEFAULT_ATTEMPTS = 3  # deliveries of one item before it is dead-lettered
-PUMP_SECONDS = 0.1  # while a worker function runs, how often the connection answers heartbeats
+PUMP_SECONDS = 0.5  # while a worker function runs, the longest the connection waits between heartbeat checks
 NO_ITEM = object()
 
 
@@ -360,19 +360,25 @@ class RabbitQueue:
         """Call func(item) in a thread, answering heartbeats meanwhile; the exception it raised, or None."""
         outcome: list[Optional[BaseException]] = []
 
+        connection = self._connection
+
         def call() -> None:
             try:
                 func(item)
                 outcome.append(None)
             except Exception as exc:  # the item's failure, reported back; the worker goes on
                 outcome.append(exc)
+            finally:
+                # Wake the waiting connection at once, so quick work is acknowledged without waiting out the pump.
+                if connection.is_open:
+                    connection.add_callback_threadsafe(lambda: None)
 
         thread = threading.Thread(target=call, name=f"work-{self.name}", daemon=True)
         thread.start()
-        while thread.is_alive():
-            self._connection.process_data_events(time_limit=PUMP_SECONDS)
-            thread.join(0)
-        return outcome[0] if outcome else None
+        while not outcome:
+            connection.process_data_events(time_limit=PUMP_SECONDS)
+        thread.join()
+        return outcome[0]
 
 
 if __name__ == "__main__":
