@@ -800,16 +800,26 @@ class Publisher:
         publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
         properties = message_properties(Message("", b""), self.persistent)
         unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
-        for message in self._source.take(max(budget, 0)):
-            properties.message_id = message.message_id
-            publish("", queue, message.body, properties, mandatory=True)
-            sent += 1
-            if self.confirm:
-                unconfirmed[tag] = message
-                tag += 1
-            else:
-                report.confirmed += 1
-                self.on_sent(message)
+        # pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
+        # system call each; the batch's frames are gathered here instead and written at once, in the same order.
+        connection = self._connection
+        frames: list[bytes] = []
+        connection._adapter_emit_data = frames.append  # shadows the adapter's method for this batch only
+        try:
+            for message in self._source.take(max(budget, 0)):
+                properties.message_id = message.message_id
+                publish("", queue, message.body, properties, mandatory=True)
+                sent += 1
+                if self.confirm:
+                    unconfirmed[tag] = message
+                    tag += 1
+                else:
+                    report.confirmed += 1
+                    self.on_sent(message)
+        finally:
+            del connection._adapter_emit_data
+            if frames:
+                connection._adapter_emit_data(b"".join(frames))
         self._next_tag = tag
         report.published += sent
         self._published = self._published or sent > 0
