@@ -587,6 +587,28 @@ class Worker:
     delivery_limit: Optional[int] = None  # the queue's, as far as this worker knows (quorum queues only)
     _last_message_at: float = field(default_factory=time.monotonic)
     _quick_losses: int = 0
+    # Acks of finished work not yet sent: one basic.ack with multiple=True covers them, sent once no delivery is
+    # waiting in pika's buffer, and always before anything that waits, rejects, holds, crashes or exits. Only
+    # messages whose work is done are ever covered: the later ones' tags are higher, and a held (lost) message
+    # turns batching off for the rest of its channel.
+    _ack_upto: Optional[int] = None
+    _acks_waiting: int = 0
+    _holding: bool = False  # this channel holds a delivery neither acked nor rejected: no multiple acks
+
+    def ack(self, channel, delivery_tag: int) -> None:
+        """Acknowledge a message whose work is done: now, or with the next flush_acks()."""
+        if self._holding:
+            channel.basic_ack(delivery_tag)
+            return
+        self._ack_upto = delivery_tag
+        self._acks_waiting += 1
+
+    def flush_acks(self, channel) -> None:
+        """Send the acks of every message whose work is done (one frame, multiple=True for several)."""
+        if self._acks_waiting:
+            upto, several = self._ack_upto, self._acks_waiting > 1
+            self._ack_upto, self._acks_waiting = None, 0
+            channel.basic_ack(upto, multiple=several)
 
     def say(self, text: str) -> None:
         if not self.settings.quiet:  # a plain buffered write: print() costs more, twice per message
@@ -642,6 +664,7 @@ class Worker:
         try:
             channel = connection.channel()
             self.cancelled = False
+            self._ack_upto, self._acks_waiting, self._holding = None, 0, False  # delivery tags start again
             # BlockingChannel.add_on_cancel_callback only fires for basic_consume callbacks, not for the consume()
             # generator used here; the underlying channel's callback fires as the frame arrives, mid-work too.
             channel._impl.add_on_cancel_callback(self.on_broker_cancel)
@@ -663,11 +686,14 @@ class Worker:
                     self._last_message_at = time.monotonic()  # idle time counts from the end of the work
                     if outcome == "stop":
                         break
+                    if not channel.get_waiting_message_count():  # the next delivery means waiting: ack first
+                        self.flush_acks(channel)
                 if self.finished():
                     break
             else:  # the generator ended by itself: the broker cancelled our consumer
                 raise self.cancel_explained(connection)
             if channel.is_open:
+                self.flush_acks(channel)
                 if not s.acknowledge:
                     self.drop_undelivered(channel, deliveries)
                 channel.cancel()  # with --acknowledge, prefetched messages we will not handle go back to the queue
@@ -752,6 +778,7 @@ class Worker:
                 self.log("received", message_id, body, redelivered, delivery_count=delivery_count)
 
         if s.lose_every and tally.received % s.lose_every == 0:
+            self.flush_acks(channel)
             return self.lose(channel, method, delivery_count, message_id, body, body.decode("utf-8", "replace"))
 
         if not s.quiet:
@@ -760,16 +787,21 @@ class Worker:
             self.say(f"received {body.decode('utf-8', 'replace')!r}{note}")
         started = time.monotonic()
         seconds = len(body) * s.seconds_per_char
-        finished = self.work(connection, channel, seconds) if seconds else not self.stopping
+        if seconds:
+            self.flush_acks(channel)  # the work waits: what is done is acked before it
+            finished = self.work(connection, channel, seconds)
+        else:
+            finished = not self.stopping
         if not finished or not channel.is_open or self.cancelled:
             return self.abandon(connection, channel, method, message_id, body)
         if s.fail_on is not None and s.fail_on.encode("utf-8") in body:
+            self.flush_acks(channel)
             return self.fail(channel, method, delivery_count, message_id, body)
         # Logged before the ack: a crash between the two shows up as a duplicate, never as a silent loss.
         if logging:
             self.log("done", message_id, body, redelivered, seconds=round(time.monotonic() - started, 3))
         if s.acknowledge:
-            channel.basic_ack(method.delivery_tag)
+            self.ack(channel, method.delivery_tag)
         tally.processed += 1
         if not s.quiet:
             self.say(f"done {body.decode('utf-8', 'replace')!r}")
@@ -779,6 +811,8 @@ class Worker:
         """Give up the message in hand: a stop signal, a channel the broker closed, or a consumer it cancelled."""
         self.tally.abandoned += 1
         text = body.decode("utf-8", "replace")
+        if channel.is_open:  # the messages done before this one are acked, as each was before the batching
+            self.flush_acks(channel)
         if self.cancelled and channel.is_open:  # never ack late: the broker may have given it to another worker
             self.log("abandoned", message_id, body, method.redelivered, reason="consumer cancelled")
             self.say(f"the broker cancelled this worker's consumer while {text!r} was in progress; not acking it")
@@ -811,6 +845,7 @@ class Worker:
             self.reject(channel, method, delivery_count, message_id, body, requeue=True)
             return None
         tally.lost += 1
+        self._holding = s.acknowledge  # held unacked until the channel closes: a multiple ack would cover it
         self.log("lost", message_id, body, method.redelivered, mode=s.lose_mode)
         if s.lose_mode == "crash":
             self.crash(text)
