@@ -1,7 +1,8 @@
-"""python -m bench: sender.py and qprocessor.py against plain pika, on one broker, in one run.
+"""python -m bench: sender.py and qprocessor.py against plain pika, on one broker (or each one asked for), in one run.
 
-Every program runs as a whole process (start-up included), several rounds each; the table shows medians and the
-ratio to the plain-pika baseline measured in the same run.
+Every program runs as a whole process (start-up included), several rounds each, ours and its peer taking turns in
+each round; the table shows the median and best rate of each, the ratio of the medians and the spread of the
+round-by-round ratios, all measured in the same run. --chart draws the ratios as an SVG.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from labs.settings import child_environment, settings
 ROOT = Path(__file__).resolve().parent.parent
 SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
 PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "bench" / "plain_consume.py"
+PIPELINED_PUBLISH = ROOT / "bench" / "pipelined_publish.py"
+PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
 
 
 class Bench:
@@ -36,6 +39,7 @@ class Bench:
 
     def __init__(self, broker: Broker, messages: int, rounds: int, workdir: Path) -> None:
         self.broker, self.messages, self.rounds, self.workdir = broker, messages, rounds, workdir
+        self.version = broker.admin.overview().get("rabbitmq_version")
         self.vhost = f"bench-{secrets.token_hex(3)}"
         broker.admin.add_vhost(self.vhost)
         broker.admin.grant(broker.username, self.vhost)
@@ -82,12 +86,26 @@ class Bench:
         self.reset(queue)
         self.timed("fill", [sys.executable, str(SENDER), "--queue", queue, "--count", str(count), "--quiet"])
 
-    def median_rate(self, label: str, prepare: Callable[[], None], command: list[str]) -> float:
-        rates = []
-        for _ in range(self.rounds):
-            prepare()
-            rates.append(self.messages / self.timed(label, command))
-        return statistics.median(rates)
+    def compare(self, what: str, ours: tuple[str, list[str]], peer: tuple[str, list[str]],
+                prepare: Callable[[], None]) -> dict:
+        """Both programs once per round, in turns (the first alternates), each on a freshly prepared queue.
+
+        The headline ratio is ours / peer of the medians; the round-by-round ratios give its spread, which on a
+        shared machine says more than any single figure."""
+        rates: dict[str, list[float]] = {"ours": [], "peer": []}
+        for round_number in range(self.rounds):
+            turns = [("ours", ours), ("peer", peer)]
+            for side, (label, command) in turns if round_number % 2 == 0 else reversed(turns):
+                prepare()
+                rates[side].append(self.messages / self.timed(label, command))
+        ratios = [a / b for a, b in zip(rates["ours"], rates["peer"])]
+        ours_median, peer_median = statistics.median(rates["ours"]), statistics.median(rates["peer"])
+        return {"what": what, f"{ours[0]} msg/s": ours_median, "plain pika msg/s": peer_median,
+                "ratio": ours_median / peer_median, "peer": peer[0], "rabbitmq": self.version,
+                "ours best msg/s": max(rates["ours"]), "peer best msg/s": max(rates["peer"]),
+                "best ratio": max(rates["ours"]) / max(rates["peer"]),
+                "round ratios": ratios, "spread": [min(ratios), max(ratios)],
+                "ours rounds msg/s": rates["ours"], "peer rounds msg/s": rates["peer"]}
 
     # --- the measurements ---
 
@@ -97,28 +115,35 @@ class Bench:
         for mode, options in (("unconfirmed", ["--no-confirm"]), ("confirmed", []),
                               ("persistent", ["--persistent"])):
             queue = f"publish-{mode}"
-            prepare = lambda: self.reset(queue)  # noqa: E731
-            plain = self.median_rate(f"plain publish ({mode})", prepare,
-                                     [sys.executable, str(PLAIN_PUBLISH), self.url, queue, n, mode])
-            ours = self.median_rate("sender.py", prepare,
-                                    [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options])
-            rows.append({"what": f"publish {mode}", "sender.py msg/s": ours, "plain pika msg/s": plain,
-                         "ratio": ours / plain})
+            rows.append(self.compare(
+                f"publish {mode}",
+                ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options]),
+                (f"plain publish ({mode})", [sys.executable, str(PLAIN_PUBLISH), self.url, queue, n, mode]),
+                lambda: self.reset(queue)))  # noqa: B023 (called within this iteration)
         confirmed = rows[1]["sender.py msg/s"]
         rows.append({"what": "sender.py confirmed vs plain unconfirmed", "sender.py msg/s": confirmed,
-                     "plain pika msg/s": rows[0]["plain pika msg/s"], "ratio": confirmed / rows[0]["plain pika msg/s"]})
+                     "plain pika msg/s": rows[0]["plain pika msg/s"], "ratio": confirmed / rows[0]["plain pika msg/s"],
+                     "rabbitmq": self.version})
+        # The strongest peer: what a careful pika programmer writes for confirmed, persistent publishing.
+        queue = "publish-pipelined"
+        rows.append(self.compare(
+            f"publish persistent vs pipelined pika (window {PIPELINED_WINDOW})",
+            ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", "--persistent"]),
+            ("pipelined publish", [sys.executable, str(PIPELINED_PUBLISH), self.url, queue, n,
+                                   str(PIPELINED_WINDOW)]),
+            lambda: self.reset(queue)))
         return rows
 
     def consuming(self, prefetch: int) -> dict:
+        """qprocessor.py printing its two lines a message (to /dev/null) against the plain consume + ack loop."""
         n, queue = str(self.messages), f"consume-{prefetch}"
-        prepare = lambda: self.fill(queue, self.messages)  # noqa: E731
-        plain = self.median_rate("plain consume", prepare,
-                                 [sys.executable, str(PLAIN_CONSUME), self.url, queue, n, str(prefetch)])
-        ours = self.median_rate("qprocessor.py", prepare,
-                                [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--prefetch",
-                                 str(prefetch), "--seconds-per-char", "0", "--max-messages", n])
-        return {"what": f"consume + ack, prefetch {prefetch}", "sender.py msg/s": None, "qprocessor.py msg/s": ours,
-                "plain pika msg/s": plain, "ratio": ours / plain}
+        row = self.compare(
+            f"consume + ack, prefetch {prefetch}",
+            ("qprocessor.py", [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--prefetch",
+                               str(prefetch), "--seconds-per-char", "0", "--max-messages", n]),
+            ("plain consume", [sys.executable, str(PLAIN_CONSUME), self.url, queue, n, str(prefetch)]),
+            lambda: self.fill(queue, self.messages))
+        return {"what": row.pop("what"), "sender.py msg/s": None, **row}
 
     def fair_dispatch(self, seconds_per_char: float = 0.01) -> list[dict]:
         # Uneven work: every third message is eight times longer, so round-robin hands all long ones to one worker.
@@ -209,19 +234,47 @@ def fmt(value: Optional[float], unit: str = "") -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| measurement | ours | plain pika / ideal | ratio |", "| --- | ---: | ---: | ---: |"]
+    lines = ["| RabbitMQ | measurement | ours (median / best) | peer (median / best) | ratio | round ratios |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
     for row in results["rows"]:
         ours = row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
+        where = row.get("rabbitmq", "")
         if ours is not None:
-            lines.append(f"| {row['what']} | {fmt(ours)} msg/s | {fmt(row['plain pika msg/s'])} msg/s | "
-                         f"{row['ratio']:.2f}x |")
+            best = f" / {fmt(row['ours best msg/s'])}" if "ours best msg/s" in row else ""
+            peer_best = f" / {fmt(row['peer best msg/s'])}" if "peer best msg/s" in row else ""
+            spread = f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x" if "spread" in row else ""
+            peer = f" ({row['peer']})" if "peer" in row else ""
+            lines.append(f"| {where} | {row['what']} | {fmt(ours)}{best} msg/s | {fmt(row['plain pika msg/s'])}"
+                         f"{peer_best} msg/s{peer} | {row['ratio']:.2f}x | {spread} |")
         elif "ideal" in row:
-            lines.append(f"| {row['what']} | {row['seconds']:.2f} s | {row['ideal']:.2f} s | {row['ratio']:.2f}x |")
+            lines.append(f"| {where} | {row['what']} | {row['seconds']:.2f} s | {row['ideal']:.2f} s (ideal) | "
+                         f"{row['ratio']:.2f}x | |")
         else:
-            lines.append(f"| {row['what']} | {row['seconds'] * 1000:.0f} ms | | |")
-    for label, kb in sorted(results["peak_rss_mb"].items()):
-        lines.append(f"| peak RSS, {label} | {kb:.1f} MB | | |")
+            lines.append(f"| {where} | {row['what']} | {row['seconds'] * 1000:.0f} ms | | | |")
+    for label, mb in sorted(results["peak_rss_mb"].items()):
+        lines.append(f"| | peak RSS, {label} | {mb:.1f} MB | | | |")
     return "\n".join(lines)
+
+
+def measure(version: Optional[str], messages: int, rounds: int) -> tuple[list[dict], dict[str, int], str]:
+    """Every row on one broker: the one AMQP_URL names, or a private one of `version`."""
+    import tempfile
+
+    with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+        broker.admin.overview()  # unreachable or refused: one line, before any measurement
+        bench = Bench(broker, messages, rounds, Path(workdir))
+        try:
+            rows = bench.publishing()
+            rows += [bench.consuming(1), bench.consuming(100)]
+            rows += bench.fair_dispatch()
+            rows.append(bench.redelivery_latency())
+            rows += bench.startup()
+        finally:
+            bench.close()
+        actual = broker.admin.overview().get("rabbitmq_version")
+    for row in rows:
+        row["rabbitmq"] = actual
+    return rows, bench.peak_rss_kb, actual
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -229,39 +282,44 @@ def table(results: dict) -> str:
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Rounds per measurement (median).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("bench-results.json"), show_default=True, help="Where to write the results.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the ratios to the peers as an SVG chart here (the README's is docs/bench.svg).")
 @click.option("--smoke", is_flag=True, help="A quick run that only checks the benchmark works (200 messages, 1 round).")
-@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
-              help="Start a private broker of this RabbitMQ version (3.10 default, 4.3 in Docker); not with AMQP_URL.")
-def main(messages: int, rounds: int, json_path: Path, smoke: bool, version: Optional[str]) -> None:
+@click.option("--rabbitmq", "versions", type=click.Choice(VERSIONS), multiple=True,
+              help="Start a private broker of this RabbitMQ version (3.10 default, 4.3 in Docker); not with AMQP_URL. "
+                   "Repeat it to measure on each version in one run.")
+def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path], smoke: bool,
+         versions: tuple[str, ...]) -> None:
     """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
     if smoke:
         messages, rounds = 200, 1
-    import tempfile
-
     with one_line_errors():
-        if version and settings().amqp_url:
-            raise click.UsageError(f"--rabbitmq {version} starts a broker of its own: unset AMQP_URL, or leave it out")
-        with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
-            broker.admin.overview()  # unreachable or refused: one line, before any measurement
-            bench = Bench(broker, messages, rounds, Path(workdir))
-            try:
-                rows = bench.publishing()
-                rows += [bench.consuming(1), bench.consuming(100)]
-                rows += bench.fair_dispatch()
-                rows.append(bench.redelivery_latency())
-                rows += bench.startup()
-            finally:
-                bench.close()
-            version = broker.admin.overview().get("rabbitmq_version")
-    keep = ("sender.py", "qprocessor.py", "plain publish (persistent)", "plain consume")
-    results = {"machine": {**machine(), "rabbitmq": version}, "messages": messages, "rounds": rounds, "rows": rows,
-               "peak_rss_mb": {k: v / 1024 for k, v in bench.peak_rss_kb.items() if k in keep}}
+        if versions and settings().amqp_url:
+            raise click.UsageError(f"--rabbitmq {versions[0]} starts a broker of its own: unset AMQP_URL, or leave it "
+                                   "out")
+        rows, peak_kb, measured = [], {}, []
+        for version in dict.fromkeys(versions) or (None,):
+            version_rows, version_peak_kb, actual = measure(version, messages, rounds)
+            rows += version_rows
+            measured.append(actual)
+            for label, kb in version_peak_kb.items():
+                peak_kb[label] = max(peak_kb.get(label, 0), kb)
+    keep = ("sender.py", "qprocessor.py", "plain publish (persistent)", "pipelined publish", "plain consume")
+    results = {"machine": {**machine(), "rabbitmq": ", ".join(measured)}, "date": time.strftime("%Y-%m-%d"),
+               "messages": messages, "rounds": rounds, "rows": rows,
+               "peak_rss_mb": {k: v / 1024 for k, v in peak_kb.items() if k in keep}}
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
     click.echo(f"{m['cores']} cores, {m['cpu']}; Python {m['python']}, pika {m['pika']}, RabbitMQ {m['rabbitmq']}; "
                f"{messages} messages, median of {rounds} rounds\n")
     click.echo(table(results))
     click.echo(f"\nwritten to {json_path}")
+    if chart_path:
+        from bench.chart import svg
+
+        chart_path.parent.mkdir(parents=True, exist_ok=True)
+        chart_path.write_text(svg(results), encoding="utf-8")
+        click.echo(f"chart drawn in {chart_path}")
 
 
 if __name__ == "__main__":

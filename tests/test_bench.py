@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 
 import pytest
 
@@ -12,8 +13,12 @@ from labs.settings import child_environment
 from tests.helpers import ROOT
 
 SMOKE_MESSAGES, SMOKE_ROUNDS = 200, 1
+PIPELINED = "publish persistent vs pipelined pika (window 1000)"
 RATE_ROWS = ["publish unconfirmed", "publish confirmed", "publish persistent",
-             "sender.py confirmed vs plain unconfirmed", "consume + ack, prefetch 1", "consume + ack, prefetch 100"]
+             "sender.py confirmed vs plain unconfirmed", PIPELINED, "consume + ack, prefetch 1",
+             "consume + ack, prefetch 100"]
+# Rows measured against a peer in the same rounds: best, median and the spread of the round-by-round ratios
+PAIRED_ROWS = [what for what in RATE_ROWS if what != "sender.py confirmed vs plain unconfirmed"]
 SPAN_ROWS = ["fair dispatch makespan, 3 workers, no prefetch", "fair dispatch makespan, 3 workers, prefetch 1"]
 TIME_ROWS = ["redelivery after SIGKILL", "start-up to first message, qprocessor.py",
              "start-up to one confirmed message and exit, sender.py"]
@@ -24,16 +29,19 @@ FAIR_IDEAL = (8 * 82 + 16 * 12) * 0.01 / 3
 def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(broker, administrator, tmp_path):
     username, password = administrator
     env = child_environment(AMQP_URL=broker.url("/", username, password), RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    out, chart = tmp_path / "bench.json", tmp_path / "docs" / "bench.svg"
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out), "--chart", str(chart)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())
     rows = {row["what"]: row for row in results["rows"]}
     assert list(rows) == RATE_ROWS[:4] + RATE_ROWS[4:] + SPAN_ROWS + TIME_ROWS[:1] + TIME_ROWS[1:]
     assert (results["messages"], results["rounds"]) == (SMOKE_MESSAGES, SMOKE_ROUNDS)
     as_admin = ManagementAPI(broker.admin.base_url, username, password)  # guest is refused meanwhile
-    assert results["machine"]["rabbitmq"] == as_admin.overview()["rabbitmq_version"]
+    version = as_admin.overview()["rabbitmq_version"]
+    assert results["machine"]["rabbitmq"] == version
+    assert all(row["rabbitmq"] == version for row in rows.values()), "every figure names its broker version"
+    assert rows[PIPELINED]["peer"] == "pipelined publish" and rows["consume + ack, prefetch 100"]["peer"] == "plain consume"
 
     for what in RATE_ROWS:
         row = rows[what]
@@ -44,6 +52,15 @@ def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(bro
         for rate in (ours, plain):
             assert 0 < rate < SMOKE_MESSAGES / 0.05, (what, rate)
         assert row["ratio"] == pytest.approx(ours / plain), what
+    for what in PAIRED_ROWS:
+        row = rows[what]
+        ours = row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
+        assert len(row["ours rounds msg/s"]) == len(row["peer rounds msg/s"]) == len(row["round ratios"]) == SMOKE_ROUNDS
+        assert row["ours best msg/s"] == max(row["ours rounds msg/s"]) >= ours, what
+        assert row["peer best msg/s"] == max(row["peer rounds msg/s"]) >= row["plain pika msg/s"], what
+        assert row["spread"] == [min(row["round ratios"]), max(row["round ratios"])], what
+        assert row["round ratios"] == pytest.approx([a / b for a, b in zip(row["ours rounds msg/s"],
+                                                                           row["peer rounds msg/s"])]), what
     mixed = rows["sender.py confirmed vs plain unconfirmed"]
     assert mixed["sender.py msg/s"] == rows["publish confirmed"]["sender.py msg/s"]
     assert mixed["plain pika msg/s"] == rows["publish unconfirmed"]["plain pika msg/s"]
@@ -59,3 +76,12 @@ def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(bro
     assert set(results["peak_rss_mb"]) >= {"sender.py", "qprocessor.py"}
     assert all(mb > 5 for mb in results["peak_rss_mb"].values()), results["peak_rss_mb"]
     assert "| measurement |" in result.stdout and f"RabbitMQ {results['machine']['rabbitmq']}" in result.stdout
+
+    # The chart: one bar per throughput row, labelled with its broker version and its ratio.
+    drawing = ElementTree.parse(chart).getroot()
+    texts = [text.text or "" for text in drawing.iter("{http://www.w3.org/2000/svg}text")]
+    for what in RATE_ROWS:
+        assert f"RabbitMQ {version}: {what}" in texts, what
+        assert f"{rows[what]['ratio']:.2f}x" in texts, what
+    bars = [rect for rect in drawing.iter("{http://www.w3.org/2000/svg}rect") if rect.get("height") != drawing.get("height")]
+    assert len(bars) == len(RATE_ROWS)
