@@ -32,6 +32,7 @@ SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
 PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "bench" / "plain_consume.py"
 PIPELINED_PUBLISH = ROOT / "bench" / "pipelined_publish.py"
 PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
+SETTLE_SECONDS = 1.0  # idle time for the broker before each timed run (not for tiny smoke runs)
 
 
 class Bench:
@@ -91,12 +92,16 @@ class Bench:
         """Both programs once per round, in turns (the first alternates), each on a freshly prepared queue.
 
         The headline ratio is ours / peer of the medians; the round-by-round ratios give its spread, which on a
-        shared machine says more than any single figure."""
+        shared machine says more than any single figure. After each prepare() the broker gets a moment to settle:
+        deleting a queue of persistent messages leaves it work (message store clean-up) that otherwise slows
+        whichever program runs next."""
         rates: dict[str, list[float]] = {"ours": [], "peer": []}
+        settle = SETTLE_SECONDS if self.messages >= 1000 else 0
         for round_number in range(self.rounds):
             turns = [("ours", ours), ("peer", peer)]
             for side, (label, command) in turns if round_number % 2 == 0 else reversed(turns):
                 prepare()
+                time.sleep(settle)
                 rates[side].append(self.messages / self.timed(label, command))
         ratios = [a / b for a, b in zip(rates["ours"], rates["peer"])]
         ours_median, peer_median = statistics.median(rates["ours"]), statistics.median(rates["peer"])
