@@ -20,6 +20,7 @@ import random
 import re
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -802,13 +803,28 @@ class Publisher:
         unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
         # pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
         # system call each; the batch's frames are gathered here instead and written at once, in the same order.
+        # A body that fits one frame is framed here (the method frame is the same for every message); a larger
+        # one goes through basic_publish, which splits it.
         connection = self._connection
         frames: list[bytes] = []
-        connection._adapter_emit_data = frames.append  # shadows the adapter's method for this batch only
+        add, channel_number, largest = frames.append, self._channel.channel_number, connection._body_max_length
+        method_frame = pika.frame.Method(channel_number, pika.spec.Basic.Publish(routing_key=queue,
+                                                                                 mandatory=True)).marshal()
+        header_start, body_start, frame_end = struct.Struct(">BHIHxxQ").pack, struct.Struct(">BHI").pack, b"\xce"
+        connection._adapter_emit_data = add  # shadows the adapter's method for this batch only
         try:
             for message in self._source.take(max(budget, 0)):
                 properties.message_id = message.message_id
-                publish("", queue, message.body, properties, mandatory=True)
+                body = message.body
+                if 0 < len(body) <= largest:
+                    encoded = b"".join(properties.encode())
+                    add(method_frame)
+                    add(header_start(2, channel_number, len(encoded) + 12, 60, len(body)) + encoded + frame_end)
+                    add(body_start(3, channel_number, len(body)) + body + frame_end)
+                    connection.bytes_sent += len(method_frame) + len(encoded) + len(body) + 28
+                    connection.frames_sent += 3
+                else:
+                    publish("", queue, body, properties, mandatory=True)
                 sent += 1
                 if self.confirm:
                     unconfirmed[tag] = message
