@@ -2,6 +2,8 @@
 every request over HTTP."""
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from tests.helpers import ROOT, require, wait_until
 from tests.proxy import CuttableProxy
 
 JOBS = ROOT / "labs" / "jobs"
+HANDOUT = ROOT / "labs" / "handouts" / "10-jobs-api.md"
 
 
 @dataclass
@@ -172,6 +175,38 @@ def test_every_bad_body_is_a_400_with_a_json_error_and_records_nothing(lab, spac
     assert lab.jobs() == []
     assert space.ready_or_zero("jobs") == 0
     assert lab.post({"start": 4, "end": 4}).status_code == 201  # start == end is a job
+
+
+def handout_curl_bodies() -> tuple[list[str], list[str]]:
+    """The bodies lab 10 posts with curl: those of its shell block (jobs) and those it says to try (bad requests)."""
+    text = HANDOUT.read_text()
+    jobs = re.findall(r"^curl -s -X POST localhost:5000/jobs -d '([^']*)'", text, re.M)
+    bad = re.findall(r"`-d '([^']*)'`", text.split("Bad requests get a 400", 1)[1].split("\n\n", 1)[0])
+    return jobs, bad
+
+
+def test_the_handouts_curl_commands_get_the_answers_it_shows(lab):
+    """curl as the handout types it (form content type, no JSON header): a job is 201 and "submitted", each body the
+    handout says to try is a 400 with a JSON error."""
+    curl = shutil.which("curl")
+    require(curl, "lab 10 uses curl: apt-get install curl (./kit test does)")
+    jobs, bad = handout_curl_bodies()
+    assert jobs and len(bad) >= 4, (jobs, bad)
+
+    def post(body: str) -> tuple[int, dict]:
+        result = subprocess.run([curl, "-s", "-w", "\n%{http_code}", "-X", "POST", f"127.0.0.1:{lab.port}/jobs",
+                                 "-d", body], capture_output=True, text=True, timeout=30)
+        answer, status = result.stdout.rsplit("\n", 1)
+        return int(status), json.loads(answer)
+
+    for body in jobs:
+        status, job = post(body)
+        assert status == 201 and job["status"] == "submitted", (body, job)
+        assert {key: job[key] for key in ("start", "end")} == json.loads(body)
+    for body in bad:
+        status, answer = post(body)
+        assert status == 400 and answer["error"], (body, answer)
+    assert len(lab.jobs()) == len(jobs)
 
 
 def test_unknown_jobs_routes_and_methods_are_json_errors(lab):
