@@ -23,6 +23,7 @@ from typing import Optional
 
 import pika
 
+from labs.local_node import ensure_epmd
 from labs.management import ManagementAPI, ManagementUnreachable
 from labs.rabbitmqctl import Rabbitmqctl
 from labs.settings import settings
@@ -237,6 +238,7 @@ class Cluster:
         server = settings().rabbitmq_bin / "rabbitmq-server"
         if not server.exists():
             raise ClusterError(f"rabbitmq-server is not installed ({server}): apt-get install rabbitmq-server")
+        ensure_epmd()
         with (folder / "console.log").open("ab") as log:
             # A session of its own: the node outlives this command (./kit cluster up returns at once).
             subprocess.Popen([str(server)], env=self._local_env(node), stdout=log, stderr=subprocess.STDOUT,

@@ -6,7 +6,9 @@ optional amqps:// listener.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +32,21 @@ class RabbitmqNotInstalled(RuntimeError):
 
 def rabbitmq_installed() -> bool:
     return (settings().rabbitmq_bin / "rabbitmq-server").exists()
+
+
+def ensure_epmd() -> None:
+    """Start Erlang's port mapper (where rabbitmqctl looks nodes up by name) as a daemon of its own, if none runs.
+
+    Left to the first node, epmd would inherit that node's environment, and mirakuru stops a node by killing every
+    process that carries its marker: a node's restart or stop would kill epmd, and every other node on this machine
+    (another test worker's, a cluster's) would become unreachable for rabbitmqctl.
+    """
+    epmd = shutil.which("epmd")
+    if epmd is None:
+        return  # the node starts its own, as before
+    environment = {key: value for key, value in os.environ.items() if key != "mirakuru_uuid"}
+    subprocess.run([epmd, "-daemon", "-address", "127.0.0.1"], env=environment, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 class LocalNode(RabbitMqExecutor):
@@ -66,6 +83,7 @@ class LocalNode(RabbitMqExecutor):
 
     def start(self) -> "LocalNode":
         """Start the node and wait until it is ready; if it does not get there, stop what was started and raise."""
+        ensure_epmd()
         try:
             super().start()
             self.wait_until_ready()

@@ -1,0 +1,50 @@
+"""The private local node's life on a machine shared with other nodes (test workers' nodes, a class's cluster)."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import port_for
+
+from labs.local_node import rabbitmq_installed, running_local_node
+from tests.helpers import require
+
+
+def epmd_processes(port: int) -> list[int]:
+    """The pids of the epmd daemons serving this port (ERL_EPMD_PORT in their environment)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "epmd":
+                continue
+            environment = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if f"ERL_EPMD_PORT={port}".encode() in environment:
+            found.append(int(proc.name))
+    return found
+
+
+def marked(pid: int) -> bool:
+    return any(entry.startswith(b"mirakuru_uuid=") for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+
+
+def test_stopping_a_node_leaves_the_port_mapper_to_the_other_nodes(tmp_path, monkeypatch):
+    """epmd outlives the node that needed it first: stopping that node (as a lab's restart does) must not take the
+    name service away from every other node on the machine (rabbitmqctl then fails with "unavailable")."""
+    require(rabbitmq_installed(), "needs rabbitmq-server: apt-get install rabbitmq-server")
+    port = port_for.select_random()  # an epmd of this test's own, so the machine's shared one is not touched
+    monkeypatch.setenv("ERL_EPMD_PORT", str(port))
+    try:
+        with running_local_node(tmp_path / "node") as node:
+            node.ctl("status")  # rabbitmqctl finds the node by name through this epmd
+            daemons = epmd_processes(port)
+            assert len(daemons) == 1, daemons
+            assert not marked(daemons[0]), "epmd carries the node's mirakuru marker: stopping the node kills it"
+        assert epmd_processes(port) == daemons, "epmd died with the node it was started for"
+    finally:
+        for pid in epmd_processes(port):
+            os.kill(pid, signal.SIGTERM)
