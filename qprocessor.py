@@ -42,6 +42,7 @@ EXIT_VHOST_REFUSED = 5  # the vhost does not exist, or this user has no permissi
 EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_FAILED), or is missing
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
 EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
+EXIT_QUEUE_NODE_DOWN = 13  # the queue lives on a cluster node that is down (a classic queue; quorum ones fail over)
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 QUEUE_TYPES = ("classic", "quorum")
@@ -443,6 +444,23 @@ def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
     return differences
 
 
+def home_node_down(exc: amqp.ChannelClosedByBroker, queue: str) -> Optional[BrokerError]:
+    """A classic queue whose cluster node is down answers NOT_FOUND, but it is not gone: say so, and where it is.
+
+    RabbitMQ 3.x names the node ("home node 'N' of durable queue ... is down or inaccessible"); 4.x says only that
+    the operation on the queue timed out."""
+    text = exc.reply_text or ""
+    found = re.search(r"home node '([^']+)' of durable queue", text)
+    if found:
+        where = f"lives on node {found.group(1)}, which is down or unreachable"
+    elif re.search(r"failed to perform operation on queue .* due to timeout", text):
+        where = "did not answer: the node it lives on is down or unreachable"
+    else:
+        return None
+    return BrokerError(f"queue {queue!r} {where}; its messages come back with that node (a quorum queue, "
+                       "--queue-type quorum, has copies on the other nodes)", EXIT_QUEUE_NODE_DOWN)
+
+
 def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Optional[dict] = None,
                 open_channel: Optional[Callable[[], object]] = None) -> BrokerError:
     """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden.
@@ -451,7 +469,7 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Option
     first one the broker reports.
     """
     if exc.reply_code == 404:
-        return BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
+        return home_node_down(exc, queue) or BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
         return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
     differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
@@ -733,8 +751,8 @@ class Worker:
             connection.channel().queue_declare(queue, passive=True)
         except amqp.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
-                return BrokerError(f"queue {queue!r} was deleted while this worker consumed from it",
-                                   EXIT_QUEUE_MISMATCH)
+                return home_node_down(exc, queue) or BrokerError(
+                    f"queue {queue!r} was deleted while this worker consumed from it", EXIT_QUEUE_MISMATCH)
         except amqp.AMQPError:
             pass  # the connection went too: reconnecting finds out the rest
         self.log("cancelled", None, b"", False, reason="consumer cancelled by the broker")
@@ -748,8 +766,9 @@ class Worker:
             channel.queue_declare(self.queue.name, passive=True)
         except amqp.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
-                raise BrokerError(f"queue {self.queue.name!r} was deleted while this worker consumed from it",
-                                  EXIT_QUEUE_MISMATCH) from None
+                raise home_node_down(exc, self.queue.name) or BrokerError(
+                    f"queue {self.queue.name!r} was deleted while this worker consumed from it",
+                    EXIT_QUEUE_MISMATCH) from None
             raise
         self.after_cancel = False
 

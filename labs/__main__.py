@@ -12,7 +12,8 @@ from typing import Iterator, Optional
 
 import click
 
-from labs.broker import VERSIONS, Broker, broker_from_environment
+from labs.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
+from labs.cluster import running_cluster
 from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
 from labs.settings import settings
 
@@ -50,8 +51,15 @@ def list_labs() -> None:
 @click.option("--default-queue-type", type=click.Choice(["classic", "quorum"]),
               help="Give each lab's vhost this default queue type, as `labs provision --default-queue-type` does "
                    "for students: the handouts hold either way.")
-def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str]) -> None:
+@click.option("--base-port", type=click.IntRange(1024, 55000),
+              help="A cluster lab's cluster: the one `./kit cluster up --base-port` started there, or else one started "
+                   "there for the lab. Without it: the cluster on 5701-5703 if up, or one on free ports.")
+def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str],
+        base_port: Optional[int]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
+
+    A cluster lab ("When a node dies") runs on a three-node cluster of the kit on this machine, never on AMQP_URL's
+    broker: it kills a node.
 
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
     and a PASS or FAIL line per claim; exits 1 when any claim fails.
@@ -60,23 +68,35 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
 
     chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
     if not chosen:
-        raise click.BadParameter(f"{which!r}: give a lab number 1-{len(LABS)}, its name, or all", param_hint="LAB")
+        numbers = ", ".join(str(lab.number) for lab in LABS)
+        raise click.BadParameter(f"{which!r}: give a lab number ({numbers}), its name, or all", param_hint="LAB")
     if use_tmux and not shutil.which("tmux"):
         raise click.UsageError("--tmux needs tmux: apt-get install tmux")
-    with one_line_errors(), running_broker(version) as broker:
-        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type)
+    with one_line_errors(), contextlib.ExitStack() as stack:
+        # Only a lab that uses it starts (or checks) the single broker: a cluster lab alone needs none.
+        broker = stack.enter_context(running_broker(version)) if any(not lab.on_cluster for lab in chosen) else None
+        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
-def run_labs(chosen: list, broker, use_tmux: bool = False, verbose: bool = False,
-             default_queue_type: Optional[str] = None) -> int:
-    """Run the labs one after another, print each report, and return how many claims failed."""
+def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, verbose: bool = False,
+             default_queue_type: Optional[str] = None, version: Optional[str] = None,
+             base_port: Optional[int] = None) -> int:
+    """Run the labs one after another, print each report, and return how many claims failed.
+
+    A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
     from labs.runner import report, run_lab
 
     failed = skipped = 0
     for lab in chosen:
         window = tmux_window(lab.number) if use_tmux else None
-        context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
+        if lab.on_cluster:
+            cluster_version = version or (version_name(broker.version()) if broker else LOCAL_VERSION)
+            with running_cluster(cluster_version, base_port, announce=lambda line: click.echo(line, err=True)) as found:
+                context = run_lab(lab, Broker.of_cluster_node(found.nodes[0]), echo=verbose, tmux=window,
+                                  default_queue_type=default_queue_type, cluster=found)
+        else:
+            context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
         click.echo(report(lab, context) + "\n")
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
@@ -179,13 +199,15 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
 
 
 @cli.command()
-@click.argument("action", type=click.Choice(["up", "down", "status"]))
+@click.argument("action", type=click.Choice(["up", "down", "status", "kill", "start"]))
+@click.argument("node", type=click.IntRange(1, 3), required=False)
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS), default="3.10", show_default=True,
               help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image.")
 @click.option("--base-port", type=click.IntRange(1024, 55000), default=5700, show_default=True,
               help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management).")
-def cluster(action: str, version: str, base_port: int) -> None:
-    """A three-node RabbitMQ cluster on this machine: up (formed before any queue exists), down, status.
+def cluster(action: str, node: Optional[int], version: str, base_port: int) -> None:
+    """A three-node RabbitMQ cluster on this machine: up (formed before any queue exists), down, status; kill NODE
+    (SIGKILL, as a machine that dies) and start NODE (it rejoins), NODE being 1, 2 or 3.
 
     Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
     they spread over the nodes and fail over when one dies.
@@ -198,6 +220,11 @@ def cluster(action: str, version: str, base_port: int) -> None:
             found.up()
             click.echo(found.status())
             click.echo("AMQP_URL=" + json.dumps(" ".join(found.urls())))
+        elif action in ("kill", "start"):
+            if node is None:
+                raise click.UsageError(f"which node? e.g. cluster {action} 2 (see cluster status)")
+            found.kill(node) if action == "kill" else found.start(node)
+            click.echo(found.status())
         elif action == "down":
             found.down()
             click.echo(f"the RabbitMQ {version} cluster is down and its data removed")

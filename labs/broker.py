@@ -75,6 +75,11 @@ class Broker:
                    scheme="amqps" if params.ssl_options else "amqp")
 
     @classmethod
+    def of_cluster_node(cls, node) -> "Broker":
+        """One node of a labs.cluster.Cluster, for what a whole cluster shares: vhosts, users, the version."""
+        return cls("127.0.0.1", node.port, "guest", "guest", "/", node.admin)
+
+    @classmethod
     def of_local_node(cls, node: LocalNode) -> "Broker":
         return cls("127.0.0.1", node.port, "guest", "guest", "/", node.admin, control=node.rabbitmqctl, local=node)
 
@@ -97,6 +102,11 @@ def local_broker(workdir=None, tls=None) -> Iterator[Broker]:
 
 LOCAL_VERSION = "3.10"  # the system package's RabbitMQ; other versions run in Docker (labs.container_broker)
 VERSIONS = (LOCAL_VERSION, "4.3")
+
+
+def version_name(version: tuple[int, int]) -> str:
+    """Which of VERSIONS a broker of this version stands for (its major version decides)."""
+    return LOCAL_VERSION if version < (4, 0) else "4.3"
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
-"""The nine labs: each scenario runs what its handout tells students to run (with short work times) and checks
+"""The labs: each scenario runs what its handout tells students to run (with short work times) and checks
 each claim the handout makes. Handouts are in labs/handouts/, numbered like the labs here."""
 from __future__ import annotations
 
+import collections
 import threading
+import time
 
 from labs.runner import Context, Lab
 from labs.processes import numbered, wait_all
@@ -330,6 +332,76 @@ connection.close()
                   ["poison"] and lab.ready("no-dead-letter") == 0, f"tried {tries} times, lost {tally.bodies('lost')}")
 
 
+CLUSTER_JOBS = 1500
+CLUSTER_PREFETCH = 10
+CLUSTER_WORK = ("--queue-type", "quorum", "--acknowledge", "--prefetch", str(CLUSTER_PREFETCH), "--seconds-per-char",
+                "0.003", "--retry-for", "60")
+
+
+def node_dies(lab: Context) -> None:
+    cluster = lab.cluster
+    assert cluster, "lab 11 runs on a cluster"
+    version = lab.broker.version()  # asked of node 1 now: it may be the node that dies
+    jobs = lab.run("jobs", url=lab.every_node_url())
+    jobs.send("--queue-type", "quorum", "--persistent", "--count", str(CLUSTER_JOBS), "--length", "4", "--quiet",
+              bodies=numbered(CLUSTER_JOBS, 4))
+    members = cluster.queue(lab.vhost, "jobs").get("members") or []
+    lab.claim("the quorum queue has a member on each of the three nodes", len(members) == 3, f"members {members}")
+
+    leader = cluster.leader(lab.vhost, "jobs")
+    doomed = cluster.number_of(leader)
+    survivor = lab.node_url(next(n.number for n in cluster.nodes if n.number != doomed))
+    # A classic queue lives on the node of the connection that declared it (the default queue leader locator).
+    lab.run("jobs-classic", url=lab.node_url(doomed)).send("--queue-type", "classic", "--persistent", "--count", "5")
+    lab.claim(f"a classic queue declared through node {doomed} lives on that node only",
+              cluster.leader(lab.vhost, "jobs-classic") == leader and
+              not cluster.queue(lab.vhost, "jobs-classic").get("members"))
+
+    workers = [jobs.worker(f"w{n}", *CLUSTER_WORK, "--idle-exit", "8") for n in (1, 2, 3)]
+    wait_for(lambda: len(jobs.tally().bodies("done")) >= CLUSTER_JOBS // 6, 90, "the workers under way")
+    killed_at = time.time()
+    cluster.kill(doomed)
+
+    refused = lab.run("jobs-classic", url=survivor).send("--queue-type", "classic", "--count", "1", check=False)
+    named = leader in refused.stderr or version >= (4, 0)  # 4.x does not tell clients the node
+    lab.claim(f"the classic queue is unavailable while node {doomed} is down: sender.py through another node exits "
+              "with code 13 and says the queue's node is down", refused.returncode == 13 and named and
+              "down or unreachable" in refused.stderr, refused.stderr.strip())
+    wait_all(workers, 240)
+    tally = jobs.tally()
+    after = sorted(e["time"] for e in tally.events if e["event"] == "done" and e["time"] > killed_at)
+    pause = max((later - earlier for earlier, later in zip([killed_at, *after], after)), default=float("inf"))
+    new_leader = cluster.leader(lab.vhost, "jobs")
+    lab.claim("the quorum queue elects a new leader on a surviving node and its work goes on",
+              new_leader not in (None, leader) and len(after) > CLUSTER_JOBS // 2,
+              f"leader {leader} -> {new_leader}; {len(after)} processed after the kill; longest pause {pause:.1f}s")
+    held = set(jobs.sent) - tally.processed  # 4.x keeps these with the dead node's consumers until it returns
+
+    cluster.start(doomed)
+    cluster.wait_formed()
+    wait_for(lambda: len(cluster.queue(lab.vhost, "jobs").get("members") or []) == 3, 90, "three members again")
+    lab.claim(f"node {doomed} comes back and rejoins: the quorum queue has three members again", True)
+    back = lab.ready("jobs-classic", survivor)
+    lab.claim("the classic queue is back with its node, with its 5 persistent messages", back == 5, f"{back} ready")
+
+    wait_all([jobs.worker("sweeper", *CLUSTER_WORK, "--idle-exit", "5")], 120)
+    tally = jobs.tally()
+    done = collections.Counter(tally.bodies("done"))
+    duplicates = sum(done.values()) - len(done)
+    lab.claim(f"every confirmed message is processed: {len(tally.missing)} of {CLUSTER_JOBS} lost", not tally.missing,
+              f"{len(held)} of them waited for the node to return")
+    lab.claim(f"{duplicates} processed twice: work whose ack was lost with the node, at most what the workers held "
+              f"unacknowledged (3 x prefetch {CLUSTER_PREFETCH})", duplicates <= 3 * CLUSTER_PREFETCH)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
+
+
 LABS = [
     Lab(1, "hello-world", "Hello world from ipython and from the scripts", hello_world),
     Lab(2, "work-queues", "Several workers share one queue", work_queues),
@@ -340,4 +412,5 @@ LABS = [
     Lab(7, "purge-and-delete", "Purging and deleting queues", purge_and_delete),
     Lab(8, "heartbeats", "Heartbeats, long work and StreamLostError", heartbeats),
     Lab(9, "poison-messages", "Poison messages, delivery limits and dead letters", poison_messages),
+    Lab(11, "node-dies", "When a node dies: a quorum queue on a three-node cluster", node_dies, on_cluster=True),
 ]

@@ -13,15 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pika
+import port_for
 
 from labs.local_node import ensure_epmd
 from labs.management import ManagementAPI, ManagementUnreachable
@@ -195,6 +197,10 @@ class Cluster:
                 return node.admin.request("GET", path + "?columns=name,vhost,type,node,leader,members,messages")
         raise ClusterError("no node of the cluster answers")
 
+    def queue(self, vhost: str, name: str) -> dict:
+        """One queue's type, leader and members (an empty dict when it does not exist)."""
+        return next((found for found in self.queues(vhost) if found["name"] == name), {})
+
     def leader(self, vhost: str, queue: str) -> Optional[str]:
         """The node name of a quorum queue's leader (its home node for a classic queue)."""
         for found in self.queues(vhost):
@@ -275,3 +281,34 @@ def state_folder(version: str) -> Path:
     cache = Path(os.environ.get("LABKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                  / "labkit")
     return cache / f"cluster-{version}"
+
+
+def free_base_port() -> int:
+    """A base port whose nine ports (AMQP, management, distribution of three nodes) are all free."""
+    for _ in range(200):
+        base = random.randrange(7000, 19000, 10)
+        if all(port_for.is_available(base + offset + n) for offset in (0, 10000, 20000) for n in (1, 2, 3)):
+            return base
+    raise ClusterError("no free ports for a cluster between 7000 and 39000")
+
+
+@contextlib.contextmanager
+def running_cluster(version: str, base_port: Optional[int] = None, folder: Optional[Path] = None,
+                    announce=print) -> Iterator[Cluster]:
+    """The cluster at `base_port` (the default one without it) when it is up, left as it is afterwards; otherwise a
+    cluster started for the block (at `base_port`, or at free ports) and taken down after it."""
+    existing = Cluster(version, state_folder(version), base_port or DEFAULT_BASE_PORT)
+    if all(node.answers() for node in existing.nodes) and \
+            existing.running_nodes() == {node.name for node in existing.nodes}:
+        announce(f"using the RabbitMQ {version} cluster on ports {existing.nodes[0].port}-{existing.nodes[-1].port}")
+        yield existing
+        return
+    private = Cluster(version, folder or state_folder(version).with_name(f"cluster-{version}-run-{os.getpid()}"),
+                      base_port or free_base_port())
+    announce(f"starting a RabbitMQ {version} cluster of three nodes on ports "
+             f"{private.nodes[0].port}-{private.nodes[-1].port} for the lab; it is taken down afterwards")
+    try:
+        private.up()
+        yield private
+    finally:
+        private.down()

@@ -7,12 +7,14 @@ from typing import Iterator
 import click
 
 from labs.broker import BrokerUnavailable
+from labs.cluster import ClusterError
 from labs.management import ManagementRefused, ManagementUnreachable
 
 EXIT_OK = 0  # every claim passed (run, demo), or the command did what it was asked
 EXIT_CLAIM_FAILED = 1  # at least one claim failed (or the demo lost a message); other one-line errors
 EXIT_USAGE = 2  # a bad command line: unknown lab, bad option (click's own code)
-EXIT_NO_BROKER = 3  # no AMQP_URL and no rabbitmq-server installed to start a local node with
+EXIT_NO_BROKER = 3  # no AMQP_URL and no rabbitmq-server installed to start a local node with; a cluster lab's cluster
+#                    could not be started
 EXIT_MANAGEMENT_UNREACHABLE = 4  # nothing answers at the management API (RABBITMQ_MANAGEMENT_URL, the plugin)
 EXIT_MANAGEMENT_REFUSED = 5  # the management API refuses the user or a request (needs the administrator tag)
 
@@ -30,7 +32,7 @@ def one_line_errors() -> Iterator[None]:
     """Turn what keeps the kit from reaching its broker into one line and its documented exit code."""
     try:
         yield
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, ClusterError) as exc:
         raise KitError(str(exc), EXIT_NO_BROKER) from None
     except ManagementUnreachable as exc:
         raise KitError(str(exc), EXIT_MANAGEMENT_UNREACHABLE) from None

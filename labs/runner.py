@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 import pika
 
 from labs.broker import Broker
+from labs.cluster import Cluster
 from labs.management import ManagementError, ManagementRefused
 from labs.processes import Run
 from labs.settings import child_environment
@@ -42,13 +44,27 @@ class Context:
     vhost: str
     echo: bool = False
     tmux: Optional[str] = None
+    cluster: Optional[Cluster] = None  # a cluster lab's three nodes; self.url is then node 1's
     runs: list[Run] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
 
-    def run(self, queue: str) -> Run:
-        run = Run(self.url, queue, echo=self.echo, tmux=self.tmux)
+    def run(self, queue: str, url: Optional[str] = None) -> Run:
+        """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker."""
+        run = Run(url or self.url, queue, echo=self.echo, tmux=self.tmux)
         self.runs.append(run)
         return run
+
+    def node_url(self, number: int) -> str:
+        """The lab's URL (its user and vhost) on one node of its cluster."""
+        assert self.cluster, "not a cluster lab"
+        parts = urllib.parse.urlsplit(self.url)
+        netloc = parts.netloc.rsplit(":", 1)[0] + f":{self.cluster.nodes[number - 1].port}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+    def every_node_url(self) -> str:
+        """AMQP_URL for every node of the cluster, as the scripts take it: separated by spaces."""
+        assert self.cluster, "not a cluster lab"
+        return " ".join(self.node_url(node.number) for node in self.cluster.nodes)
 
     def claim(self, text: str, ok: bool, detail: str = "") -> bool:
         self.claims.append(Claim(text, bool(ok), detail))
@@ -57,9 +73,9 @@ class Context:
     def skip(self, text: str, reason: str) -> None:
         self.claims.append(Claim(text, None, reason))
 
-    def ready(self, queue: str) -> Optional[int]:
+    def ready(self, queue: str, url: Optional[str] = None) -> Optional[int]:
         """Ready messages in the queue, or None when it does not exist."""
-        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(self.url))) as connection:
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(url or self.url))) as connection:
             try:
                 return connection.channel().queue_declare(queue, passive=True).method.message_count
             except pika.exceptions.ChannelClosedByBroker:
@@ -87,6 +103,7 @@ class Lab:
     slug: str
     title: str
     scenario: Callable[[Context], None]
+    on_cluster: bool = False  # runs on a three-node cluster the kit controls (it kills a node), not on AMQP_URL's
 
     @property
     def handout(self) -> Path:
@@ -127,13 +144,13 @@ def student_space(broker: Broker, lab: Lab,
 
 
 def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = None,
-            default_queue_type: Optional[str] = None) -> Context:
+            default_queue_type: Optional[str] = None, cluster: Optional[Cluster] = None) -> Context:
     """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
 
     A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
     """
     lab_url, vhost, remove = student_space(broker, lab, default_queue_type)
-    context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux)
+    context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux, cluster=cluster)
     try:
         if default_queue_type:  # what follows holds on such a vhost only if the broker really took the default
             found = broker.admin.default_queue_type(vhost)

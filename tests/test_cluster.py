@@ -3,30 +3,19 @@ keep a quorum queue's work going when the node holding its leader is killed, and
 from __future__ import annotations
 
 import collections
-import random
 import subprocess
 import sys
 
-import port_for
 import pytest
 
-from labs.cluster import Cluster
+from labs.cluster import Cluster, free_base_port
 from labs.container_broker import docker_available
 from labs.local_node import rabbitmq_installed
 from labs.settings import child_environment
-from tests.helpers import QPROCESSOR, SENDER, require, wait_until
+from tests.helpers import QPROCESSOR, ROOT, SENDER, require, wait_until
 from labs.event_log import read_events
 
 MESSAGES = 3000
-
-
-def free_base_port() -> int:
-    """A base port whose nine ports (AMQP, management, distribution of three nodes) are all free."""
-    for _ in range(200):
-        base = random.randrange(7000, 19000, 10)
-        if all(port_for.is_available(base + offset + n) for offset in (0, 10000, 20000) for n in (1, 2, 3)):
-            return base
-    raise RuntimeError("no free ports for a cluster")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +23,8 @@ def cluster(pytestconfig, tmp_path_factory):
     version = pytestconfig.getoption("--rabbitmq")
     require(rabbitmq_installed() if version == "3.10" else docker_available(),
             f"a RabbitMQ {version} cluster needs " + ("rabbitmq-server" if version == "3.10" else "Docker"))
-    started = Cluster(version, tmp_path_factory.mktemp("cluster"), free_base_port())
+    # Where ./kit keeps a cluster (LABKIT_CACHE/cluster-VERSION), so `labs run 11` below finds this one.
+    started = Cluster(version, tmp_path_factory.mktemp("labkit-cache") / f"cluster-{version}", free_base_port())
     try:
         started.up()
         yield started
@@ -96,3 +86,19 @@ def test_workers_keep_a_quorum_queue_going_when_its_leader_node_is_killed(cluste
     duplicates = sum(done.values()) - len(done)
     print(f"{len(held)} held until the node returned; {duplicates} duplicates (acked work whose ack died with it)")
     assert duplicates <= 3 * 10  # at most what the workers on the dead node held unacked
+
+
+def test_lab_11_passes_on_the_cluster(cluster):
+    """`labs run 11` as an instructor runs it on the cluster `./kit cluster up` started: every claim of the handout
+    (quorum queue on three nodes, leader killed, a new leader, the classic queue out of reach with exit 13, the node
+    back, 0 lost, duplicates bounded)."""
+    env = child_environment(LABKIT_CACHE=str(cluster.folder.parent), PYTHONUNBUFFERED="1")
+    env.pop("AMQP_URL", None)
+    result = subprocess.run([sys.executable, "-m", "labs", "run", "11", "--rabbitmq", cluster.version, "--base-port",
+                             str(cluster.base_port)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "using the RabbitMQ" in result.stderr  # this cluster, not one of its own
+    claims = [line.split(":", 1)[0].strip() for line in result.stdout.splitlines() if line.startswith("  PASS") or
+              line.startswith("  FAIL") or line.startswith("  SKIP")]
+    assert len(claims) >= 8 and set(claims) == {"PASS"}, result.stdout
+    assert cluster.running_nodes() == {node.name for node in cluster.nodes}  # the killed node is back
