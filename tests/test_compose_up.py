@@ -6,12 +6,14 @@ skips, and under CI=true it fails instead (tests.helpers.require).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import uuid
+from typing import Iterator
 
 import pika
 import pika.exceptions
@@ -69,9 +71,9 @@ class Project:
     def connect(self, user: str, vhost: str) -> pika.BlockingConnection:
         return pika.BlockingConnection(pika.URLParameters(self.url(user, vhost) + "?connection_attempts=1"))
 
-    def worker_logs(self) -> dict[str, str]:
-        """Each worker container's own output, by container name."""
-        ids = self.compose("ps", "-q", "worker").stdout.split()
+    def worker_logs(self, service: str = "worker") -> dict[str, str]:
+        """Each container's own output of a service, by container name."""
+        ids = self.compose("ps", "-q", service).stdout.split()
         logs = {}
         for container in ids:
             name = run("docker", "inspect", "-f", "{{.Name}}", container, timeout=30).stdout.strip().lstrip("/")
@@ -83,17 +85,23 @@ def done_bodies(output: str) -> list[str]:
     return [match.group(1) for line in output.splitlines() if (match := DONE.match(line.strip()))]
 
 
-@pytest.fixture
-def project():
-    require_docker_compose_and_images()
-    project = Project()
+@contextlib.contextmanager
+def brought_down_afterwards(project: Project) -> Iterator[Project]:
+    """The project for the block; then its logs (shown when the test fails) and `down -v`, which must succeed."""
     try:
         yield project
     finally:
         logs = project.compose("logs", "--no-color", "--tail", "200", timeout=60, check=False)
-        print(logs.stdout[-20000:], logs.stderr[-2000:])  # shown when the test fails
+        print(logs.stdout[-20000:], logs.stderr[-2000:])
         down = project.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=120, check=False)
         assert down.returncode == 0, f"docker compose down failed: {down.stderr}"
+
+
+@pytest.fixture
+def project():
+    require_docker_compose_and_images()
+    with brought_down_afterwards(Project()) as started:
+        yield started
 
 
 def test_the_broker_loads_the_sample_accounts_and_three_workers_share_and_drain_the_queue(project):
