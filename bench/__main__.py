@@ -2,10 +2,17 @@
 
 Every program runs as a whole process (start-up included), several rounds each, ours and its peer taking turns in
 each round; the table shows the median and best rate of each, the ratio of the medians and the spread of the
-round-by-round ratios, all measured in the same run. --chart draws the ratios as an SVG.
+round-by-round ratios, all measured in the same run. --chart draws the ratios as an SVG. The publishing and
+consuming targets are measured on a classic queue and again on a quorum queue.
+
+--cluster adds, for each broker, a three-node cluster of its version (labs.cluster, ports 5901-5903): sender.py
+and qprocessor.py on a quorum queue there against the same on the single broker, and failover: SIGKILL of the node
+holding the queue's leader while workers consume, to the next acknowledged message, with messages lost and
+duplicated.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
@@ -14,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,6 +30,7 @@ import click
 import pika
 
 from labs.broker import VERSIONS, Broker, broker_from_environment
+from labs.cluster import Cluster
 from labs.event_log import EventTally, read_events
 from labs.exit_codes import one_line_errors
 from labs.processes import wait_for_consumers
@@ -33,6 +42,10 @@ PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "benc
 PIPELINED_PUBLISH = ROOT / "bench" / "pipelined_publish.py"
 PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
 SETTLE_SECONDS = 1.0  # idle time for the broker before each timed run (not for tiny smoke runs)
+CLUSTER_BASE_PORT = 5900  # the bench's own cluster ports (5901-5903): never a class's (5700) or the tests' (free)
+# The failover stream: 1,500 4-character messages at 20 ms each over 3 workers, about 10 s of steady work, so it goes
+# on well past the kill (a second or two for Cluster.kill itself) whatever --messages is.
+FAILOVER_MESSAGES, FAILOVER_WORKERS, FAILOVER_PREFETCH, FAILOVER_SECONDS_PER_CHAR = 1500, 3, 1, 0.005
 
 
 class Bench:
@@ -76,37 +89,48 @@ class Bench:
         self.peak_rss_kb[label] = max(self.peak_rss_kb.get(label, 0), peak_kb)
         return elapsed
 
-    def reset(self, queue: str) -> None:
-        """An empty durable classic queue: the scripts' default (RabbitMQ 4 refuses or deprecates transient ones)."""
-        channel = self.connection.channel()
+    def reset(self, queue: str, queue_type: Optional[str] = None, url: Optional[str] = None) -> None:
+        """An empty durable queue, declared as the scripts declare it: classic by default (RabbitMQ 4 refuses or
+        deprecates transient ones), or with x-queue-type as `--queue-type` sends it. On this broker, or at `url`
+        (a cluster node: a quorum queue's leader goes to the node the declaring client is connected to)."""
+        connection = pika.BlockingConnection(pika.URLParameters(url)) if url else self.connection
+        channel = connection.channel()
         channel.queue_delete(queue)
-        channel.queue_declare(queue, durable=True)
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": queue_type} if queue_type else None)
         channel.close()
+        if url:
+            connection.close()
 
-    def fill(self, queue: str, count: int) -> None:
-        self.reset(queue)
-        self.timed("fill", [sys.executable, str(SENDER), "--queue", queue, "--count", str(count), "--quiet"])
+    def fill(self, queue: str, count: int, queue_type: Optional[str] = None, url: Optional[str] = None) -> None:
+        self.reset(queue, queue_type, url)
+        self.timed("fill", [sys.executable, str(SENDER), "--queue", queue, "--count", str(count), "--quiet",
+                            *queue_options(queue_type), *(["--url", url] if url else [])])
 
     def compare(self, what: str, ours: tuple[str, list[str]], peer: tuple[str, list[str]],
-                prepare: Callable[[], None]) -> dict:
+                prepare: Callable[[], None], queue: str,
+                keys: Optional[tuple[str, str]] = None, prepare_peer: Optional[Callable[[], None]] = None) -> dict:
         """Both programs once per round, in turns (the first alternates), each on a freshly prepared queue.
 
         The headline ratio is ours / peer of the medians; the round-by-round ratios give its spread, which on a
         shared machine says more than any single figure. After each prepare() the broker gets a moment to settle:
         deleting a queue of persistent messages leaves it work (message store clean-up) that otherwise slows
-        whichever program runs next."""
+        whichever program runs next. `keys` names the two rates in the row (ours' label and "plain pika" unless
+        given: the cluster rows compare one program on two brokers); `prepare_peer`, when given, prepares the
+        peer's runs (its queue on another broker). The row names the type of `queue` as this broker has it."""
+        ours_key, peer_key = keys or (ours[0], "plain pika")
         rates: dict[str, list[float]] = {"ours": [], "peer": []}
         settle = SETTLE_SECONDS if self.messages >= 1000 else 0
         for round_number in range(self.rounds):
             turns = [("ours", ours), ("peer", peer)]
             for side, (label, command) in turns if round_number % 2 == 0 else reversed(turns):
-                prepare()
+                (prepare_peer or prepare)() if side == "peer" else prepare()
                 time.sleep(settle)
                 rates[side].append(self.messages / self.timed(label, command))
         ratios = [a / b for a, b in zip(rates["ours"], rates["peer"])]
         ours_median, peer_median = statistics.median(rates["ours"]), statistics.median(rates["peer"])
-        return {"what": what, f"{ours[0]} msg/s": ours_median, "plain pika msg/s": peer_median,
+        return {"what": what, f"{ours_key} msg/s": ours_median, f"{peer_key} msg/s": peer_median,
                 "ratio": ours_median / peer_median, "peer": peer[0], "rabbitmq": self.version,
+                "queue type": self.broker.admin.queue(self.vhost, queue)["type"],
                 "ours best msg/s": max(rates["ours"]), "peer best msg/s": max(rates["peer"]),
                 "best ratio": max(rates["ours"]) / max(rates["peer"]),
                 "round ratios": ratios, "spread": [min(ratios), max(ratios)],
@@ -124,30 +148,37 @@ class Bench:
                 f"publish {mode}",
                 ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options]),
                 (f"plain publish ({mode})", [sys.executable, str(PLAIN_PUBLISH), self.url, queue, n, mode]),
-                lambda: self.reset(queue)))  # noqa: B023 (called within this iteration)
+                lambda: self.reset(queue), queue))  # noqa: B023 (called within this iteration)
         confirmed = rows[1]["sender.py msg/s"]
         rows.append({"what": "sender.py confirmed vs plain unconfirmed", "sender.py msg/s": confirmed,
                      "plain pika msg/s": rows[0]["plain pika msg/s"], "ratio": confirmed / rows[0]["plain pika msg/s"],
-                     "rabbitmq": self.version})
-        # The strongest peer: what a careful pika programmer writes for confirmed, persistent publishing.
-        queue = "publish-pipelined"
-        rows.append(self.compare(
-            f"publish persistent vs pipelined pika (window {PIPELINED_WINDOW})",
-            ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", "--persistent"]),
-            ("pipelined publish", [sys.executable, str(PIPELINED_PUBLISH), self.url, queue, n,
-                                   str(PIPELINED_WINDOW)]),
-            lambda: self.reset(queue)))
+                     "queue type": rows[1]["queue type"], "rabbitmq": self.version})
+        rows.append(self.pipelined())
         return rows
 
-    def consuming(self, prefetch: int) -> dict:
+    def pipelined(self, queue_type: str = "classic") -> dict:
+        """The strongest peer: what a careful pika programmer writes for confirmed, persistent publishing."""
+        n, queue = str(self.messages), f"publish-pipelined-{queue_type}"
+        peer_type = [queue_type] if queue_type != "classic" else []  # classic: declared without x-queue-type
+        return self.compare(
+            f"publish persistent vs pipelined pika (window {PIPELINED_WINDOW}){queue_suffix(queue_type)}",
+            ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", "--persistent",
+                           *queue_options(queue_type)]),
+            ("pipelined publish", [sys.executable, str(PIPELINED_PUBLISH), self.url, queue, n,
+                                   str(PIPELINED_WINDOW), *peer_type]),
+            lambda: self.reset(queue, queue_type if peer_type else None), queue)
+
+    def consuming(self, prefetch: int, queue_type: str = "classic") -> dict:
         """qprocessor.py printing its two lines a message (to /dev/null) against the plain consume + ack loop."""
-        n, queue = str(self.messages), f"consume-{prefetch}"
+        n, queue = str(self.messages), f"consume-{prefetch}-{queue_type}"
+        peer_type = [queue_type] if queue_type != "classic" else []
         row = self.compare(
-            f"consume + ack, prefetch {prefetch}",
+            f"consume + ack, prefetch {prefetch}{queue_suffix(queue_type)}",
             ("qprocessor.py", [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--prefetch",
-                               str(prefetch), "--seconds-per-char", "0", "--max-messages", n]),
-            ("plain consume", [sys.executable, str(PLAIN_CONSUME), self.url, queue, n, str(prefetch)]),
-            lambda: self.fill(queue, self.messages))
+                               str(prefetch), "--seconds-per-char", "0", "--max-messages", n,
+                               *queue_options(queue_type)]),
+            ("plain consume", [sys.executable, str(PLAIN_CONSUME), self.url, queue, n, str(prefetch), *peer_type]),
+            lambda: self.fill(queue, self.messages, queue_type if peer_type else None), queue)
         return {"what": row.pop("what"), "sender.py msg/s": None, **row}
 
     def fair_dispatch(self, seconds_per_char: float = 0.01) -> list[dict]:
@@ -216,6 +247,114 @@ class Bench:
         return [{"what": "start-up to first message, qprocessor.py", "seconds": statistics.median(worker_times)},
                 {"what": "start-up to one confirmed message and exit, sender.py", "seconds": statistics.median(sender_times)}]
 
+    # --- on a three-node cluster (--cluster) ---
+
+    def on_cluster(self, version: str) -> list[dict]:
+        """The cluster rows, on a cluster of this broker's version started for them and always taken down."""
+        cluster = Cluster(version, self.workdir / "cluster", CLUSTER_BASE_PORT)
+        try:
+            cluster.up()
+            return self.cluster_throughput(cluster) + [self.failover(cluster)]
+        finally:
+            cluster.down()
+
+    def cluster_throughput(self, cluster: Cluster) -> list[dict]:
+        """sender.py (confirmed, persistent) and qprocessor.py (prefetch 100) on a quorum queue of the cluster against
+        the same on this single broker, the same message count, in turns. Both connect to node 1, where the queue's
+        leader is (it was declared from there: client-local), so the difference is the replication to two followers."""
+        n, node_url, queue = str(self.messages), cluster.urls()[0], "cluster-quorum"
+        keys = ("3-node cluster", "single node")
+
+        def publish(url: str) -> list[str]:
+            return [sys.executable, str(SENDER), "--url", url, "--queue", queue, "--count", n, "--quiet",
+                    "--persistent", *queue_options("quorum")]
+
+        def consume(url: str) -> list[str]:
+            return [sys.executable, str(QPROCESSOR), "--url", url, "--queue", queue, "--acknowledge", "--prefetch",
+                    "100", "--seconds-per-char", "0", "--max-messages", n, *queue_options("quorum")]
+
+        rows = [self.compare("publish persistent, quorum queue: 3-node cluster vs single node",
+                             ("sender.py", publish(node_url)), ("sender.py", publish(self.url)),
+                             lambda: self.reset(queue, "quorum", node_url), queue, keys,
+                             lambda: self.reset(queue, "quorum")),
+                self.compare("consume + ack, prefetch 100, quorum queue: 3-node cluster vs single node",
+                             ("qprocessor.py", consume(node_url)), ("qprocessor.py", consume(self.url)),
+                             lambda: self.fill(queue, self.messages, "quorum", node_url), queue, keys,
+                             lambda: self.fill(queue, self.messages, "quorum"))]
+        self.fill(queue, 1, "quorum", node_url)
+        leader, members = cluster.leader("/", queue), cluster.queue("/", queue).get("members") or []
+        for row in rows:
+            row.update({"cluster leader": leader, "cluster members": len(members)})
+        return rows
+
+    def failover(self, cluster: Cluster) -> dict:
+        """Three workers given all three nodes consume a quorum queue at a steady pace (20 ms a message, prefetch 1);
+        the node holding the queue's leader is killed (SIGKILL). Failover is the time from the kill to the next
+        acknowledged message: the first 'done' (logged just before its ack) of a message the new leader delivered.
+        At prefetch 1 a worker gets its next message only once the queue has its previous ack, so a message received
+        after a 'done' logged after the kill, or after a reconnect, came from the new leader. Then the killed node
+        comes back (RabbitMQ 4 keeps the messages its consumers held until it does), a last worker sweeps the queue,
+        and the event logs count the messages lost (never processed) and processed twice."""
+        count, queue, events = FAILOVER_MESSAGES, "failover", self.workdir / "failover.jsonl"
+        urls = [option for url in cluster.urls() for option in ("--url", url)]
+        self.reset(queue, "quorum", cluster.urls()[0])
+        subprocess.run([sys.executable, str(SENDER), *urls, "--queue", queue, "--count", str(count), "--length", "4",
+                        "--quiet", *queue_options("quorum")], env=self.env(), check=True, stdout=subprocess.DEVNULL)
+
+        def worker(name: str) -> subprocess.Popen:
+            # --idle-exit outlasts the failover pause (seconds), so no worker leaves during it
+            return subprocess.Popen([sys.executable, str(QPROCESSOR), *urls, "--name", name, "--queue", queue,
+                                     "--acknowledge", "--prefetch", str(FAILOVER_PREFETCH), "--seconds-per-char",
+                                     str(FAILOVER_SECONDS_PER_CHAR), "--idle-exit", "10", "--retry-for", "60",
+                                     "--events", str(events), "--quiet", *queue_options("quorum")],
+                                    env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def finish(processes: list[subprocess.Popen]) -> None:
+            codes = [process.wait(300) for process in processes]
+            if any(codes):
+                raise RuntimeError(f"failover: a worker failed (exit codes {codes}); its log is {events}")
+
+        workers = [worker(f"w{number}") for number in range(1, FAILOVER_WORKERS + 1)]
+        # Counted in the text: a line being appended may be incomplete JSON
+        self.wait_for(lambda: events.exists() and events.read_text().count('"event": "done"') >= count // 5, 120)
+        old_leader = cluster.leader("/", queue)
+        killed_at = self.kill_node(cluster, cluster.number_of(old_leader))
+        finish(workers)
+        new_leader = cluster.leader("/", queue)
+        done_before_return = {e["body"] for e in read_events(events) if e["event"] == "done"}
+        cluster.start(cluster.number_of(old_leader))
+        cluster.wait_formed()
+        self.wait_for(lambda: len(cluster.queue("/", queue).get("members") or []) == 3, 120)
+        finish([worker("sweeper")])
+        logged = read_events(events)
+        done = collections.Counter(e["body"] for e in logged if e["event"] == "done")
+        sent = {str(number).ljust(4, ".") for number in range(1, count + 1)}
+        seconds = failover_seconds(logged, killed_at)
+        if seconds is None:
+            raise RuntimeError(f"failover: no message was acknowledged after the kill; see {events}")
+        return {"what": "failover: leader's node killed, to the next acknowledged message, quorum queue",
+                "seconds": seconds, "lost": len(sent - set(done)), "duplicates": sum(done.values()) - len(done),
+                "held until the node returned": len(sent - done_before_return), "messages": count,
+                "workers": FAILOVER_WORKERS, "prefetch": FAILOVER_PREFETCH, "killed leader": old_leader,
+                "new leader": new_leader, "queue type": "quorum"}
+
+    @staticmethod
+    def kill_node(cluster: Cluster, number: int) -> float:
+        """Cluster.kill(number), returning when the node died as a client connected to it sees it: the connection
+        drops. The time kill() is called would be early: on 3.10 it first asks rabbitmqctl for the pid (a second)."""
+        witness = pika.BlockingConnection(pika.URLParameters(cluster.urls()[number - 1]))
+        killer = threading.Thread(target=cluster.kill, args=(number,))
+        killer.start()
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                witness.process_data_events(time_limit=0.005)
+            raise RuntimeError(f"node {number} was killed but its connections stayed open")
+        except pika.exceptions.AMQPConnectionError:
+            died_at = time.time()
+        killer.join()
+        return died_at
+
     @staticmethod
     def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -223,6 +362,36 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError("benchmark setup timed out")
             time.sleep(0.02)
+
+
+def queue_options(queue_type: Optional[str]) -> list[str]:
+    """The scripts' options for a queue type: none for classic, the vhost's default as before these rows."""
+    return ["--queue-type", queue_type] if queue_type and queue_type != "classic" else []
+
+
+def queue_suffix(queue_type: str) -> str:
+    return "" if queue_type == "classic" else f", {queue_type} queue"
+
+
+def failover_seconds(events: list[dict], killed_at: float) -> Optional[float]:
+    """From the kill to the first 'done' of a message the new leader delivered (see Bench.failover); None if none.
+
+    The event log is in order for each worker (appends of whole lines, one file for all)."""
+    new_deliveries_next: set[str] = set()  # workers whose next delivery must come from the new leader
+    delivered_by_new_leader: set[tuple[str, str]] = set()
+    finished: list[float] = []
+    for event in events:
+        worker, kind = event["worker"], event["event"]
+        if kind == "received" and worker in new_deliveries_next:
+            delivered_by_new_leader.add((worker, event["body"]))
+        elif kind == "done":
+            if (worker, event["body"]) in delivered_by_new_leader:
+                finished.append(event["time"])
+            if event["time"] > killed_at:  # its ack went out after the kill: only a new leader can take it
+                new_deliveries_next.add(worker)
+        elif kind == "disconnected" and event["time"] > killed_at:  # consuming again needs a leader
+            new_deliveries_next.add(worker)
+    return min(finished) - killed_at if finished else None
 
 
 def machine() -> dict:
@@ -244,7 +413,16 @@ def table(results: dict) -> str:
     for row in results["rows"]:
         ours = row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
         where = row.get("rabbitmq", "")
-        if ours is not None:
+        if "3-node cluster msg/s" in row:
+            lines.append(f"| {where} | {row['what']} | {fmt(row['3-node cluster msg/s'])} / "
+                         f"{fmt(row['ours best msg/s'])} msg/s (3-node cluster) | {fmt(row['single node msg/s'])} / "
+                         f"{fmt(row['peer best msg/s'])} msg/s (single node) | {row['ratio']:.2f}x | "
+                         f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x |")
+        elif "lost" in row:
+            lines.append(f"| {where} | {row['what']} | {row['seconds']:.2f} s | {row['lost']} lost, "
+                         f"{row['duplicates']} duplicates, {row['held until the node returned']} held until the node "
+                         f"returned ({row['messages']:,} messages) | | |")
+        elif ours is not None:
             best = f" / {fmt(row['ours best msg/s'])}" if "ours best msg/s" in row else ""
             peer_best = f" / {fmt(row['peer best msg/s'])}" if "peer best msg/s" in row else ""
             spread = f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x" if "spread" in row else ""
@@ -261,8 +439,10 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def measure(version: Optional[str], messages: int, rounds: int) -> tuple[list[dict], dict[str, int], str]:
-    """Every row on one broker: the one AMQP_URL names, or a private one of `version`."""
+def measure(version: Optional[str], messages: int, rounds: int,
+            cluster: bool = False) -> tuple[list[dict], dict[str, int], str]:
+    """Every row on one broker: the one AMQP_URL names, or a private one of `version`; with `cluster`, the cluster
+    rows on a cluster of the broker's version too."""
     import tempfile
 
     with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
@@ -271,15 +451,26 @@ def measure(version: Optional[str], messages: int, rounds: int) -> tuple[list[di
         try:
             rows = bench.publishing()
             rows += [bench.consuming(1), bench.consuming(100)]
+            rows += [bench.pipelined("quorum"), bench.consuming(100, "quorum")]
             rows += bench.fair_dispatch()
             rows.append(bench.redelivery_latency())
             rows += bench.startup()
+            if cluster:
+                rows += bench.on_cluster(cluster_version(bench.version))
         finally:
             bench.close()
         actual = broker.admin.overview().get("rabbitmq_version")
     for row in rows:
         row["rabbitmq"] = actual
     return rows, bench.peak_rss_kb, actual
+
+
+def cluster_version(version: str) -> str:
+    """The cluster kind for a broker's version: 3.10.8 -> 3.10 (local nodes), 4.3.6 -> 4.3 (containers)."""
+    kind = ".".join(version.split(".")[:2])
+    if kind not in VERSIONS:
+        raise click.UsageError(f"--cluster starts nodes of RabbitMQ {' or '.join(VERSIONS)}; this broker is {version}")
+    return kind
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -293,8 +484,12 @@ def measure(version: Optional[str], messages: int, rounds: int) -> tuple[list[di
 @click.option("--rabbitmq", "versions", type=click.Choice(VERSIONS), multiple=True,
               help="Start a private broker of this RabbitMQ version (3.10 default, 4.3 in Docker); not with AMQP_URL. "
                    "Repeat it to measure on each version in one run.")
+@click.option("--cluster", is_flag=True,
+              help="Also start a three-node cluster of each broker's version (ports 5901-5903, taken down after): "
+                   "quorum-queue throughput there against the single broker, and failover when the leader's node "
+                   "is killed.")
 def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path], smoke: bool,
-         versions: tuple[str, ...]) -> None:
+         versions: tuple[str, ...], cluster: bool) -> None:
     """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
     if smoke:
         messages, rounds = 200, 1
@@ -304,7 +499,7 @@ def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path]
                                    "out")
         rows, peak_kb, measured = [], {}, []
         for version in dict.fromkeys(versions) or (None,):
-            version_rows, version_peak_kb, actual = measure(version, messages, rounds)
+            version_rows, version_peak_kb, actual = measure(version, messages, rounds, cluster)
             rows += version_rows
             measured.append(actual)
             for label, kb in version_peak_kb.items():

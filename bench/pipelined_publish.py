@@ -1,7 +1,8 @@
 """The fastest confirmed publisher a pika program is: a SelectConnection keeping WINDOW messages unconfirmed.
 
-python bench/pipelined_publish.py URL QUEUE COUNT [WINDOW]: persistent messages to a durable queue, publisher
-confirms on, at most WINDOW (1000) unconfirmed at any time; exits once every message is confirmed (any nack: exit 1).
+python bench/pipelined_publish.py URL QUEUE COUNT [WINDOW [QUEUE_TYPE]]: persistent messages to a durable queue,
+publisher confirms on, at most WINDOW (1000) unconfirmed at any time; exits once every message is confirmed (any
+nack: exit 1). QUEUE_TYPE (quorum) declares the queue as `--queue-type` makes the scripts: x-queue-type set.
 """
 import collections
 import sys
@@ -10,6 +11,8 @@ import pika
 
 url, queue, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 window = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
+# The scripts send x-queue-type only with --queue-type; an existing queue must be declared with the same arguments.
+arguments = {"x-queue-type": sys.argv[5]} if len(sys.argv) > 5 else None
 properties = pika.BasicProperties(delivery_mode=2)
 state = {"published": 0, "confirmed": 0, "nacked": 0, "unconfirmed": collections.deque()}  # tags, in order
 
@@ -42,7 +45,7 @@ def on_confirm(frame, channel):
 
 
 def on_channel(channel):
-    channel.queue_declare(queue, durable=True, callback=lambda _frame: channel.confirm_delivery(
+    channel.queue_declare(queue, durable=True, arguments=arguments, callback=lambda _frame: channel.confirm_delivery(
         lambda frame: on_confirm(frame, channel), callback=lambda _frame: publish_more(channel)))
 
 

@@ -14,9 +14,10 @@ from tests.helpers import ROOT
 
 SMOKE_MESSAGES, SMOKE_ROUNDS = 200, 1
 PIPELINED = "publish persistent vs pipelined pika (window 1000)"
+QUORUM_ROWS = [f"{PIPELINED}, quorum queue", "consume + ack, prefetch 100, quorum queue"]
 RATE_ROWS = ["publish unconfirmed", "publish confirmed", "publish persistent",
              "sender.py confirmed vs plain unconfirmed", PIPELINED, "consume + ack, prefetch 1",
-             "consume + ack, prefetch 100"]
+             "consume + ack, prefetch 100", *QUORUM_ROWS]
 # Rows measured against a peer in the same rounds: best, median and the spread of the round-by-round ratios
 PAIRED_ROWS = [what for what in RATE_ROWS if what != "sender.py confirmed vs plain unconfirmed"]
 SPAN_ROWS = ["fair dispatch makespan, 3 workers, no prefetch", "fair dispatch makespan, 3 workers, prefetch 1"]
@@ -42,6 +43,9 @@ def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(bro
     assert results["machine"]["rabbitmq"] == version
     assert all(row["rabbitmq"] == version for row in rows.values()), "every figure names its broker version"
     assert rows[PIPELINED]["peer"] == "pipelined publish" and rows["consume + ack, prefetch 100"]["peer"] == "plain consume"
+    assert [rows[what]["peer"] for what in QUORUM_ROWS] == ["pipelined publish", "plain consume"]
+    for what in RATE_ROWS:  # every throughput row names the queue type it was measured on
+        assert rows[what]["queue type"] == ("quorum" if what in QUORUM_ROWS else "classic"), what
 
     for what in RATE_ROWS:
         row = rows[what]
