@@ -10,15 +10,14 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import port_for
 import pytest
-import redis
 import requests
 
+from labs.redis_server import RedisServer, redis_installed, running_redis
 from tests.helpers import ROOT, require, wait_until
 from tests.proxy import CuttableProxy
 
@@ -26,46 +25,12 @@ JOBS = ROOT / "labs" / "jobs"
 HANDOUT = ROOT / "labs" / "handouts" / "10-jobs-api.md"
 
 
-@dataclass
-class RedisServer:
-    process: subprocess.Popen
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server on a free loopback port, its data in the test's folder, nothing saved to disk."""
-    binary = shutil.which("redis-server")
-    require(binary, "the Jobs API needs Redis: apt-get install redis-server (./kit test does)")
-    port = port_for.select_random()
-    data = tmp_path / "redis"
-    data.mkdir()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                                "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = RedisServer(process, port)
-
-    def answers() -> bool:
-        try:
-            return server.client().ping()
-        except redis.ConnectionError:
-            return False
-
-    wait_until(answers, 10, "redis-server to answer PING")
-    yield server
-    server.stop()
+    require(redis_installed(), "the Jobs API needs Redis: apt-get install redis-server (./kit test does)")
+    with running_redis(tmp_path / "redis") as server:
+        yield server
 
 
 class Lab:

@@ -140,7 +140,7 @@ def test_a_lab_never_falls_back_to_the_given_vhost_when_it_may_not_create_one(br
 
 def test_unknown_lab_is_a_usage_error():
     result = labs_command("run", "99", env=child_environment(), timeout=60)
-    assert result.returncode == EXIT_USAGE and "give a lab number (1, 2, 3, 4, 5, 6, 7, 8, 9, 11)" in result.stderr
+    assert result.returncode == EXIT_USAGE and "give a lab number (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)" in result.stderr
 
 
 def test_list_names_every_handout_and_each_exists():

@@ -1,0 +1,93 @@
+"""The Jobs API lab's processes as a student starts them (python labs/jobs/api.py, python labs/jobs/worker.py), with
+a private Redis, and the HTTP calls the handout makes with curl."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+import port_for
+
+from labs.settings import child_environment
+
+JOBS = Path(__file__).resolve().parent / "jobs"
+
+
+class JobsService:
+    """The API under waitress and its workers, on the lab's broker (AMQP_URL) and a Redis (REDIS_URL)."""
+
+    def __init__(self, amqp_url: str, redis_url: str) -> None:
+        self.amqp_url, self.redis_url = amqp_url, redis_url
+        self.port = port_for.select_random()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.folder = Path(tempfile.mkdtemp(prefix="labkit-jobs-"))
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, script: str, label: str, **extra: str) -> subprocess.Popen:
+        env = child_environment(AMQP_URL=self.amqp_url, REDIS_URL=self.redis_url, HOST="127.0.0.1",
+                                PORT=str(self.port), PYTHONUNBUFFERED="1", **extra)
+        with (self.folder / f"{label}.out").open("ab") as sink:
+            process = subprocess.Popen([sys.executable, str(JOBS / script)], env=env, stdout=sink,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
+    def start_api(self, timeout: float = 20) -> None:
+        api = self.start("api.py", "api")
+        deadline = time.monotonic() + timeout
+        while self.request("GET", "/nothing")[0] != 404:
+            if api.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Jobs API did not answer: {(self.folder / 'api.out').read_text()[-500:]}")
+            time.sleep(0.2)
+
+    def start_worker(self, label: str, seconds: float = 0, **extra: str) -> subprocess.Popen:
+        return self.start("worker.py", label, JOB_SECONDS=str(seconds), **extra)
+
+    def request(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, object]:
+        """The status and the JSON answer (0 and None when nothing answers), as curl -d sends a body."""
+        request = urllib.request.Request(self.base + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+        except OSError:
+            return 0, None
+
+    def post(self, body: bytes) -> tuple[int, dict]:
+        return self.request("POST", "/jobs", body)  # type: ignore[return-value]
+
+    def job(self, jid: str) -> dict:
+        return self.request("GET", f"/jobs/{jid}")[1]  # type: ignore[return-value]
+
+    def wait_for(self, jid: str, status: str, timeout: float = 30) -> dict:
+        return wait(lambda: (job := self.job(jid)) and job.get("status") == status and job, timeout,
+                    f"job {jid} to be {status!r}")
+
+    def stop(self, process: Optional[subprocess.Popen] = None) -> None:
+        """Kill one process, or all of them."""
+        for each in [process] if process else self.processes:
+            if each.poll() is None:
+                each.kill()
+                each.wait()
+
+    def __enter__(self) -> "JobsService":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+
+def wait(condition: Callable[[], object], timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
+    return result

@@ -1,0 +1,71 @@
+"""A private redis-server for the Jobs API lab and its tests: loopback, a free port, nothing saved to disk."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import port_for
+import redis
+
+
+class RedisNotInstalled(RuntimeError):
+    """There is no redis-server to start."""
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def redis_installed() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+@contextlib.contextmanager
+def running_redis(folder: Optional[Path] = None, timeout: float = 10) -> Iterator[RedisServer]:
+    """A started redis-server for the block, answering PING; stopped afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisNotInstalled("the Jobs API needs Redis: apt-get install redis-server (./kit does), or REDIS_URL")
+    with contextlib.ExitStack() as stack:
+        data = folder or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labkit-redis-")))
+        data.mkdir(parents=True, exist_ok=True)
+        port = port_for.select_random()
+        process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                                    "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = RedisServer(process, port)
+        try:
+            deadline = time.monotonic() + timeout
+            while not server.answers():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not answer PING within {timeout:.0f}s")
+                time.sleep(0.1)
+            yield server
+        finally:
+            server.stop()
