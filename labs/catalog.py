@@ -10,7 +10,7 @@ from typing import Optional
 
 from labs.jobs_service import JobsService
 from labs.runner import Context, Lab
-from labs.processes import numbered, wait_all
+from labs.processes import numbered, wait_all, wait_until
 from labs.redis_server import redis_installed, running_redis
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
@@ -412,7 +412,7 @@ def node_dies(lab: Context) -> None:
               not cluster.queue(lab.vhost, "jobs-classic").get("members"))
 
     workers = [jobs.worker(f"w{n}", *CLUSTER_WORK, "--idle-exit", "8") for n in (1, 2, 3)]
-    wait_for(lambda: len(jobs.tally().bodies("done")) >= CLUSTER_JOBS // 6, 90, "the workers under way")
+    wait_until(lambda: len(jobs.tally().bodies("done")) >= CLUSTER_JOBS // 6, 90, "the workers under way")
     killed_at = time.time()
     cluster.kill(doomed)
 
@@ -433,7 +433,7 @@ def node_dies(lab: Context) -> None:
 
     cluster.start(doomed)
     cluster.wait_formed()
-    wait_for(lambda: len(cluster.queue(lab.vhost, "jobs").get("members") or []) == 3, 90, "three members again")
+    wait_until(lambda: len(cluster.queue(lab.vhost, "jobs").get("members") or []) == 3, 90, "three members again")
     lab.claim(f"node {doomed} comes back and rejoins: the quorum queue has three members again", True)
     back = lab.ready("jobs-classic", survivor)
     lab.claim("the classic queue is back with its node, with its 5 persistent messages", back == 5, f"{back} ready")
@@ -447,13 +447,6 @@ def node_dies(lab: Context) -> None:
     lab.claim(f"{duplicates} processed twice: work whose ack was lost with the node, at most what the workers held "
               f"unacknowledged (3 x prefetch {CLUSTER_PREFETCH})", duplicates <= 3 * CLUSTER_PREFETCH)
 
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
 
 
 LABS = [

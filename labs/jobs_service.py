@@ -10,10 +10,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import port_for
 
+from labs.processes import wait_until
 from labs.settings import child_environment
 
 JOBS = Path(__file__).resolve().parent / "jobs"
@@ -67,7 +68,7 @@ class JobsService:
         return self.request("GET", f"/jobs/{jid}")[1]  # type: ignore[return-value]
 
     def wait_for(self, jid: str, status: str, timeout: float = 30) -> dict:
-        return wait(lambda: (job := self.job(jid)) and job.get("status") == status and job, timeout,
+        return wait_until(lambda: (job := self.job(jid)) and job.get("status") == status and job, timeout,
                     f"job {jid} to be {status!r}")
 
     def stop(self, process: Optional[subprocess.Popen] = None) -> None:
@@ -83,11 +84,3 @@ class JobsService:
     def __exit__(self, *_exc) -> None:
         self.stop()
 
-
-def wait(condition: Callable[[], object], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
-    return result

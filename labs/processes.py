@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pika
 
@@ -168,3 +168,13 @@ def numbered(count: int, length: int = 0) -> list[str]:
 def wait_all(processes: Sequence, timeout: float = 120) -> list[int]:
     deadline = time.monotonic() + timeout
     return [process.wait(max(deadline - time.monotonic(), 0.1)) for process in processes]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str):
+    """Poll `condition` until it gives something true, and return that; TimeoutError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
+    return result
