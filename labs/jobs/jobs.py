@@ -5,12 +5,13 @@ module's own business and may change without them noticing. Both read AMQP_URL a
 
 A job's life: "submitted" (recorded, then queued) -> "in progress" (a worker took it) -> "complete", or "failed"
 with the error once its last attempt raised. Every status change goes through _set_status, stored before the next
-step begins.
+step begins, with the time it happened (status_at, Unix seconds: how long a job waited and ran, from its record).
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -54,8 +55,12 @@ def _from_record(record: dict) -> dict:
     return job
 
 
+def _now() -> str:
+    return f"{time.time():.6f}"
+
+
 def _save_job(jid: str, job: dict) -> None:
-    rd.hset(_job_key(jid), mapping={k: str(v) for k, v in job.items()})
+    rd.hset(_job_key(jid), mapping={**{k: str(v) for k, v in job.items()}, "status_at": _now()})
 
 
 def _queue_job(jid: str) -> None:
@@ -63,8 +68,8 @@ def _queue_job(jid: str) -> None:
 
 
 def _set_status(jid: str, status: str, **fields: str) -> None:
-    """The one place a status changes."""
-    rd.hset(_job_key(jid), mapping={"status": status, **fields})
+    """The one place a status changes, stored with when it did."""
+    rd.hset(_job_key(jid), mapping={"status": status, "status_at": _now(), **fields})
 
 
 def add_job(start: int, end: int) -> dict:
