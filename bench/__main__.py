@@ -9,6 +9,9 @@ consuming targets are measured on a classic queue and again on a quorum queue.
 and qprocessor.py on a quorum queue there against the same on the single broker, and failover: SIGKILL of the node
 holding the queue's leader while workers consume, to the next acknowledged message, with messages lost and
 duplicated.
+
+--jobs N measures instead the Jobs API (lab 10) end to end against python-rq doing the same jobs: N jobs a round
+from POST to "complete", jobs/s and p50/p99 latency (bench/jobs_api.py).
 """
 from __future__ import annotations
 
@@ -465,6 +468,26 @@ def measure(version: Optional[str], messages: int, rounds: int,
     return rows, bench.peak_rss_kb, actual
 
 
+def measure_jobs(version: Optional[str], jobs: int, rounds: int) -> tuple[list[dict], str, str]:
+    """The Jobs API rows on one broker (as measure() finds it) and a private Redis; the rows, RabbitMQ's and Redis'
+    versions."""
+    import tempfile
+
+    from bench.jobs_api import JobsBench
+    from labs.redis_server import running_redis
+
+    with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+        broker.admin.overview()
+        bench = Bench(broker, jobs, rounds, Path(workdir))
+        try:
+            with running_redis(Path(workdir) / "redis") as redis_server:
+                redis_version = redis_server.client().info()["redis_version"]
+                rows = JobsBench(bench.url, redis_server, jobs, rounds, Path(workdir), bench.version).measure()
+        finally:
+            bench.close()
+    return rows, bench.version, redis_version
+
+
 def cluster_version(version: str) -> str:
     """The cluster kind for a broker's version: 3.10.8 -> 3.10 (local nodes), 4.3.6 -> 4.3 (containers)."""
     kind = ".".join(version.split(".")[:2])
@@ -488,8 +511,11 @@ def cluster_version(version: str) -> str:
               help="Also start a three-node cluster of each broker's version (ports 5901-5903, taken down after): "
                    "quorum-queue throughput there against the single broker, and failover when the leader's node "
                    "is killed.")
+@click.option("--jobs", type=click.IntRange(10), metavar="N",
+              help="Instead of the rows above: the Jobs API (labs/jobs, 4 workers, zero work) against python-rq "
+                   "doing the same jobs, N jobs a round from POST to complete (jobs/s, p50/p99 latency).")
 def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path], smoke: bool,
-         versions: tuple[str, ...], cluster: bool) -> None:
+         versions: tuple[str, ...], cluster: bool, jobs: Optional[int]) -> None:
     """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
     if smoke:
         messages, rounds = 200, 1
@@ -497,6 +523,10 @@ def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path]
         if versions and settings().amqp_url:
             raise click.UsageError(f"--rabbitmq {versions[0]} starts a broker of its own: unset AMQP_URL, or leave it "
                                    "out")
+        if jobs:
+            if cluster:
+                raise click.UsageError("--jobs measures the Jobs API on a single broker: leave out --cluster")
+            return jobs_main(jobs, rounds, json_path, chart_path, versions)
         rows, peak_kb, measured = [], {}, []
         for version in dict.fromkeys(versions) or (None,):
             version_rows, version_peak_kb, actual = measure(version, messages, rounds, cluster)
@@ -513,6 +543,37 @@ def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path]
     click.echo(f"{m['cores']} cores, {m['cpu']}; Python {m['python']}, pika {m['pika']}, RabbitMQ {m['rabbitmq']}; "
                f"{messages} messages, median of {rounds} rounds\n")
     click.echo(table(results))
+    click.echo(f"\nwritten to {json_path}")
+    if chart_path:
+        from bench.chart import svg
+
+        chart_path.parent.mkdir(parents=True, exist_ok=True)
+        chart_path.write_text(svg(results), encoding="utf-8")
+        click.echo(f"chart drawn in {chart_path}")
+
+
+def jobs_main(jobs: int, rounds: int, json_path: Path, chart_path: Optional[Path], versions: tuple[str, ...]) -> None:
+    import redis
+    import rq
+
+    from bench.jobs_api import CLIENTS, WORKERS, jobs_table
+
+    rows, measured, redis_versions = [], [], set()
+    for version in dict.fromkeys(versions) or (None,):
+        version_rows, actual, redis_version = measure_jobs(version, jobs, rounds)
+        rows += version_rows
+        measured.append(actual)
+        redis_versions.add(redis_version)
+    results = {"machine": {**machine(), "rabbitmq": ", ".join(measured), "redis": ", ".join(sorted(redis_versions)),
+                           "rq": rq.__version__, "redis-py": redis.__version__},
+               "date": time.strftime("%Y-%m-%d"), "jobs": jobs, "rounds": rounds, "clients": CLIENTS,
+               "workers": WORKERS, "rows": rows}
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    click.echo(f"{m['cores']} cores, {m['cpu']}; Python {m['python']}, pika {m['pika']}, RabbitMQ {m['rabbitmq']}, "
+               f"Redis {m['redis']}, rq {m['rq']}; {jobs} jobs from {CLIENTS} clients to {WORKERS} workers, median of "
+               f"{rounds} rounds\n")
+    click.echo(jobs_table(results))
     click.echo(f"\nwritten to {json_path}")
     if chart_path:
         from bench.chart import svg

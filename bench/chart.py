@@ -14,7 +14,8 @@ HEADLINE = ("publish persistent vs pipelined pika", "consume + ack, prefetch 100
 
 def rate_rows(results: dict) -> list[dict]:
     return [row for row in results["rows"]
-            if row.get("ratio") is not None and (row.get("sender.py msg/s") or row.get("qprocessor.py msg/s"))]
+            if row.get("ratio") is not None
+            and (row.get("sender.py msg/s") or row.get("qprocessor.py msg/s") or row.get("ours jobs/s"))]
 
 
 def svg(results: dict) -> str:
@@ -27,15 +28,21 @@ def svg(results: dict) -> str:
         return PLOT_LEFT + ratio * scale
 
     m = results["machine"]
+    if "jobs" in results:  # python -m bench --jobs
+        title = "The Jobs API against python-rq, end to end (ours / peer jobs/s, higher is better)"
+        detail = (f'{results["jobs"]:,} jobs from {results["clients"]} clients to {results["workers"]} workers, zero '
+                  f'work, {results["rounds"]} rounds; Redis {m["redis"]}, rq {m["rq"]}; whisker: round ratios')
+    else:
+        title = "sender.py and qprocessor.py against plain pika (ours / peer, higher is better)"
+        detail = (f'whole processes, {results["messages"]:,} messages, {results["rounds"]} rounds each; bar: ratio '
+                  'of the medians, whisker: lowest to highest round ratio')
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">',
            f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
-           '<text x="10" y="22" font-size="15" font-weight="bold">sender.py and qprocessor.py against plain pika '
-           '(ours / peer, higher is better)</text>',
+           f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
            f'<text x="10" y="42" fill="#444">{escape(results.get("date", ""))}: {m["cores"]} cores, '
            f'{escape(m["cpu"])}; Python {m["python"]}, pika {m["pika"]}; RabbitMQ {escape(m["rabbitmq"])}</text>',
-           f'<text x="10" y="60" fill="#444">whole processes, {results["messages"]:,} messages, {results["rounds"]} '
-           'rounds each; bar: ratio of the medians, whisker: lowest to highest round ratio</text>']
+           f'<text x="10" y="60" fill="#444">{escape(detail)}</text>']
     for tick in range(0, int(highest * 1.05) + 1):
         style = 'stroke="#222" stroke-width="1.5" stroke-dasharray="4 3"' if tick == 1 else 'stroke="#ddd"'
         out.append(f'<line x1="{x(tick):.1f}" y1="{TOP - 6}" x2="{x(tick):.1f}" y2="{height - BOTTOM + 4}" {style}/>')

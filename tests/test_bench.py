@@ -7,10 +7,12 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
+import rq
 
 from labs.management import ManagementAPI
+from labs.redis_server import redis_installed
 from labs.settings import child_environment
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require
 
 SMOKE_MESSAGES, SMOKE_ROUNDS = 200, 1
 PIPELINED = "publish persistent vs pipelined pika (window 1000)"
@@ -89,3 +91,53 @@ def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(bro
         assert f"{rows[what]['ratio']:.2f}x" in texts, what
     bars = [rect for rect in drawing.iter("{http://www.w3.org/2000/svg}rect") if rect.get("height") != drawing.get("height")]
     assert len(bars) == len(RATE_ROWS)
+
+
+JOBS_SMOKE = 40
+JOBS_ROWS = {"Jobs API end to end vs rq Worker (forks per job)": "rq.Worker",
+             "Jobs API end to end vs rq SimpleWorker (no fork)": "rq.SimpleWorker"}
+
+
+def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, administrator, tmp_path):
+    """Given the lab's Jobs API and an rq API with the same routes, each with 4 workers and zero work, when the bench
+    POSTs the same jobs to both, then every job completes and each row has jobs/s and latencies that hang together."""
+    require(redis_installed(), "the Jobs API needs Redis: apt-get install redis-server (./kit test does)")
+    username, password = administrator
+    env = child_environment(AMQP_URL=broker.url("/", username, password), RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
+    out, chart = tmp_path / "bench-jobs.json", tmp_path / "bench-jobs.svg"
+    result = subprocess.run([sys.executable, "-m", "bench", "--jobs", str(JOBS_SMOKE), "--rounds", "1", "--json",
+                             str(out), "--chart", str(chart)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(out.read_text())
+    version = ManagementAPI(broker.admin.base_url, username, password).overview()["rabbitmq_version"]
+    assert (results["jobs"], results["rounds"], results["clients"], results["workers"]) == (JOBS_SMOKE, 1, 4, 4)
+    assert results["machine"]["rabbitmq"] == version and results["machine"]["rq"] == rq.__version__
+    assert results["machine"]["redis"], "the Redis server's version is named"
+    rows = {row["what"]: row for row in results["rows"]}
+    assert list(rows) == list(JOBS_ROWS)
+    for what, worker_class in JOBS_ROWS.items():
+        row = rows[what]
+        assert row["peer"] == f"python-rq {rq.__version__}, {worker_class}" and row["rabbitmq"] == version
+        assert row["queue type"] == "quorum"  # the lab's queue, as rabbitqueue declares it
+        for who in ("ours", "peer"):
+            # 40 jobs through HTTP, a queue and a worker cannot take under 20 ms; complete at all within minutes
+            assert 0.1 < row[f"{who} jobs/s"] < JOBS_SMOKE / 0.02, (what, who, row[f"{who} jobs/s"])
+            assert row[f"{who} best jobs/s"] == max(row[f"{who} rounds jobs/s"])
+            assert 0 < row[f"{who} p50 ms"] <= row[f"{who} p99 ms"] < 300_000, (what, who)
+            # no job can complete sooner than the whole run's average share of it, nor later than the whole run
+            assert row[f"{who} p99 ms"] <= 1000 * JOBS_SMOKE / row[f"{who} jobs/s"] * 1.01, (what, who)
+        assert row["ratio"] == pytest.approx(row["ours jobs/s"] / row["peer jobs/s"])
+        assert row["round ratios"] == pytest.approx([row["ratio"]]) and row["spread"] == [row["ratio"]] * 2
+        assert 1 <= row["ours worker processes"] <= 4, "the lab's 4 workers ran every job"
+    # rq's default worker forks a work horse for every job; SimpleWorker runs them in the 4 workers themselves
+    assert rows["Jobs API end to end vs rq Worker (forks per job)"]["peer worker processes"] > 4
+    assert 1 <= rows["Jobs API end to end vs rq SimpleWorker (no fork)"]["peer worker processes"] <= 4
+    first, second = rows.values()
+    assert first["ours rounds jobs/s"] == second["ours rounds jobs/s"], "both peers are compared with the same runs"
+    assert "| p50 ours / peer |" in result.stdout and f"rq {rq.__version__}" in result.stdout
+
+    drawing = ElementTree.parse(chart).getroot()
+    texts = [text.text or "" for text in drawing.iter("{http://www.w3.org/2000/svg}text")]
+    for what, row in rows.items():
+        assert f"RabbitMQ {version}: {what}" in texts and f"{row['ratio']:.2f}x" in texts, what

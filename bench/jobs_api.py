@@ -1,0 +1,254 @@
+"""python -m bench --jobs N: the Jobs API end to end against python-rq, on the same machine in the same run.
+
+Ours is lab 10 as it runs: labs/jobs/api.py under waitress and WORKERS `labs/jobs/worker.py` processes with
+JOB_SECONDS=0, on the bench's broker (a vhost of its own) and a private redis-server. The peer is what a Flask user
+reaches for today: bench/rq_jobs.py (the same routes and job records, on rq's Redis queue) under waitress, with
+WORKERS `rq worker` processes started as a user starts them: the default worker class, which forks a work horse for
+every job, and again with rq's SimpleWorker, which runs jobs in its own process.
+
+Each side gets its API and workers started afresh in every round, a few jobs to warm up, then the same HTTP driver:
+CLIENTS threads POST N jobs between them, each waiting for its answer before the next (keep-alive connections).
+A job is complete when its record in Redis says so; both sides store the time of that change with it (status_at),
+so latency is from just before the POST was sent to the worker's "complete", and jobs/s is N over the time from the
+first POST sent to the last job complete. The sides take turns, their order rotating each round.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import port_for
+import redis
+
+from labs.processes import wait_for_consumers
+from labs.redis_server import RedisServer
+from labs.settings import child_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = ROOT / "labs" / "jobs"
+RQ_API = ROOT / "bench" / "rq_jobs.py"
+CLIENTS, WORKERS, WARM_UP = 4, 4, 8  # concurrent HTTP clients, worker processes, jobs before each timed run
+STALL_SECONDS = 30.0  # no job completing for this long: the side is broken, not slow
+BODY = json.dumps({"start": 1, "end": 10}).encode()
+
+
+@dataclass(frozen=True)
+class Side:
+    key: str  # "ours", or the peer's worker class
+    label: str  # as the table and the JSON name it
+
+
+OURS = Side("ours", "labs/jobs")
+PEERS = (Side("rq.Worker", "rq Worker (forks per job)"), Side("rq.SimpleWorker", "rq SimpleWorker (no fork)"))
+
+
+class JobsBench:
+    """Both sides on one broker vhost (ours) and one private Redis (both), `jobs` jobs a round."""
+
+    def __init__(self, amqp_url: str, redis_server: RedisServer, jobs: int, rounds: int, workdir: Path,
+                 version: str) -> None:
+        self.amqp_url, self.redis, self.jobs, self.rounds = amqp_url, redis_server, jobs, rounds
+        self.workdir, self.version = workdir, version
+        self.rd = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    @contextmanager
+    def service(self, side: Side, tag: str) -> Iterator[int]:
+        """The side's API and WORKERS workers, started on an empty Redis and ready; yields the API's port."""
+        self.rd.flushall()
+        port = port_for.select_random()
+        env = child_environment(AMQP_URL=self.amqp_url, REDIS_URL=self.redis.url, HOST="127.0.0.1",
+                                PORT=str(port), JOB_SECONDS="0", PYTHONUNBUFFERED="1")
+        processes: list[subprocess.Popen] = []
+
+        def start(command: list[str], name: str) -> subprocess.Popen:
+            with (self.workdir / f"{tag}-{name}.out").open("ab") as sink:
+                process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+            processes.append(process)
+            return process
+
+        try:
+            if side is OURS:
+                api = start([sys.executable, str(JOBS / "api.py")], "api")
+                for number in range(WORKERS):
+                    start([sys.executable, str(JOBS / "worker.py")], f"worker{number}")
+            else:
+                api = start([sys.executable, str(RQ_API)], "api")
+                rq = shutil.which("rq", path=str(Path(sys.executable).parent)) or "rq"
+                worker_class = [] if side.key == "rq.Worker" else ["--worker-class", side.key]
+                for number in range(WORKERS):  # as a user starts them, from the folder their code is in
+                    start([rq, "worker", "--url", self.redis.url, *worker_class, "jobs"], f"worker{number}")
+            self.wait_ready(side, api, port, processes, tag)
+            self.drive(port, WARM_UP, tag)
+            yield port
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def wait_ready(self, side: Side, api: subprocess.Popen, port: int, processes: list[subprocess.Popen],
+                   tag: str) -> None:
+        deadline = time.monotonic() + 30
+        while post_or_none(port, "GET", "/nothing") != 404:
+            if api.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{tag}: the API did not answer: {self.log_tail(tag, 'api')}")
+            time.sleep(0.1)
+        if side is OURS:
+            wait_for_consumers(self.amqp_url, "jobs", WORKERS)
+            return
+        from rq import Worker
+
+        while Worker.count(connection=redis.Redis.from_url(self.redis.url)) < WORKERS:
+            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+                raise RuntimeError(f"{tag}: {WORKERS} rq workers did not start: {self.log_tail(tag, 'worker0')}")
+            time.sleep(0.1)
+
+    def drive(self, port: int, count: int, tag: str) -> dict:
+        """POST `count` jobs from CLIENTS threads, wait for all of them to be complete; rate and latencies."""
+        sent: dict[str, float] = {}
+        errors: list[str] = []
+        tickets = iter(range(count))
+        lock = threading.Lock()
+
+        def client() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                while True:
+                    with lock:
+                        if next(tickets, None) is None or errors:
+                            return
+                    at = time.time()
+                    connection.request("POST", "/jobs", BODY, {"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    answer = response.read()
+                    if response.status != 201:
+                        errors.append(f"POST /jobs answered {response.status}: {answer[:200]!r}")
+                        return
+                    sent[json.loads(answer)["id"]] = at
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"POST /jobs failed: {type(exc).__name__} {exc}")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise RuntimeError(f"{tag}: {errors[0]}")
+        done = self.completions(list(sent), tag)
+        latencies = sorted(done[jid] - sent[jid] for jid in sent)
+        pipe = self.rd.pipeline(transaction=False)
+        for jid in sent:
+            pipe.hget(f"job.{jid}", "worker")
+        workers = set(pipe.execute())  # host:pid of the process that ran each job
+        return {"rate": count / (max(done.values()) - min(sent.values())), "p50": percentile(latencies, 50),
+                "p99": percentile(latencies, 99), "worker processes": len(workers)}
+
+    def completions(self, jids: list[str], tag: str) -> dict[str, float]:
+        """When each job's record turned "complete" (its status_at); RuntimeError when they stop completing."""
+        done: dict[str, float] = {}
+        pending, last_progress = jids, time.monotonic()
+        while pending:
+            pipe = self.rd.pipeline(transaction=False)
+            for jid in pending:
+                pipe.hmget(f"job.{jid}", "status", "status_at")
+            for jid, (status, at) in zip(pending, pipe.execute()):
+                if status == "complete":
+                    done[jid] = float(at)
+            still = [jid for jid in pending if jid not in done]
+            if len(still) < len(pending):
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > STALL_SECONDS:
+                raise RuntimeError(f"{tag}: {len(still)} of {len(jids)} jobs never completed (none in "
+                                   f"{STALL_SECONDS:.0f} s); a worker's log: {self.log_tail(tag, 'worker0')}")
+            pending = still
+            if pending:
+                time.sleep(0.05)
+        return done
+
+    def log_tail(self, tag: str, name: str) -> str:
+        """The end of a process's output (the work folder is removed when the bench ends)."""
+        try:
+            return (self.workdir / f"{tag}-{name}.out").read_text(errors="replace")[-600:]
+        except OSError:
+            return "(no output)"
+
+    def measure(self) -> list[dict]:
+        sides = [OURS, *PEERS]
+        runs: dict[str, list[dict]] = {side.key: [] for side in sides}
+        for round_number in range(self.rounds):
+            shift = round_number % len(sides)
+            for side in sides[shift:] + sides[:shift]:
+                tag = f"{side.key}-{round_number}"
+                with self.service(side, tag) as port:
+                    runs[side.key].append(self.drive(port, self.jobs, tag))
+        return [self.row(runs[OURS.key], runs[peer.key], peer) for peer in PEERS]
+
+    def row(self, ours: list[dict], peer: list[dict], side: Side) -> dict:
+        import rq
+
+        ours_rates, peer_rates = [run["rate"] for run in ours], [run["rate"] for run in peer]
+        ratios = [a / b for a, b in zip(ours_rates, peer_rates)]
+        ours_median, peer_median = statistics.median(ours_rates), statistics.median(peer_rates)
+        row = {"what": f"Jobs API end to end vs {side.label}",
+               "ours jobs/s": ours_median, "peer jobs/s": peer_median, "ratio": ours_median / peer_median,
+               "peer": f"python-rq {rq.__version__}, {side.key}", "rabbitmq": self.version, "queue type": "quorum",
+               "ours best jobs/s": max(ours_rates), "peer best jobs/s": max(peer_rates),
+               "round ratios": ratios, "spread": [min(ratios), max(ratios)],
+               "ours rounds jobs/s": ours_rates, "peer rounds jobs/s": peer_rates}
+        for who, runs in (("ours", ours), ("peer", peer)):
+            for p in ("p50", "p99"):
+                row[f"{who} {p} ms"] = statistics.median(run[p] for run in runs) * 1000
+                row[f"{who} rounds {p} ms"] = [run[p] * 1000 for run in runs]
+            row[f"{who} worker processes"] = max(run["worker processes"] for run in runs)
+        row.update({"jobs": self.jobs, "clients": CLIENTS, "workers": WORKERS})
+        return row
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least p% of them at or below it."""
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def post_or_none(port: int, method: str, path: str) -> int:
+    """The status of one request, 0 when nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def jobs_table(results: dict) -> str:
+    lines = ["| RabbitMQ | peer | ours jobs/s (median / best) | peer jobs/s (median / best) | ratio | round ratios | "
+             "p50 ours / peer | p99 ours / peer |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for row in results["rows"]:
+        lines.append(f"| {row['rabbitmq']} | {row['peer']} | {row['ours jobs/s']:,.0f} / {row['ours best jobs/s']:,.0f}"
+                     f" | {row['peer jobs/s']:,.0f} / {row['peer best jobs/s']:,.0f} | {row['ratio']:.2f}x | "
+                     f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x | {row['ours p50 ms']:.1f} / "
+                     f"{row['peer p50 ms']:.1f} ms | {row['ours p99 ms']:.1f} / {row['peer p99 ms']:.1f} ms |")
+    return "\n".join(lines)
