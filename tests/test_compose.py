@@ -63,18 +63,21 @@ def test_docker_compose_accepts_the_file():
 CLUSTER_NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
 
 
-def compose_config(*args: str) -> subprocess.CompletedProcess:
+SETTINGS = ("RABBITMQ_IMAGE", "WORKER_IMAGE", "WORKER_BASE", "WORKER_SECONDS_PER_CHAR", "REDIS_IMAGE", "JOBS_IMAGE",
+            "JOB_SECONDS")
+
+
+def compose_config(*args: str, **settings: str) -> subprocess.CompletedProcess:
     """`docker compose [args] config ...` on the file as a user's defaults give it (no COMPOSE_*, LABKIT_* or image
-    overrides from this machine's environment)."""
+    overrides from this machine's environment), with `settings` as a user's environment would set them."""
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("COMPOSE_", "LABKIT_")) and name not in ("RABBITMQ_IMAGE", "WORKER_IMAGE",
-                                                                             "WORKER_BASE", "WORKER_SECONDS_PER_CHAR")}
+           if not name.startswith(("COMPOSE_", "LABKIT_")) and name not in SETTINGS}
     return subprocess.run([str(docker_compose_binary()), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, env={**env, **settings})
 
 
-def resolved(*profile: str) -> dict:
-    result = compose_config(*profile, "config", "--format", "json")
+def resolved(*profile: str, **settings: str) -> dict:
+    result = compose_config(*profile, "config", "--format", "json", **settings)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -141,4 +144,90 @@ def test_the_cluster_workers_take_every_node_and_a_quorum_queue():
 
 def test_docker_compose_accepts_the_cluster_profile():
     result = compose_config("--profile", "cluster", "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+JOBS_SERVICES = ("redis", "jobs-api", "jobs-worker")
+
+
+def test_the_jobs_profile_is_redis_the_api_and_its_workers_and_plain_up_starts_none_of_them():
+    services = resolved("--profile", "jobs")["services"]
+    assert sorted(services) == sorted(["rabbitmq", "worker", *JOBS_SERVICES])
+    for name in JOBS_SERVICES:
+        assert services[name]["profiles"] == ["jobs"], name
+    # The jobs services wait for both the broker and the job store: a worker or an API that starts before either
+    # answers would fail its first jobs.
+    for name in ("jobs-api", "jobs-worker"):
+        assert {each: dependency["condition"] for each, dependency in services[name]["depends_on"].items()} == \
+            {"rabbitmq": "service_healthy", "redis": "service_healthy"}, name
+
+
+def test_redis_is_the_official_image_by_default_unpublished_and_healthy_when_it_answers():
+    redis = resolved("--profile", "jobs")["services"]["redis"]
+    assert redis["image"] == "redis:8.0"
+    assert resolved("--profile", "jobs", REDIS_IMAGE="labkit/redis:latest")["services"]["redis"]["image"] == \
+        "labkit/redis:latest"
+    assert "ports" not in redis  # only the compose network's containers reach it
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+
+
+def jobs_code_mounts(service: dict) -> dict[str, Path]:
+    assert all(volume["read_only"] for volume in service["volumes"]), service["volumes"]
+    return {volume["target"]: Path(volume["source"]) for volume in service["volumes"]}
+
+
+def test_the_jobs_api_runs_the_labs_code_under_waitress_on_loopback_only():
+    api = resolved("--profile", "jobs")["services"]["jobs-api"]
+    ports = [(port["target"], port["host_ip"], port["published"]) for port in api["ports"]]
+    assert ports == [(5000, "127.0.0.1", "5000")]
+    moved = resolved("--profile", "jobs", LABKIT_JOBS_API_PORT="6123")["services"]["jobs-api"]["ports"]
+    assert [(port["host_ip"], port["published"]) for port in moved] == [("127.0.0.1", "6123")]
+    environment = api["environment"]
+    # 0.0.0.0 inside its container (the published port reaches it there), on the port that is published.
+    assert environment["HOST"] == "0.0.0.0" and environment["PORT"] == str(ports[0][0])
+    assert environment["AMQP_URL"] == "amqp://alice:labkit-sample@rabbitmq:5672/alice"
+    assert environment["REDIS_URL"] == "redis://redis:6379/0"
+    # The lab's own code from this folder, read-only (never a stale copy in an image): api.py serves itself under
+    # waitress, and jobs.py finds rabbitqueue.py two folders above it.
+    assert api["command"] == ["python3", "labs/jobs/api.py"] and api["working_dir"] == "/kit"
+    mounts = jobs_code_mounts(api)
+    assert mounts == {"/kit/labs/jobs": ROOT / "labs" / "jobs", "/kit/rabbitqueue.py": ROOT / "rabbitqueue.py"}
+    assert "waitress.serve(" in (ROOT / "labs" / "jobs" / "api.py").read_text()
+    assert all(path.exists() for path in mounts.values()), mounts
+    healthcheck = " ".join(api["healthcheck"]["test"])
+    assert f"'127.0.0.1', {environment['PORT']}" in healthcheck and "/jobs/" in healthcheck, healthcheck
+    assert api["image"] == "labkit/jobs:compose" and Path(api["build"]["context"]) == ROOT / "images" / "jobs"
+    assert api["build"]["args"] == {"BASE": "python:3.14-slim"}
+
+
+def test_the_jobs_workers_scale_and_run_the_labs_worker_with_job_seconds():
+    services = resolved("--profile", "jobs")["services"]
+    worker = services["jobs-worker"]
+    assert "container_name" not in worker and "ports" not in worker  # either would stop --scale jobs-worker=3
+    assert worker["command"] == ["python3", "labs/jobs/worker.py"]
+    assert jobs_code_mounts(worker) == jobs_code_mounts(services["jobs-api"])
+    assert worker["image"] == services["jobs-api"]["image"]
+    environment = worker["environment"]
+    assert environment["JOB_SECONDS"] == "15"  # the lab's
+    assert resolved("--profile", "jobs", JOB_SECONDS="0.5")["services"]["jobs-worker"]["environment"][
+        "JOB_SECONDS"] == "0.5"
+    for name in ("AMQP_URL", "REDIS_URL"):  # the queue and the job store the API uses
+        assert environment[name] == services["jobs-api"]["environment"][name], name
+
+
+def test_the_jobs_image_pip_installs_what_requirements_txt_pins():
+    # On python:3.14-slim the image pip installs the lab's packages at the versions the kit tests with.
+    dockerfile = (ROOT / "images" / "jobs" / "Dockerfile").read_text()
+    packages = next(line for line in dockerfile.splitlines() if line.startswith("ARG PACKAGES="))
+    wanted = set(packages.split("=", 1)[1].strip('"').split())
+    pinned = set()
+    for path in ("requirements.txt", "requirements-scripts.txt"):
+        pinned |= {line.split("#")[0].strip() for line in (ROOT / path).read_text().splitlines()
+                   if "==" in line and not line.startswith("#")}
+    assert wanted <= pinned, wanted - pinned
+    assert {package.split("==")[0] for package in wanted} == {"pika", "flask", "waitress", "redis"}
+
+
+def test_docker_compose_accepts_the_jobs_profile():
+    result = compose_config("--profile", "jobs", "config", "--quiet")
     assert result.returncode == 0, result.stderr
