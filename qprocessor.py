@@ -13,6 +13,7 @@ Run it as a script (./qprocessor.py --help) or import it in ipython:
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -23,8 +24,8 @@ import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass, field, fields
-from typing import IO, Callable, Optional, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import IO, Callable, NamedTuple, Optional, TypeVar
 
 import click
 import pika
@@ -43,9 +44,13 @@ EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
 EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
 EXIT_QUEUE_NODE_DOWN = 13  # the queue lives on a cluster node that is down (a classic queue; quorum ones fail over)
+EXIT_POLICY_REFUSED = 14  # --limits-by policy, and the management API refused the policy or did not answer
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 QUEUE_TYPES = ("classic", "quorum")
+LIMITS_BY = ("auto", "policy", "argument")
+POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
+MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
 
 T = TypeVar("T")
 
@@ -120,6 +125,10 @@ class ConnectionSettings:
     heartbeat: Optional[int] = setting(
         None, "--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
         help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off).")
+    management_url: Optional[str] = setting(
+        None, "--management-url", envvar="RABBITMQ_MANAGEMENT_URL", show_envvar=True,
+        help="RabbitMQ's management API, through which --delivery-limit and --dead-letter-queue become a policy "
+             "[default: http://HOST:15672, HOST the broker's].")
     retry_for: float = setting(30.0, "--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, show_default=True,
                                type=click.FloatRange(0),
                                help="Seconds to keep retrying an unreachable broker before giving up.")
@@ -207,6 +216,13 @@ class QueueSettings:
         None, "--dead-letter-queue", envvar="RABBITMQ_DEAD_LETTER_QUEUE", show_envvar=True,
         help="Where rejected messages, and those past --delivery-limit, go instead of being dropped (declared too).")
 
+    limits_by: str = setting(
+        "auto", "--limits-by", envvar="RABBITMQ_LIMITS_BY", show_envvar=True, show_default=True,
+        type=click.Choice(LIMITS_BY),
+        help="How --delivery-limit and --dead-letter-queue reach the queue. policy: as RabbitMQ advises, changeable "
+             "later without deleting the queue (the user needs the policymaker tag); argument: queue arguments, "
+             "fixed for the queue's life; auto: a policy when this user may set one, else arguments, saying why.")
+
     def __post_init__(self) -> None:
         if self.delivery_limit is not None and self.queue_type != "quorum":
             raise click.BadParameter("a delivery limit needs --queue-type quorum", param_hint="--delivery-limit")
@@ -222,15 +238,29 @@ class QueueSettings:
         quorum = self.queue_type == "quorum"
         # Without --queue-type no x-queue-type is sent, and the broker applies the vhost's default queue type.
         arguments: dict = {"x-queue-type": self.queue_type} if self.queue_type else {}
-        if self.delivery_limit is not None:
-            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.limits_by != "policy":  # once settle_limits() has set the policy, it carries them instead
+            arguments.update(self.limit_arguments())
         declared = []
         if self.dead_letter_queue:
-            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
             declared.append({"queue": self.dead_letter_queue, "durable": True,
                              "arguments": {"x-queue-type": self.queue_type} if self.queue_type else {}})
         declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
         return declared
+
+    def limit_arguments(self) -> dict:
+        """The delivery limit and dead-letter target as queue arguments (a policy names them without the "x-")."""
+        arguments: dict = {}
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.dead_letter_queue:  # through the default exchange, which routes to the queue of that name
+            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
+        return arguments
+
+    def limits_phrase(self) -> str:
+        """'delivery limit 3 and dead-letter queue 'failed'', for the lines that say where they were set."""
+        parts = [f"delivery limit {self.delivery_limit}"] if self.delivery_limit is not None else []
+        return " and ".join(parts + ([f"dead-letter queue {self.dead_letter_queue!r}"] if self.dead_letter_queue
+                                     else []))
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
@@ -243,6 +273,115 @@ class QueueSettings:
             except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
                 raise declare_refused(exc, name) from None
         return ready
+
+
+class ManagementError(Exception):
+    """The management API refused a call or did not answer; the message says which, in one line."""
+
+    def __init__(self, message: str, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused  # the API answered, and said no (not: nothing answered)
+
+
+class ManagementAPI:
+    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
+
+    def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
+        self.vhost, self.username = node.virtual_host, node.credentials.username
+        self.url = (url or f"http://{node.host}:15672").rstrip("/")
+        token = base64.b64encode(f"{self.username}:{node.credentials.password}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    def queue(self, name: str) -> Optional[dict]:
+        return self.call("GET", "queues", name)
+
+    def policies(self, kind: str = "policies") -> list:
+        return self.call("GET", kind) or []
+
+    def set_policy(self, name: str, policy: dict) -> None:
+        self.call("PUT", "policies", name, policy)
+
+    def call(self, method: str, kind: str, name: Optional[str] = None, body: Optional[dict] = None):
+        """One request on the user's vhost: the decoded answer, or None for 404."""
+        import urllib.error  # imported here: most runs never call the API, and urllib.request costs start-up time
+        import urllib.parse
+        import urllib.request
+
+        path = "/".join(urllib.parse.quote(part, safe="") for part in (kind, self.vhost, name) if part is not None)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/api/{path}", data, self.headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
+                answer = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            try:  # RabbitMQ says why: "Not management user", "Not administrator user", "Login failed", ...
+                reason = json.loads(exc.read()).get("reason", "")
+            except (ValueError, AttributeError, OSError):
+                reason = ""
+            reason = " ".join(str(reason).split()) or exc.reason
+            if exc.code in (401, 403):
+                raise ManagementError(f"the management API refused user {self.username!r} on vhost {self.vhost!r} "
+                                      f"({reason})", refused=True) from None
+            raise ManagementError(f"the management API answered {exc.code} to {method} {kind} ({reason})",
+                                  refused=True) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ManagementError(f"no management API answers at {self.url} ({getattr(exc, 'reason', exc)}); "
+                                  "give --management-url", refused=False) from None
+        return json.loads(answer) if answer else None
+
+
+def policy_applies(policy: dict, queue: str) -> bool:
+    """Whether a policy (as the management API lists it) matches a queue of this name, as RabbitMQ matches it."""
+    try:
+        matches = re.search(policy.get("pattern", ""), queue) is not None
+    except re.error:  # Erlang's regular expressions are PCRE: the rare pattern Python cannot read is taken as no match
+        return False
+    return matches and policy.get("apply-to", "all") in ("all", "queues", "quorum_queues")
+
+
+def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict]:
+    """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
+    matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
+    return max(matching, key=lambda each: each.get("priority", 0), default=None)
+
+
+def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],
+                  note: Callable[[str], None]) -> "QueueSettings":
+    """Decide how the delivery limit and dead-letter target reach the queue, and set the policy if that is the way.
+
+    RabbitMQ advises a policy: it can change without deleting the queue, where arguments are fixed for its life. A
+    policy takes the policymaker tag, which the classroom's student accounts lack: then (--limits-by auto) they go
+    into the queue's arguments and `note` says why. A queue that holds them as arguments already keeps them there,
+    since the broker refuses a redeclaration without them. Only one policy applies to a queue: ours copies the
+    definition of the one it outranks, so an instructor's other settings stay.
+    """
+    ours = queue.limit_arguments()
+    if not ours or queue.limits_by == "argument":
+        return replace(queue, limits_by="argument")
+    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue.name
+    try:
+        existing = api.queue(queue.name)
+        if existing is not None and any(arg in ours for arg in existing.get("arguments") or {}):
+            if queue.limits_by == "policy":
+                raise BrokerError(f"queue {queue.name!r} holds its limits as queue arguments, which no policy can "
+                                  "replace: give --limits-by argument, or delete the queue first", EXIT_QUEUE_MISMATCH)
+            note(f"queue {queue.name!r} already holds its limits as arguments, so its {queue.limits_phrase()} "
+                 "go there too")
+            return replace(queue, limits_by="argument")
+        outranked = ruling_policy(api.policies(), queue.name, ignore=name)
+        definition = {**(outranked or {}).get("definition", {}), **{arg[2:]: value for arg, value in ours.items()}}
+        api.set_policy(name, {"pattern": f"^{re.escape(queue.name)}$", "apply-to": "queues",
+                              "priority": (outranked or {}).get("priority", 0) + 1, "definition": definition})
+    except ManagementError as exc:
+        why = f"{exc}: a policy needs the policymaker tag" if exc.refused else str(exc)
+        if queue.limits_by == "policy":
+            raise BrokerError(f"cannot set policy {name!r}: {why}", EXIT_POLICY_REFUSED) from None
+        note(f"{why}; queue {queue.name!r} gets its {queue.limits_phrase()} as arguments instead")
+        return replace(queue, limits_by="argument")
+    note(f"policy {name!r} on vhost {api.vhost!r} gives queue {queue.name!r} {queue.limits_phrase()}")
+    return replace(queue, limits_by="policy")
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -589,6 +728,11 @@ class ConnectionLost(Exception):
 QUICK_LOSS = 1.0  # seconds: a connection lost sooner than this after opening counts towards the reconnect backoff
 
 
+class QueueLimits(NamedTuple):
+    delivery_limit: Optional[int]  # None: the broker redelivers a failing message forever
+    dead_letter_queue: Optional[str]  # None: a message past the limit, or rejected without requeue, is dropped
+
+
 @dataclass
 class Worker:
     """Consumes one queue, fakes work, loses messages on request and logs every event."""
@@ -602,7 +746,8 @@ class Worker:
     stopping: bool = False
     cancelled: bool = False  # the broker sent basic.cancel for this worker's consumer
     after_cancel: bool = False  # consuming again after a cancel: the queue must exist already
-    delivery_limit: Optional[int] = None  # the queue's, as far as this worker knows (quorum queues only)
+    management_url: Optional[str] = None  # where to read the policies that may limit the queue
+    limits: Optional[QueueLimits] = None  # learnt at the first rejection on a quorum queue (queue_limits())
     _last_message_at: float = field(default_factory=time.monotonic)
     _quick_losses: int = 0
     # Acks of finished work not yet sent: one basic.ack with multiple=True covers them, sent once no delivery is
@@ -690,7 +835,6 @@ class Worker:
                 self.require_queue(channel)
             else:
                 self.queue.declare(channel)
-            self.delivery_limit = self.effective_delivery_limit(connection)
             if s.prefetch:
                 channel.basic_qos(prefetch_count=s.prefetch)
             deliveries = channel.consume(queue, auto_ack=not s.acknowledge, inactivity_timeout=0.25)
@@ -727,19 +871,30 @@ class Worker:
                 raise explain(exc, self.brokers.current) from None
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
 
-    def effective_delivery_limit(self, connection: pika.BlockingConnection) -> Optional[int]:
-        """The delivery limit the broker applies to our queue, if it is a quorum queue: ours, or RabbitMQ 4.x's default.
-
-        Without --queue-type the vhost's default decides the type: reject() then applies the limit only to deliveries
-        that carry x-delivery-count, which only quorum queues add."""
-        if self.queue.queue_type == "classic":
-            return None
-        if self.queue.delivery_limit is not None:
-            return self.queue.delivery_limit
-        version = connection._impl.server_properties.get("version", b"")  # pika keeps the broker's handshake there
-        major = version.decode() if isinstance(version, bytes) else str(version)
-        return DEFAULT_QUORUM_DELIVERY_LIMIT if major.split(".")[0].isdigit() and int(major.split(".")[0]) >= 4 \
-            else None
+    def queue_limits(self, connection: pika.BlockingConnection) -> QueueLimits:
+        """The delivery limit and dead-letter queue the broker applies to our quorum queue, as far as this worker can
+        know: its own settings, lowered by the policies the management API shows this user, else RabbitMQ 4.x's
+        default limit. Learnt at the first rejection, so that a classic queue never costs a call to the API."""
+        if self.limits is None:
+            queue = self.queue
+            found = [queue.delivery_limit] if queue.delivery_limit is not None else []
+            target = queue.dead_letter_queue
+            try:
+                api = ManagementAPI(self.brokers.current, self.management_url)
+                for kind in ("policies", "operator-policies"):  # of both, the lower limit wins
+                    definition = (ruling_policy(api.policies(kind), queue.name) or {}).get("definition", {})
+                    if isinstance(definition.get("delivery-limit"), int):
+                        found.append(definition["delivery-limit"])
+                    if target is None and definition.get("dead-letter-exchange") == "":  # arguments win over it
+                        target = definition.get("dead-letter-routing-key")
+            except ManagementError:
+                pass  # a user without a management tag sees no policies: go by this worker's own settings
+            version = connection._impl.server_properties.get("version", b"")  # pika keeps the handshake there
+            major = (version.decode() if isinstance(version, bytes) else str(version)).split(".")[0]
+            if not found and major.isdigit() and int(major) >= 4:
+                found.append(DEFAULT_QUORUM_DELIVERY_LIMIT)
+            self.limits = QueueLimits(min(found) if found else None, target)
+        return self.limits
 
     def on_broker_cancel(self, _frame) -> None:
         self.cancelled = True
@@ -889,14 +1044,15 @@ class Worker:
         text = body.decode("utf-8", "replace")
         # A quorum queue drops or dead-letters a message rejected once more than its limit allows, silently.
         quorum = self.queue.queue_type == "quorum" or delivery_count is not None
-        past_limit = quorum and self.delivery_limit is not None and (delivery_count or 0) >= self.delivery_limit
+        limits = self.queue_limits(channel.connection) if quorum else QueueLimits(None, self.queue.dead_letter_queue)
+        past_limit = limits.delivery_limit is not None and (delivery_count or 0) >= limits.delivery_limit
         if requeue and not past_limit:
             self.tally.requeued += 1
             self.log("requeued", message_id, body, method.redelivered)
             self.say(f"rejected {text!r} back to the queue")
             return
-        why = f"it reached the delivery limit of {self.delivery_limit}" if requeue else "rejected without requeue"
-        target = self.queue.dead_letter_queue
+        why = f"it reached the delivery limit of {limits.delivery_limit}" if requeue else "rejected without requeue"
+        target = limits.dead_letter_queue
         if target:
             self.tally.dead_lettered += 1
             self.log("dead-lettered", message_id, body, method.redelivered, reason=why, queue=target)
@@ -949,7 +1105,9 @@ def main(**options) -> None:
     events = None
     if settings.events:
         events = sys.stdout if settings.events == "-" else open(settings.events, "a", encoding="utf-8", buffering=1)
-    worker = Worker(settings, queue, brokers, connection.retry_for, events)
+    queue = settle_limits(queue, brokers.current, connection.management_url,
+                          lambda line: click.echo(f"[{settings.name}] {line}", err=True))
+    worker = Worker(settings, queue, brokers, connection.retry_for, events, management_url=connection.management_url)
     install_signal_handlers(worker)
     try:
         tally = worker.run()

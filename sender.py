@@ -13,9 +13,11 @@ Run it as a script (./sender.py --help) or import it in ipython:
 """
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import itertools
+import json
 import random
 import re
 import socket
@@ -26,7 +28,7 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from queue import Empty, SimpleQueue
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
@@ -47,9 +49,13 @@ EXIT_QUEUE_MISMATCH = 6  # the queue exists with other properties (PRECONDITION_
 EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 broker
 EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
 EXIT_QUEUE_NODE_DOWN = 13  # the queue lives on a cluster node that is down (a classic queue; quorum ones fail over)
+EXIT_POLICY_REFUSED = 14  # --limits-by policy, and the management API refused the policy or did not answer
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 QUEUE_TYPES = ("classic", "quorum")
+LIMITS_BY = ("auto", "policy", "argument")
+POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
+MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
 
 T = TypeVar("T")
 
@@ -124,6 +130,10 @@ class ConnectionSettings:
     heartbeat: Optional[int] = setting(
         None, "--heartbeat", envvar="RABBITMQ_HEARTBEAT", show_envvar=True, type=click.IntRange(0),
         help="Heartbeat timeout in seconds proposed to the broker (0 turns heartbeats off).")
+    management_url: Optional[str] = setting(
+        None, "--management-url", envvar="RABBITMQ_MANAGEMENT_URL", show_envvar=True,
+        help="RabbitMQ's management API, through which --delivery-limit and --dead-letter-queue become a policy "
+             "[default: http://HOST:15672, HOST the broker's].")
     retry_for: float = setting(30.0, "--retry-for", envvar="RABBITMQ_RETRY_FOR", show_envvar=True, show_default=True,
                                type=click.FloatRange(0),
                                help="Seconds to keep retrying an unreachable broker before giving up.")
@@ -211,6 +221,13 @@ class QueueSettings:
         None, "--dead-letter-queue", envvar="RABBITMQ_DEAD_LETTER_QUEUE", show_envvar=True,
         help="Where rejected messages, and those past --delivery-limit, go instead of being dropped (declared too).")
 
+    limits_by: str = setting(
+        "auto", "--limits-by", envvar="RABBITMQ_LIMITS_BY", show_envvar=True, show_default=True,
+        type=click.Choice(LIMITS_BY),
+        help="How --delivery-limit and --dead-letter-queue reach the queue. policy: as RabbitMQ advises, changeable "
+             "later without deleting the queue (the user needs the policymaker tag); argument: queue arguments, "
+             "fixed for the queue's life; auto: a policy when this user may set one, else arguments, saying why.")
+
     def __post_init__(self) -> None:
         if self.delivery_limit is not None and self.queue_type != "quorum":
             raise click.BadParameter("a delivery limit needs --queue-type quorum", param_hint="--delivery-limit")
@@ -226,15 +243,29 @@ class QueueSettings:
         quorum = self.queue_type == "quorum"
         # Without --queue-type no x-queue-type is sent, and the broker applies the vhost's default queue type.
         arguments: dict = {"x-queue-type": self.queue_type} if self.queue_type else {}
-        if self.delivery_limit is not None:
-            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.limits_by != "policy":  # once settle_limits() has set the policy, it carries them instead
+            arguments.update(self.limit_arguments())
         declared = []
         if self.dead_letter_queue:
-            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
             declared.append({"queue": self.dead_letter_queue, "durable": True,
                              "arguments": {"x-queue-type": self.queue_type} if self.queue_type else {}})
         declared.append({"queue": self.name, "durable": self.durable or quorum, "arguments": arguments})
         return declared
+
+    def limit_arguments(self) -> dict:
+        """The delivery limit and dead-letter target as queue arguments (a policy names them without the "x-")."""
+        arguments: dict = {}
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.dead_letter_queue:  # through the default exchange, which routes to the queue of that name
+            arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
+        return arguments
+
+    def limits_phrase(self) -> str:
+        """'delivery limit 3 and dead-letter queue 'failed'', for the lines that say where they were set."""
+        parts = [f"delivery limit {self.delivery_limit}"] if self.delivery_limit is not None else []
+        return " and ".join(parts + ([f"dead-letter queue {self.dead_letter_queue!r}"] if self.dead_letter_queue
+                                     else []))
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""
@@ -247,6 +278,115 @@ class QueueSettings:
             except amqp.ConnectionClosedByBroker as exc:  # e.g. 541: the broker forbids this kind of queue
                 raise declare_refused(exc, name) from None
         return ready
+
+
+class ManagementError(Exception):
+    """The management API refused a call or did not answer; the message says which, in one line."""
+
+    def __init__(self, message: str, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused  # the API answered, and said no (not: nothing answered)
+
+
+class ManagementAPI:
+    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
+
+    def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
+        self.vhost, self.username = node.virtual_host, node.credentials.username
+        self.url = (url or f"http://{node.host}:15672").rstrip("/")
+        token = base64.b64encode(f"{self.username}:{node.credentials.password}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    def queue(self, name: str) -> Optional[dict]:
+        return self.call("GET", "queues", name)
+
+    def policies(self, kind: str = "policies") -> list:
+        return self.call("GET", kind) or []
+
+    def set_policy(self, name: str, policy: dict) -> None:
+        self.call("PUT", "policies", name, policy)
+
+    def call(self, method: str, kind: str, name: Optional[str] = None, body: Optional[dict] = None):
+        """One request on the user's vhost: the decoded answer, or None for 404."""
+        import urllib.error  # imported here: most runs never call the API, and urllib.request costs start-up time
+        import urllib.parse
+        import urllib.request
+
+        path = "/".join(urllib.parse.quote(part, safe="") for part in (kind, self.vhost, name) if part is not None)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/api/{path}", data, self.headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
+                answer = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            try:  # RabbitMQ says why: "Not management user", "Not administrator user", "Login failed", ...
+                reason = json.loads(exc.read()).get("reason", "")
+            except (ValueError, AttributeError, OSError):
+                reason = ""
+            reason = " ".join(str(reason).split()) or exc.reason
+            if exc.code in (401, 403):
+                raise ManagementError(f"the management API refused user {self.username!r} on vhost {self.vhost!r} "
+                                      f"({reason})", refused=True) from None
+            raise ManagementError(f"the management API answered {exc.code} to {method} {kind} ({reason})",
+                                  refused=True) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ManagementError(f"no management API answers at {self.url} ({getattr(exc, 'reason', exc)}); "
+                                  "give --management-url", refused=False) from None
+        return json.loads(answer) if answer else None
+
+
+def policy_applies(policy: dict, queue: str) -> bool:
+    """Whether a policy (as the management API lists it) matches a queue of this name, as RabbitMQ matches it."""
+    try:
+        matches = re.search(policy.get("pattern", ""), queue) is not None
+    except re.error:  # Erlang's regular expressions are PCRE: the rare pattern Python cannot read is taken as no match
+        return False
+    return matches and policy.get("apply-to", "all") in ("all", "queues", "quorum_queues")
+
+
+def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict]:
+    """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
+    matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
+    return max(matching, key=lambda each: each.get("priority", 0), default=None)
+
+
+def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],
+                  note: Callable[[str], None]) -> "QueueSettings":
+    """Decide how the delivery limit and dead-letter target reach the queue, and set the policy if that is the way.
+
+    RabbitMQ advises a policy: it can change without deleting the queue, where arguments are fixed for its life. A
+    policy takes the policymaker tag, which the classroom's student accounts lack: then (--limits-by auto) they go
+    into the queue's arguments and `note` says why. A queue that holds them as arguments already keeps them there,
+    since the broker refuses a redeclaration without them. Only one policy applies to a queue: ours copies the
+    definition of the one it outranks, so an instructor's other settings stay.
+    """
+    ours = queue.limit_arguments()
+    if not ours or queue.limits_by == "argument":
+        return replace(queue, limits_by="argument")
+    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue.name
+    try:
+        existing = api.queue(queue.name)
+        if existing is not None and any(arg in ours for arg in existing.get("arguments") or {}):
+            if queue.limits_by == "policy":
+                raise BrokerError(f"queue {queue.name!r} holds its limits as queue arguments, which no policy can "
+                                  "replace: give --limits-by argument, or delete the queue first", EXIT_QUEUE_MISMATCH)
+            note(f"queue {queue.name!r} already holds its limits as arguments, so its {queue.limits_phrase()} "
+                 "go there too")
+            return replace(queue, limits_by="argument")
+        outranked = ruling_policy(api.policies(), queue.name, ignore=name)
+        definition = {**(outranked or {}).get("definition", {}), **{arg[2:]: value for arg, value in ours.items()}}
+        api.set_policy(name, {"pattern": f"^{re.escape(queue.name)}$", "apply-to": "queues",
+                              "priority": (outranked or {}).get("priority", 0) + 1, "definition": definition})
+    except ManagementError as exc:
+        why = f"{exc}: a policy needs the policymaker tag" if exc.refused else str(exc)
+        if queue.limits_by == "policy":
+            raise BrokerError(f"cannot set policy {name!r}: {why}", EXIT_POLICY_REFUSED) from None
+        note(f"{why}; queue {queue.name!r} gets its {queue.limits_phrase()} as arguments instead")
+        return replace(queue, limits_by="argument")
+    note(f"policy {name!r} on vhost {api.vhost!r} gives queue {queue.name!r} {queue.limits_phrase()}")
+    return replace(queue, limits_by="policy")
 
 
 def describe(params: pika.ConnectionParameters) -> str:
@@ -998,6 +1138,9 @@ def main(messages: tuple[str, ...], **options) -> None:
                                                               else messages))
     else:
         source = StreamSource(sys.stdin.buffer)
+    if settings.declare:
+        queue = settle_limits(queue, brokers.current, connection.management_url,
+                              lambda line: click.echo(line, err=True))
     publisher = Publisher(brokers, queue, declare=settings.declare, persistent=settings.persistent,
                           confirm=settings.confirm, window=settings.confirm_window,
                           say=lambda text: click.echo(text, err=True))

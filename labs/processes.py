@@ -32,7 +32,7 @@ class PaneProcess:
 
     def __init__(self, target: str, args: Sequence[str], env: dict, title: str) -> None:
         exports = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in env.items()
-                           if k in ("AMQP_URL", "RABBITMQ_QUEUE", "PYTHONUNBUFFERED"))
+                           if k in ("AMQP_URL", "RABBITMQ_QUEUE", "RABBITMQ_MANAGEMENT_URL", "PYTHONUNBUFFERED"))
         command = f"printf '\\033]2;{title}\\033\\\\'; exec {' '.join(shlex.quote(a) for a in args)}"
         out = subprocess.check_output(
             f"tmux split-window -d -t {shlex.quote(target)} {exports} -P -F '#{{pane_id}} #{{pane_pid}}' "
@@ -82,9 +82,11 @@ class Run:
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="labkit-run-")))
     processes: list = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
+    management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
 
     def env(self) -> dict:
-        return child_environment(AMQP_URL=self.url, RABBITMQ_QUEUE=self.queue, PYTHONUNBUFFERED="1")
+        management = {"RABBITMQ_MANAGEMENT_URL": self.management_url} if self.management_url else {}
+        return child_environment(AMQP_URL=self.url, RABBITMQ_QUEUE=self.queue, PYTHONUNBUFFERED="1", **management)
 
     def send(self, *args: str, bodies: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""

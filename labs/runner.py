@@ -50,7 +50,7 @@ class Context:
 
     def run(self, queue: str, url: Optional[str] = None) -> Run:
         """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker."""
-        run = Run(url or self.url, queue, echo=self.echo, tmux=self.tmux)
+        run = Run(url or self.url, queue, echo=self.echo, tmux=self.tmux, management_url=self.broker.admin.base_url)
         self.runs.append(run)
         return run
 

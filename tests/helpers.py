@@ -95,7 +95,8 @@ class Space:
 
     def env(self, **extra: str) -> dict:
         """The URL travels in AMQP_URL, so no password shows in the process list."""
-        return child_environment(**{"AMQP_URL": self.url, "PYTHONUNBUFFERED": "1", **extra})
+        return child_environment(**{"AMQP_URL": self.url, "RABBITMQ_MANAGEMENT_URL": self.broker.admin.base_url,
+                                    "PYTHONUNBUFFERED": "1", **extra})
 
     def send(self, *args: str, input: Optional[str] = None, check: bool = True,
              script: Path = SENDER, env: Optional[dict] = None) -> subprocess.CompletedProcess:
