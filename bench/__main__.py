@@ -477,15 +477,17 @@ def measure_jobs(version: Optional[str], jobs: int, rounds: int) -> tuple[list[d
     from labs.redis_server import running_redis
 
     with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
-        broker.admin.overview()
-        bench = Bench(broker, jobs, rounds, Path(workdir))
+        actual = broker.admin.overview().get("rabbitmq_version")
+        vhost = f"bench-{secrets.token_hex(3)}"  # no connection of the bench's own: minutes idle would lose it
+        broker.admin.add_vhost(vhost)
+        broker.admin.grant(broker.username, vhost)
         try:
             with running_redis(Path(workdir) / "redis") as redis_server:
                 redis_version = redis_server.client().info()["redis_version"]
-                rows = JobsBench(bench.url, redis_server, jobs, rounds, Path(workdir), bench.version).measure()
+                rows = JobsBench(broker.url(vhost), redis_server, jobs, rounds, Path(workdir), actual).measure()
         finally:
-            bench.close()
-    return rows, bench.version, redis_version
+            broker.admin.delete_vhost(vhost)
+    return rows, actual, redis_version
 
 
 def cluster_version(version: str) -> str:

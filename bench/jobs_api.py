@@ -201,7 +201,10 @@ class JobsBench:
             for side in sides[shift:] + sides[:shift]:
                 tag = f"{side.key}-{round_number}"
                 with self.service(side, tag) as port:
-                    runs[side.key].append(self.drive(port, self.jobs, tag))
+                    run = self.drive(port, self.jobs, tag)
+                runs[side.key].append(run)
+                print(f"RabbitMQ {self.version}, round {round_number + 1}, {side.key}: {run['rate']:.0f} jobs/s, "
+                      f"p50 {run['p50'] * 1000:.1f} ms, p99 {run['p99'] * 1000:.1f} ms", file=sys.stderr, flush=True)
         return [self.row(runs[OURS.key], runs[peer.key], peer) for peer in PEERS]
 
     def row(self, ours: list[dict], peer: list[dict], side: Side) -> dict:
