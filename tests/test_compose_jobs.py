@@ -75,7 +75,12 @@ def test_the_api_answers_after_up_wait_the_workers_complete_jobs_and_a_killed_wo
     project.compose("up", "-d", "--wait", "--wait-timeout", "90", "--pull", "never", "--no-build",
                     "--scale", f"jobs-worker={WORKERS}", "jobs-api", "jobs-worker")
 
-    # `--wait` returned: the API answers at once (its healthcheck), from Redis, on 127.0.0.1 only.
+    # `--wait` returned because the API's healthcheck passed (a container without one counts as ready once it runs,
+    # maybe before it listens), and the API answers, from Redis, on 127.0.0.1 only.
+    api = project.compose("ps", "-q", "jobs-api").stdout.split()
+    assert len(api) == 1, api
+    health = run("docker", "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", api[0], timeout=30)
+    assert health.stdout.strip() == "healthy", health
     assert project.request("GET", "/jobs") == (200, [])
     assert project.request("GET", "/jobs/no-such-job")[0] == 404
     assert project.compose("port", "jobs-api", "5000").stdout.strip() == f"127.0.0.1:{project.api_port}"
