@@ -314,14 +314,14 @@ class ManagementAPI:
             with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
                 answer = response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            if exc.code == 404 and method == "GET":
                 return None
             try:  # RabbitMQ says why: "Not management user", "Not administrator user", "Login failed", ...
                 reason = json.loads(exc.read()).get("reason", "")
             except (ValueError, AttributeError, OSError):
                 reason = ""
             reason = " ".join(str(reason).split()) or exc.reason
-            if exc.code in (401, 403):
+            if exc.code in (401, 403, 404):  # 404: some versions hide a vhost the user has no permissions on
                 raise ManagementError(f"the management API refused user {self.username!r} on vhost {self.vhost!r} "
                                       f"({reason})", refused=True) from None
             raise ManagementError(f"the management API answered {exc.code} to {method} {kind} ({reason})",

@@ -166,9 +166,13 @@ def demo(live_only: bool, version: Optional[str]) -> None:
 @click.option("--default-queue-type", type=click.Choice(["classic", "quorum"]),
               help="Each student's vhost gets this default queue type (quorum: the queues the scripts and the "
                    "tutorials declare without a type are replicated quorum queues). The handouts hold either way.")
+@click.option("--policymaker", is_flag=True,
+              help="Give the students the policymaker tag: on their own vhost they may set policies, so the scripts' "
+                   "--delivery-limit and --dead-letter-queue become a policy (as RabbitMQ advises) instead of fixed "
+                   "queue arguments.")
 def provision(roster: Path, password: Optional[str], passwords_csv: Path, definitions_path: Optional[Path],
               management_url: Optional[str], admin_user: str, admin_password: str,
-              default_queue_type: Optional[str]) -> None:
+              default_queue_type: Optional[str], policymaker: bool) -> None:
     """Create a user, a vhost of the same name and permissions on it only, for each username in ROSTER.
 
     Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.
@@ -183,7 +187,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     if not (definitions_path or management_url):
         raise click.UsageError("say where the accounts go: --definitions FILE, --apply URL, or both")
     students = assign_passwords(names, password, read_passwords(passwords_csv))
-    document = definitions(students, default_queue_type)
+    document = definitions(students, default_queue_type, policymaker)
     if password is None:
         write_passwords(passwords_csv, students)
         click.echo(f"passwords for {len(students)} students in {passwords_csv} (hand them out, then delete it)")

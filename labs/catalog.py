@@ -324,6 +324,8 @@ connection.close()
     lab.claim("after the fix, a worker on tasks-dead processes it: nothing was lost",
               fixed.tally().bodies("done") == ["poison"] and lab.ready("tasks-dead") == 0)
 
+    limits_where(lab)
+
     if lab.broker.version() >= (4, 0):
         dropped = lab.run("no-dead-letter")
         dropped.send("--queue-type", "quorum", "poison", bodies=["poison"])
@@ -334,6 +336,39 @@ connection.close()
         lab.claim("RabbitMQ 4: with no dead-letter queue, a quorum queue drops the poison message after 20 failed "
                   "deliveries (21 tries); the worker counts it as lost", tries == 21 and tally.bodies("lost") ==
                   ["poison"] and lab.ready("no-dead-letter") == 0, f"tried {tries} times, lost {tally.bodies('lost')}")
+
+
+def limits_where(lab: Context) -> None:
+    """A policy where the user may set one, the queue's arguments otherwise: what each means for changing a limit."""
+    graded = ("--queue", "graded", "--queue-type", "quorum", "--dead-letter-queue", "graded-dead")
+    run = lab.run("graded")
+
+    def send(*args: str) -> tuple[str, dict, Optional[dict]]:
+        result = run.send(*graded, *args, check=False)
+        queue = lab.broker.admin.queue(lab.vhost, "graded")
+        policies = lab.broker.admin.request("GET", f"/api/policies/{lab.broker.admin.quote(lab.vhost)}")
+        ours = next((each for each in policies if each["name"] == "labkit-graded"), None)
+        output = (result.stdout + result.stderr).splitlines() if result.returncode == 0 else []
+        said = next((line for line in output if "polic" in line), f"exit {result.returncode}")
+        return said, queue.get("arguments", {}), ours
+
+    said, arguments, policy = send("--delivery-limit", "3", "job1")
+    lab.claim("a student without the policymaker tag gets the limits as queue arguments, and the sender says why",
+              "a policy needs the policymaker tag" in said and "as arguments instead" in said
+              and arguments.get("x-delivery-limit") == 3 and policy is None, said)
+    lab.tag_user("policymaker")
+    try:
+        run.send("--queue", "graded", "--delete-queue", "--force")
+        said, arguments, policy = send("--delivery-limit", "3", "job1")
+        lab.claim("with the policymaker tag the same command sets policy labkit-graded, and the queue has no limit "
+                  "arguments", "policy 'labkit-graded'" in said and "x-delivery-limit" not in arguments
+                  and (policy or {}).get("definition", {}).get("delivery-limit") == 3, said)
+        said, arguments, policy = send("--delivery-limit", "5", "job2")
+        lab.claim("changing the limit is one more run: the policy now says 5, and the queue keeps its 2 messages",
+                  (policy or {}).get("definition", {}).get("delivery-limit") == 5 and lab.ready("graded") == 2,
+                  said)
+    finally:
+        lab.tag_user("")
 
 
 HANDOUT_BAD_JOBS = [b"oops", b'{"start": 1}', b'{"start": "1", "end": 2}', b'{"start": 9, "end": 2}']

@@ -63,14 +63,17 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
 
 
-def definitions(students: list[Student], default_queue_type: str | None = None) -> dict:
+def definitions(students: list[Student], default_queue_type: str | None = None, policymaker: bool = False) -> dict:
     """A RabbitMQ definitions document: importable with rabbitmqctl import_definitions, or loaded at boot.
 
-    With a default queue type, each student's vhost gives that type to queues declared without x-queue-type."""
+    With a default queue type, each student's vhost gives that type to queues declared without x-queue-type. With
+    policymaker, students may set policies on their own vhost (the scripts' --delivery-limit becomes one), and use the
+    management UI for it."""
     vhost_metadata = {"metadata": {"default_queue_type": default_queue_type}} if default_queue_type else {}
     return {
         "users": [{"name": s.username, "password_hash": password_hash(s.password),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s in students],
+                   "hashing_algorithm": "rabbit_password_hashing_sha256",
+                   "tags": ["policymaker"] if policymaker else []} for s in students],
         "vhosts": [{"name": s.username, **vhost_metadata} for s in students],
         "permissions": [{"user": s.username, "vhost": s.username, "configure": ".*", "write": ".*", "read": ".*"}
                         for s in students],

@@ -66,6 +66,12 @@ class Context:
         assert self.cluster, "not a cluster lab"
         return " ".join(self.node_url(node.number) for node in self.cluster.nodes)
 
+    def tag_user(self, tags: str) -> None:
+        """Give the lab's user these management tags, as an instructor would (rabbitmqctl set_user_tags)."""
+        parts = urllib.parse.urlsplit(self.url)
+        username, password = (urllib.parse.unquote(part or "") for part in (parts.username, parts.password))
+        self.broker.admin.add_user(username, password, tags=tags)
+
     def claim(self, text: str, ok: bool, detail: str = "") -> bool:
         self.claims.append(Claim(text, bool(ok), detail))
         return bool(ok)

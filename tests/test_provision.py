@@ -80,6 +80,30 @@ def test_each_student_works_in_their_own_vhost_and_is_refused_elsewhere(broker, 
             broker.admin.delete_user(student)
 
 
+def test_policymaker_students_get_their_limits_as_a_policy_on_their_own_vhost_only(broker, roster, tmp_path, space):
+    require(broker.local is not None, "applies accounts through the suite's own broker's management API")
+    students = roster[:2]
+    (tmp_path / "roster.txt").write_text("\n".join(students) + "\n")
+    result = provision(str(tmp_path / "roster.txt"), "--password", "class-pass", "--apply", broker.admin.base_url,
+                       "--policymaker")
+    try:
+        assert result.returncode == 0, result.stderr
+        first, second = students
+        limits = ("--queue", "q", "--queue-type", "quorum", "--delivery-limit", "4", "job")
+        sent = space.send(*limits, env=space.env(AMQP_URL=broker.url(first, first, "class-pass")))
+        assert f"policy 'labkit-q' on vhost {first!r} gives queue 'q' delivery limit 4" in sent.stderr
+        # The tag gives policies on the vhosts a student has permissions on: their own, no other.
+        elsewhere = space.send(*limits, "--limits-by", "policy", check=False,
+                               env=space.env(AMQP_URL=broker.url(second, first, "class-pass")))
+        assert elsewhere.returncode == 14 and "cannot set policy 'labkit-q'" in elsewhere.stderr, elsewhere.stderr
+        other = broker.admin.request("GET", f"/api/policies/{broker.admin.quote(second)}")
+        assert other == []
+    finally:
+        for student in students:
+            broker.admin.delete_vhost(student)
+            broker.admin.delete_user(student)
+
+
 def test_the_sample_definitions_that_compose_loads_give_working_accounts(broker):
     require(broker.local is not None, "imports definitions into the suite's own broker")
     document = json.loads(SAMPLE_DEFINITIONS.read_text())
