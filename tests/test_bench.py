@@ -112,6 +112,7 @@ def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, admini
     results = json.loads(out.read_text())
     version = ManagementAPI(broker.admin.base_url, username, password).overview()["rabbitmq_version"]
     assert (results["jobs"], results["rounds"], results["clients"], results["workers"]) == (JOBS_SMOKE, 1, 4, 4)
+    assert all((row["paced jobs"], row["paced jobs/s"]) == (8, 20) for row in results["rows"])
     assert results["machine"]["rabbitmq"] == version and results["machine"]["rq"] == rq.__version__
     assert results["machine"]["redis"], "the Redis server's version is named"
     rows = {row["what"]: row for row in results["rows"]}
@@ -127,6 +128,8 @@ def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, admini
             assert 0 < row[f"{who} p50 ms"] <= row[f"{who} p99 ms"] < 300_000, (what, who)
             # no job can complete sooner than the whole run's average share of it, nor later than the whole run
             assert row[f"{who} p99 ms"] <= 1000 * JOBS_SMOKE / row[f"{who} jobs/s"] * 1.01, (what, who)
+            # and sent at 20 jobs/s (a tenth as many, 8 at least), with no backlog to wait behind
+            assert 0 < row[f"{who} paced p50 ms"] <= row[f"{who} paced p99 ms"] < 30_000, (what, who)
         assert row["ratio"] == pytest.approx(row["ours jobs/s"] / row["peer jobs/s"])
         assert row["round ratios"] == pytest.approx([row["ratio"]]) and row["spread"] == [row["ratio"]] * 2
         assert 1 <= row["ours worker processes"] <= 4, "the lab's 4 workers ran every job"
