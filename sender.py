@@ -1094,6 +1094,19 @@ class SenderSettings:
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the summary line.")
 
 
+def delete_own_policy(queue: str, node: pika.ConnectionParameters, management_url: Optional[str]) -> bool:
+    """Delete the policy settle_limits() set for the queue, if there is one and the user may: a queue made again
+    under the same name must not inherit a delivery limit nobody asked for this time."""
+    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue
+    try:
+        if not any(each.get("name") == name for each in api.policies()):
+            return False
+        api.call("DELETE", "policies", name)
+    except ManagementError:
+        return False  # a user who may not see or delete policies cannot have set this one
+    return True
+
+
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @command_options(ConnectionSettings, QueueSettings, SenderSettings)
 @click.argument("messages", nargs=-1)
@@ -1126,6 +1139,8 @@ def main(messages: tuple[str, ...], **options) -> None:
                 held = delete_queue(admin.channel(), queue.name, settings.force)
                 click.echo(f"deleted queue {queue.name!r} on vhost {brokers.current.virtual_host!r} ({held} messages "
                            "in it)")
+                if delete_own_policy(queue.name, brokers.current, connection.management_url):
+                    click.echo(f"deleted policy {POLICY_PREFIX + queue.name!r}, which set its limits")
                 return
             click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
         finally:

@@ -128,3 +128,14 @@ def test_the_worker_counts_a_message_past_an_instructors_limit_as_lost(space):
     assert "it reached the delivery limit of 2" in worker.output
     summary = worker.output.splitlines()[-1]
     assert "lost 1" in summary, summary
+
+
+def test_deleting_the_queue_deletes_the_policy_that_set_its_limits(space):
+    tag(space, "policymaker")
+    space.send("--queue", "q", *LIMITS, "job")
+    space.broker.admin.set_policy(space.vhost, "teacher", "^other$", {"max-length": 5})
+    deleted = space.send("--queue", "q", "--delete-queue", "--force")
+    assert "deleted policy 'labkit-q', which set its limits" in deleted.stdout
+    assert set(policies(space)) == {"teacher"}  # only the kit's own policy for that queue goes
+    again = space.send("--queue", "q", "--queue-type", "quorum", "job")  # made again without limits: none apply
+    assert "polic" not in again.stderr and "labkit-q" not in policies(space)
