@@ -85,7 +85,7 @@ def test_no_management_api_is_said_as_such_and_never_as_a_refusal(space):
     refused = space.send("--queue", "q", *LIMITS, "--limits-by", "policy", "job", check=False, env=env)
     assert_one_line_error(refused, EXIT_POLICY_REFUSED, f"no management API answers at {nowhere}",
                           "--management-url")
-    assert "refused user" not in refused.stderr
+    assert "refused user" not in refused.stderr and "policymaker" not in refused.stderr
     result = space.send("--queue", "q", *LIMITS, "job", env=env)  # auto: the arguments, saying why
     assert f"no management API answers at {nowhere}" in result.stderr and "as arguments instead" in result.stderr
     assert arguments(space, "q")["x-delivery-limit"] == 2
