@@ -514,11 +514,12 @@ def cluster_version(version: str) -> str:
                    "quorum-queue throughput there against the single broker, and failover when the leader's node "
                    "is killed.")
 @click.option("--jobs", type=click.IntRange(10), metavar="N",
-              help="Instead of the rows above: the Jobs API (labs/jobs, 4 workers, zero work) against python-rq "
+              help="Instead of the scripts' rows: the Jobs API (labs/jobs, 4 workers, zero work) against python-rq "
                    "doing the same jobs, N jobs a round from POST to complete (jobs/s, p50/p99 latency).")
 def main(messages: int, rounds: int, json_path: Path, chart_path: Optional[Path], smoke: bool,
          versions: tuple[str, ...], cluster: bool, jobs: Optional[int]) -> None:
-    """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker."""
+    """Measure sender.py and qprocessor.py against plain pika on AMQP_URL or an embedded broker (with --jobs, the
+    Jobs API against python-rq)."""
     if smoke:
         messages, rounds = 200, 1
     with one_line_errors():
