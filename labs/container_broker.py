@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from labs.rabbitmqctl import Rabbitmqctl
 IMAGES = {"4.3": "labkit/rabbitmq:4.3-management"}
 AMQP_PORT, AMQPS_PORT, MANAGEMENT_PORT = 5672, 5671, 15672
 BOOT_TIMEOUT = 90  # seconds
+PORT_ATTEMPTS = 3  # host ports chosen again when Docker finds one taken meanwhile
 
 
 class ImageMissing(BrokerUnavailable):
@@ -57,9 +59,8 @@ class ContainerNode:
                  max_message_size: Optional[int] = None) -> None:
         self.version, self.image, self.workdir = version, image_for(version), workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port_for.select_random()
-        self.management_port = port_for.select_random(exclude_ports=[self.port])
         self.tls_port: Optional[int] = None
+        self._choose_ports(tls=bool(tls))
         self.ca_cert = tls["cacertfile"] if tls else None
         self.max_message_size = max_message_size
         settings = []
@@ -67,7 +68,6 @@ class ContainerNode:
             settings.append(f"max_message_size = {max_message_size}")
         mounts = {}
         if tls:
-            self.tls_port = port_for.select_random(exclude_ports=[self.port, self.management_port])
             certs = workdir / "certs"
             certs.mkdir(exist_ok=True)
             for key, path in tls.items():  # readable by the container's rabbitmq user: throwaway test certificates
@@ -84,8 +84,15 @@ class ContainerNode:
         mounts[str(config)] = "/etc/rabbitmq/conf.d/20-node.conf"
         self._mounts = mounts
         self._container = None
-        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
         self.rabbitmqctl: Optional[Rabbitmqctl] = None  # known once the container exists
+
+    def _choose_ports(self, tls: bool) -> None:
+        """Free host ports for AMQP, the management API and (with TLS) AMQPS, and the API client on the second."""
+        self.port = port_for.select_random()
+        self.management_port = port_for.select_random(exclude_ports=[self.port])
+        if tls:
+            self.tls_port = port_for.select_random(exclude_ports=[self.port, self.management_port])
+        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
 
     @property
     def node_name(self) -> str:
@@ -115,18 +122,31 @@ class ContainerNode:
         import docker.errors
         from testcontainers.core.container import DockerContainer
 
-        container = DockerContainer(self.image)
-        for inside, outside in ((AMQP_PORT, self.port), (MANAGEMENT_PORT, self.management_port),
-                                (AMQPS_PORT, self.tls_port)):
-            if outside is not None:
-                container.ports[f"{inside}/tcp"] = ("127.0.0.1", outside)
-        for host, inside in self._mounts.items():
-            container.with_volume_mapping(host, inside, "ro")
-        try:
-            container.start()
-        except docker.errors.ImageNotFound:
-            raise ImageMissing(f"the image {self.image} is missing: build it with images/build "
-                               "(./kit does), or set RABBITMQ_IMAGE") from None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            container = DockerContainer(self.image)
+            for inside, outside in ((AMQP_PORT, self.port), (MANAGEMENT_PORT, self.management_port),
+                                    (AMQPS_PORT, self.tls_port)):
+                if outside is not None:
+                    container.ports[f"{inside}/tcp"] = ("127.0.0.1", outside)
+            for host, inside in self._mounts.items():
+                container.with_volume_mapping(host, inside, "ro")
+            try:
+                container.start()
+                break
+            except docker.errors.ImageNotFound:
+                raise ImageMissing(f"the image {self.image} is missing: build it with images/build "
+                                   "(./kit does), or set RABBITMQ_IMAGE") from None
+            except docker.errors.APIError as exc:
+                # A port found free here was taken before Docker bound it (parallel test processes each start
+                # containers): remove the container that was created but could not start, and take other ports.
+                if "port is already allocated" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+                created = re.search(r"/containers/([0-9a-f]{12,64})/start", str(exc.response.url if exc.response
+                                                                                 is not None else ""))
+                if created:
+                    with contextlib.suppress(docker.errors.APIError):
+                        docker.from_env().containers.get(created.group(1)).remove(force=True)
+                self._choose_ports(tls=self.tls_port is not None)
         self._container = container
         self.rabbitmqctl = Rabbitmqctl(tuple(self.ctl_command()))
         try:
