@@ -465,6 +465,20 @@ def node_dies(lab: Context) -> None:
               new_leader not in (None, leader) and len(after) > CLUSTER_JOBS // 2,
               f"leader {leader} -> {new_leader}; {len(after)} processed after the kill; longest pause {pause:.1f}s")
     held = set(jobs.sent) - tally.processed  # 4.x keeps these with the dead node's consumers until it returns
+    cut_off = {e["worker"] for e in tally.events if e["event"] == "disconnected"}
+    went_on = {e["worker"] for e in tally.events if e["event"] == "done" and e["worker"] in cut_off
+               and e["time"] > min(d["time"] for d in tally.events if d["event"] == "disconnected"
+                                   and d["worker"] == e["worker"])}
+    lab.claim("a worker whose node died reconnected through another node and went on working",
+              went_on == cut_off, f"cut off: {sorted(cut_off) or 'none (no worker was on that node)'}; "
+                                  f"working again: {sorted(went_on)}")
+    if version < (4, 0):
+        lab.claim("RabbitMQ 3.x gives back at once what the dead node's consumers held: all done before it returns",
+                  not held, f"{len(held)} waiting for the node")
+    else:
+        lab.claim(f"RabbitMQ 4.x keeps what the dead node's consumers held until the node returns (it cannot tell a "
+                  f"crash from a partition): at most their prefetch windows, 3 x {CLUSTER_PREFETCH}",
+                  len(held) <= 3 * CLUSTER_PREFETCH, f"{len(held)} waiting for the node")
 
     cluster.start(doomed)
     cluster.wait_formed()

@@ -27,6 +27,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "node) or 4.3 (a Docker container through testcontainers). Ignored when AMQP_URL is set.")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long scenarios first: pytest-xdist hands tests out in this order, so they start at once and the quick
+    tests fill the other test processes around them, instead of a long one starting last and running on alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort: otherwise as collected
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if settings().amqp_url:
         return "broker: AMQP_URL"

@@ -68,6 +68,7 @@ def cluster():
         yield started
 
 
+@pytest.mark.slow
 def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_queue(cluster):
     # Healthy within 90 s (about 20 s on two busy cores), or the test fails: a node whose CLI cannot reach it (a
     # wrong cookie) never becomes healthy.

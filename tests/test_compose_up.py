@@ -104,6 +104,7 @@ def project():
         yield started
 
 
+@pytest.mark.slow
 def test_the_broker_loads_the_sample_accounts_and_three_workers_share_and_drain_the_queue(project):
     project.compose("up", "-d", "--wait", "--pull", "never", "rabbitmq")
 

@@ -18,6 +18,7 @@ def demo_output() -> subprocess.CompletedProcess:
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_kit_demo_live_only_passes_and_shows_the_crash_and_the_redeliveries(demo_output):
     out = demo_output.stdout
     assert demo_output.returncode == 0, demo_output.stdout[-3000:] + demo_output.stderr[-3000:]

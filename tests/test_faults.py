@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.proxy import CuttableProxy
 
-pytestmark = [pytest.mark.faults, pytest.mark.restart]
+pytestmark = [pytest.mark.faults, pytest.mark.restart, pytest.mark.slow]
 
 MESSAGES = 5000
 WORKER = ("--queue", "jobs", "--durable", "--acknowledge", "--prefetch", "10", "--seconds-per-char", "0.001",
