@@ -19,11 +19,17 @@ def proxy(broker):
     started.close()
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the child, as a terminal gives it: a suite started in the background by a
+    non-interactive shell (CI) inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sender(space, proxy, *args: str) -> subprocess.Popen:
     """sender.py connected through the proxy, its stdout and stderr captured."""
     env = space.env(AMQP_URL=space.url.replace(f":{space.broker.port}/", f":{proxy.port}/"))
     process = subprocess.Popen([sys.executable, str(SENDER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, text=True, env=env)
+                               stdin=subprocess.DEVNULL, text=True, env=env, preexec_fn=ctrl_c_as_in_a_terminal)
     space.processes.append(process)
     return process
 
