@@ -12,7 +12,9 @@ def read_events(path: Path) -> list[dict]:
     """The JSON-lines records of one --events file; none when it does not exist yet."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[:text.rfind("\n") + 1]  # a line a worker is still writing is read next time, whole
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 
+from labs.event_log import read_events
+
 SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
                      r"lost (?P<lost>\d+), requeued \d+, redelivered \d+, abandoned \d+")
 
@@ -51,3 +53,13 @@ def test_quiet_worker_still_logs_its_events_to_a_file(space):
     assert worker.bodies("done") == ["1", "2"]
     assert worker.output.strip().splitlines() == ["[filed] summary: received 2, processed 2, lost 0, requeued 0, "
                                                   "redelivered 0, abandoned 0"]
+
+
+def test_a_line_still_being_written_is_left_for_the_next_read(tmp_path):
+    """The runner and the tests read event logs while workers append to them: a half-written last line is not an
+    error, and it is read whole the next time."""
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"event": "done", "body": "1"}\n{"event": "done", "bo')
+    assert [e["body"] for e in read_events(log)] == ["1"]
+    log.write_text('{"event": "done", "body": "1"}\n{"event": "done", "body": "2"}\n')
+    assert [e["body"] for e in read_events(log)] == ["1", "2"]
