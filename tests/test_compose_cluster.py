@@ -20,7 +20,7 @@ import pytest
 
 from labs.management import ManagementAPI
 from tests.helpers import SENDER, wait_until
-from tests.test_compose_up import (PASSWORD, Project, brought_down_afterwards, done_bodies,
+from tests.test_compose_up import (IN_THE_43_SUITE, PASSWORD, Project, brought_down_afterwards, done_bodies,
                                   require_docker_compose_and_images, run)
 
 NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
@@ -69,6 +69,7 @@ def cluster():
 
 
 @pytest.mark.slow
+@IN_THE_43_SUITE
 def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_queue(cluster):
     # Healthy within 90 s (about 20 s on two busy cores), or the test fails: a node whose CLI cannot reach it (a
     # wrong cookie) never becomes healthy.

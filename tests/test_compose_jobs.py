@@ -16,7 +16,8 @@ import port_for
 import pytest
 
 from tests.helpers import wait_until
-from tests.test_compose_up import Project, brought_down_afterwards, require_docker_compose_and_images, run
+from tests.test_compose_up import (IN_THE_43_SUITE, Project, brought_down_afterwards,
+                                   require_docker_compose_and_images, run)
 
 REDIS_IMAGE = "labkit/redis:latest"
 JOBS_IMAGE = "labkit/jobs:latest"
@@ -70,6 +71,7 @@ def jobs_project():
 
 
 @pytest.mark.slow
+@IN_THE_43_SUITE
 def test_the_api_answers_after_up_wait_the_workers_complete_jobs_and_a_killed_worker_leaves_its_job_to_another(
         jobs_project):
     project = jobs_project

@@ -87,7 +87,11 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float, source: str,
     if result.returncode in (4, 5):  # usage error or no test collected: a wrong test id proves nothing
         raise click.ClickException(f"{source}: pytest could not run {' '.join(tests)}: "
                                    f"{(result.stdout + result.stderr).strip().splitlines()[-1]}")
-    return result.returncode == 0, (result.stdout.strip().splitlines() or [""])[-1]
+    last = (result.stdout.strip().splitlines() or [""])[-1]
+    if result.returncode == 0 and " passed" not in last:  # all skipped (e.g. a 4.3-only test without --rabbitmq 4.3)
+        raise click.ClickException(f"{source}: {' '.join(tests)} ran nothing ({last}): a skipped test proves nothing; "
+                                   "give the mutant the pytest_args its tests need")
+    return result.returncode == 0, last
 
 
 def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
