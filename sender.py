@@ -835,6 +835,7 @@ class Publisher:
         self._source = messages if isinstance(messages, MessageSource) else MessageSource(messages)
         self._source.when_ready(self._wake)
         self.report.started = time.monotonic()
+        self._resuming = False  # a connection was lost: say so when the next one opens
         try:
             reconnecting = False
             while True:
@@ -842,7 +843,7 @@ class Publisher:
                     with_retry(self._session, self.brokers, retry_for, quiet, reconnecting)
                     return self.report
                 except ResumeAfterLoss as lost:
-                    reconnecting = True
+                    reconnecting = self._resuming = True
                     unconfirmed = list(self._unconfirmed.values())
                     self.report.resent += len(unconfirmed)
                     self.say(f"connection to {describe(self.brokers.current)} lost ({lost}) after "
@@ -893,7 +894,7 @@ class Publisher:
             close_quietly(probe)
 
     def _on_open(self, connection) -> None:
-        if self.report.resent:  # after a loss: say where publishing resumes (another node, in a cluster)
+        if self._resuming:  # after a loss: say where publishing resumes (another node, in a cluster)
             self.say(f"reconnected to {describe(self._params)}")
         connection.channel(on_open_callback=self._on_channel_open)
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import random
 import re
 import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import SENDER, wait_until
 from tests.proxy import CuttableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.restart, pytest.mark.slow]
@@ -78,15 +82,34 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
 
 
 def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
-    count = 100000  # several seconds of sending even on a fast broker, so the restart lands mid-send
-    sender = space.start_process("sender.py", "--queue", "bulk", "--durable", "--persistent", "--count", str(count),
-                                 "--quiet", "--retry-for", "90")
+    """Lines keep arriving on the sender's standard input (as from `tail -f log | sender.py`) at a steady pace for
+    longer than a restart takes, so the restart lands mid-send however fast the sender and the broker are."""
+    count, chunk, pause = 30000, 60, 0.02  # 3,000 lines a second for 10 seconds
+    output = space.folder / "sender.out"
+    with output.open("wb") as sink:
+        sender = subprocess.Popen([sys.executable, str(SENDER), "--queue", "bulk", "--durable", "--persistent",
+                                   "--quiet", "--retry-for", "90"], stdin=subprocess.PIPE, stdout=sink,
+                                  stderr=subprocess.STDOUT, env=space.env(), text=True)
+    space.processes.append(sender)
+
+    def feed() -> None:
+        for first in range(1, count + 1, chunk):
+            sender.stdin.write("".join(f"{n}\n" for n in range(first, min(first + chunk, count + 1))))
+            sender.stdin.flush()
+            time.sleep(pause)
+        sender.stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     wait_until(lambda: space.ready_or_zero("bulk") > 2000, 60, "the send to be under way")
+    assert feeder.is_alive(), "the lines ran out before the restart: it would not land mid-send"
     restartable.restart()
-    assert sender.wait(180) == 0, sender.output
-    assert f"sent {count} messages" in sender.output  # every message confirmed once, after resending
-    assert re.search(r"connection to 127.0.0.1:\d+ lost", sender.output) and "resend" in sender.output
-    assert "reconnected to 127.0.0.1:" in sender.output
+    feeder.join(120)
+    assert sender.wait(180) == 0, output.read_text()
+    said = output.read_text()
+    assert f"sent {count} messages" in said  # every message confirmed once, after resending
+    assert re.search(r"connection to 127.0.0.1:\d+ lost", said) and "resend" in said
+    assert "reconnected to 127.0.0.1:" in said
     worker = space.start_worker("drain", "--queue", "bulk", "--durable", "--acknowledge", "--prefetch", "500",
                                 "--seconds-per-char", "0", "--quiet", "--idle-exit", "2")
     assert worker.wait(180) == 0
