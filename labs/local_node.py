@@ -5,6 +5,7 @@ optional amqps:// listener.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+import mirakuru.base
 import pika
 import port_for
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
@@ -24,6 +26,28 @@ from labs.rabbitmqctl import Rabbitmqctl
 from labs.settings import settings
 
 BOOT_TIMEOUT = 90  # seconds; a cold node on 2 busy cores takes about 10
+
+
+def kill_own_leftovers() -> None:
+    """At exit, SIGKILL what this process's executors left running: the processes whose mirakuru_uuid is this pid's.
+
+    mirakuru's own exit hook does this with a substring test: it killed every process whose uuid merely contains
+    this pid's digits, so any process that imported it (each `python -m labs` run, each test process) could SIGKILL
+    another process's RabbitMQ node on its way out. Here the pid must be the uuid's prefix, as mirakuru writes it.
+    """
+    import psutil
+
+    mine = f"{os.getpid()}:"
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("mirakuru_uuid", "").startswith(mine):
+                process.kill()
+        except (psutil.Error, OSError):
+            continue  # gone already, or not ours to read
+
+
+atexit.unregister(mirakuru.base.cleanup_subprocesses)
+atexit.register(kill_own_leftovers)
 
 
 class RabbitmqNotInstalled(RuntimeError):

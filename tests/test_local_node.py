@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import port_for
 
 from labs.local_node import rabbitmq_installed, running_local_node
-from tests.helpers import require
+from tests.helpers import ROOT, require
 
 
 def epmd_processes(port: int) -> list[int]:
@@ -48,3 +51,23 @@ def test_stopping_a_node_leaves_the_port_mapper_to_the_other_nodes(tmp_path, mon
     finally:
         for pid in epmd_processes(port):
             os.kill(pid, signal.SIGTERM)
+
+
+def test_a_process_leaving_kills_only_its_own_nodes_not_those_whose_uuid_contains_its_pid(tmp_path):
+    """mirakuru's exit hook killed every process whose mirakuru_uuid contained the leaving process's pid, so a
+    `python -m labs` run ending could SIGKILL another test process's broker (seen in CI as 60 errors at once)."""
+    leaving = subprocess.Popen([sys.executable, "-c", "import os, sys, labs.local_node; print(os.getpid(), flush=True);"
+                                " sys.stdin.readline()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    pid = leaving.stdout.readline().strip()
+    others = subprocess.Popen(["sleep", "60"], env={**os.environ, "mirakuru_uuid": f"9{pid}:not-its"})
+    own = subprocess.Popen(["sleep", "60"], env={**os.environ, "mirakuru_uuid": f"{pid}:its-own"})
+    try:
+        leaving.communicate("\n", timeout=30)
+        own.wait(10)  # its own leftover is still cleaned up at exit
+        time.sleep(0.5)
+        assert others.poll() is None, "a process that merely contains the pid in its uuid was killed"
+    finally:
+        for process in (others, own):
+            process.kill()
+            process.wait()
