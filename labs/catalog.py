@@ -355,7 +355,7 @@ def limits_where(lab: Context) -> None:
     def send(*args: str) -> tuple[str, dict, Optional[dict]]:
         result = run.send(*graded, *args, check=False)
         queue = lab.broker.admin.queue(lab.vhost, "graded")
-        policies = lab.broker.admin.request("GET", f"/api/policies/{lab.broker.admin.quote(lab.vhost)}")
+        policies = lab.broker.admin.policies(lab.vhost)
         ours = next((each for each in policies if each["name"] == "labkit-graded"), None)
         output = (result.stdout + result.stderr).splitlines() if result.returncode == 0 else []
         said = next((line for line in output if "polic" in line), f"exit {result.returncode}")

@@ -94,6 +94,10 @@ class ManagementAPI:
         self.request("PUT", f"/api/policies/{self.quote(vhost)}/{self.quote(name)}",
                      {"pattern": pattern, "definition": definition, "apply-to": apply_to})
 
+    def policies(self, vhost: str) -> list[dict]:
+        """The vhost's policies, each with its name, pattern, apply-to, priority and definition."""
+        return self.request("GET", f"/api/policies/{self.quote(vhost)}")  # type: ignore[return-value]
+
     def queue(self, vhost: str, name: str) -> dict:
         return self.request("GET", f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")  # type: ignore[return-value]
 

@@ -20,8 +20,7 @@ def tag(space, tags: str) -> None:
 
 
 def policies(space) -> dict:
-    found = space.broker.admin.request("GET", f"/api/policies/{space.broker.admin.quote(space.vhost)}")
-    return {each["name"]: each for each in found}
+    return {each["name"]: each for each in space.broker.admin.policies(space.vhost)}
 
 
 def arguments(space, queue: str) -> dict:
