@@ -246,9 +246,11 @@ class Cluster:
             raise ClusterError(f"rabbitmq-server is not installed ({server}): apt-get install rabbitmq-server")
         ensure_epmd()
         with (folder / "console.log").open("ab") as log:
-            # A session of its own: the node outlives this command (./kit cluster up returns at once).
+            # A session of its own: the node outlives this command (./kit cluster up returns at once). Its working
+            # directory is its own folder: Erlang writes crash dumps (MnesiaCore.*, erl_crash.dump) there, not into
+            # whatever checkout the command ran from.
             subprocess.Popen([str(server)], env=self._local_env(node), stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=folder)
 
     @property
     def network(self) -> str:

@@ -92,6 +92,8 @@ class LocalNode(RabbitMqExecutor):
         erl_args = (f"-rabbitmq_management tcp_config [{{port,{self.management_port}}},{{ip,\"127.0.0.1\"}}] "
                     # Queue counts in the management API refresh every 0.5 s instead of 5 s, so waits are short.
                     "-rabbit collect_statistics_interval 500 -kernel inet_dist_use_interface {127,0,0,1}")
+        # Erlang writes its crash dumps (MnesiaCore.*, erl_crash.dump) into the node's working directory: its own.
+        self._cwd = str(workdir)
         self.tls_port: Optional[int] = None
         self.ca_cert = tls["cacertfile"] if tls else None
         if tls:

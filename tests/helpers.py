@@ -192,3 +192,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *
 
 def all_bodies(workers: Sequence[WorkerProcess], kind: str) -> list[str]:
     return [body for worker in workers for body in worker.bodies(kind)]
+
+
+def node_working_directory(node_name: str) -> Path:
+    """Where the Erlang VM of this RabbitMQ node runs (RABBITMQ_NODENAME in its environment): its crash dumps land
+    there."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "beam.smp" and \
+                    f"RABBITMQ_NODENAME={node_name}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                return (proc / "cwd").resolve()
+        except OSError:
+            continue  # gone meanwhile
+    raise AssertionError(f"no Erlang VM runs node {node_name}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import port_for
 
 from labs.local_node import rabbitmq_installed, running_local_node
-from tests.helpers import ROOT, require
+from tests.helpers import ROOT, node_working_directory, require
 
 
 def epmd_processes(port: int) -> list[int]:
@@ -44,6 +44,8 @@ def test_stopping_a_node_leaves_the_port_mapper_to_the_other_nodes(tmp_path, mon
     try:
         with running_local_node(tmp_path / "node") as node:
             node.ctl("status")  # rabbitmqctl finds the node by name through this epmd
+            # A crash dump (MnesiaCore.*) goes to the node's folder, not into the checkout the tests ran from.
+            assert node_working_directory(node.node_name) == (tmp_path / "node").resolve()
             daemons = epmd_processes(port)
             assert len(daemons) == 1, daemons
             assert not marked(daemons[0]), "epmd carries the node's mirakuru marker: stopping the node kills it"
