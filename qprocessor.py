@@ -392,11 +392,22 @@ def error_text(exc: BaseException) -> str:
     return " ".join(map(str, exc.args)) or repr(exc)  # pika nests the cause in args; its str() is often empty
 
 
+def lost_mid_handshake(exc: BaseException) -> bool:
+    """pika calls any connection that closes during the AMQP handshake a "probable" authentication or access error. It
+    is the broker's refusal only when the broker's reply (403 or 530) is inside; a connection reset there is a broker
+    starting or stopping (seen while restarting a node), worth another try and not a wrong password."""
+    return isinstance(exc, (amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)) and \
+        not re.search(r"\((403|530)\)", error_text(exc))
+
+
 def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
     """Turn a pika or socket error met while connecting into one line a student can act on."""
     where, vhost = describe(params), params.virtual_host
     user = getattr(params.credentials, "username", "?")
     text = error_text(exc)
+    if lost_mid_handshake(exc):
+        return BrokerError(f"cannot reach a broker at {where}: the connection was lost during the handshake (is the "
+                           "broker restarting?)", EXIT_UNREACHABLE)
     if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
         return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
     if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
@@ -420,6 +431,8 @@ def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
     A port that does not answer AMQP is a mistake on a first connection, but a broker shutting down mid-handshake
     looks the same, so it is retried when reconnecting.
     """
+    if lost_mid_handshake(exc):
+        return True
     if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
         return False
     if isinstance(exc, amqp.ConnectionClosedByBroker):

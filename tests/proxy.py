@@ -29,6 +29,7 @@ class CuttableProxy:
         self._held_to_broker = False  # stop reading the clients: nothing reaches the broker
         self._held_to_client = False  # stop reading the broker: no reply, confirm or delivery reaches a client
         self._trigger: Optional[tuple[bytes, int]] = None  # (pattern, how many more) before holding replies
+        self._logins_to_reset = 0
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -62,6 +63,12 @@ class CuttableProxy:
                 data = source.recv(65536)
                 if self._trigger is not None and data and self._is_client(source):
                     self._count_trigger(data)
+                resetting = self._logins_to_reset > 0 and CONNECTION_START_OK in data and self._is_client(source)
+                if resetting:
+                    self._logins_to_reset -= 1
+            if resetting:
+                self._drop(source, reset=True)
+                return
             if data:
                 target.sendall(data)
                 return
@@ -122,6 +129,12 @@ class CuttableProxy:
                 if not self._is_client(end) and end in self._selector.get_map():
                     self._selector.unregister(end)
 
+    def reset_logins(self, times: int) -> None:
+        """Reset the next `times` connections the moment their client sends its login (connection.start-ok), as a
+        broker that is stopping or starting does: the client sees its connection die mid-handshake."""
+        with self._lock:
+            self._logins_to_reset = times
+
     def freeze(self) -> None:
         """Nothing passes either way, and nobody is told: the connections hang as on a dead network path."""
         self.hold(to_broker=True, to_client=True)
@@ -154,3 +167,5 @@ class CuttableProxy:
 
 # An AMQP 0-9-1 method frame's class and method ids (60, 40) as they appear on the wire for basic.publish.
 BASIC_PUBLISH = b"\x00\x3c\x00\x28"
+# connection.start-ok (10, 11): the client's login.
+CONNECTION_START_OK = b"\x00\x0a\x00\x0b"

@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from tests.helpers import assert_one_line_error
+from tests.proxy import CuttableProxy
 
 SCRIPTS = ("send", "run_worker")
 
@@ -26,6 +27,26 @@ def test_unreachable_broker_gives_up_after_retrying(space, script):
     result = run(space, script, "--retry-for", "1", "x" if script == "send" else "--max-messages=1", AMQP_URL=url)
     assert_one_line_error(result, 3, "cannot reach a broker at 127.0.0.1", "Connection refused")
     assert "retrying in" in result.stderr  # it did retry before giving up
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_connection_reset_during_login_is_retried_not_called_a_wrong_password(space, script):
+    """A broker that is starting or stopping resets connections mid-handshake, and pika calls that a "probable
+    authentication error": the scripts must retry it (a worker reconnecting across a restart gave up, saying the
+    password was wrong), and say what it was."""
+    if script == "run_worker":
+        space.send("x")  # something for the worker to take
+    proxy = CuttableProxy(space.broker.port)
+    try:
+        proxy.reset_logins(2)
+        url = space.url.replace(f":{space.broker.port}/", f":{proxy.port}/")
+        result = run(space, script, "--retry-for", "30", "x" if script == "send" else "--max-messages=1",
+                     AMQP_URL=url)
+    finally:
+        proxy.close()
+    assert "login refused" not in result.stderr, result.stderr
+    assert result.stderr.count("the connection was lost during the handshake") == 2, result.stderr
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
