@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -14,7 +15,7 @@ from labs.cluster import Cluster, free_base_port
 from labs.container_broker import docker_available
 from labs.local_node import rabbitmq_installed
 from labs.settings import child_environment
-from tests.helpers import QPROCESSOR, ROOT, SENDER, require, wait_until
+from tests.helpers import QPROCESSOR, ROOT, SENDER, node_working_directory, require, wait_until
 from tests.proxy import CuttableProxy
 from labs.event_log import read_events
 
@@ -64,6 +65,9 @@ def test_lab_11_passes_on_the_cluster(cluster):
               line.startswith("  FAIL") or line.startswith("  SKIP")]
     assert len(claims) >= 8 and set(claims) == {"PASS"}, result.stdout
     assert cluster.running_nodes() == {node.name for node in cluster.nodes}  # the killed node is back
+    if cluster.version == "3.10":  # local nodes: a crash dump (MnesiaCore.*) lands in the node's folder
+        for node in cluster.nodes:
+            assert node_working_directory(node.name) == (cluster.folder / f"c{node.number}").resolve()
 
 
 def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(cluster, tmp_path):
@@ -72,10 +76,16 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
     confirmed message is processed, and duplicates stay within what the workers held unacknowledged at each fault."""
     proxy = CuttableProxy(cluster.nodes[0].port)
     env = child_environment(AMQP_URL=" ".join(cluster.urls()), PYTHONUNBUFFERED="1")
-    sent = subprocess.run([sys.executable, str(SENDER), "--queue", "faults", "--queue-type", "quorum", "--persistent",
-                           "--count", str(MESSAGES), "--length", "4", "--quiet"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert sent.returncode == 0 and f"sent {MESSAGES} messages" in sent.stdout, sent.stderr
+
+    def send(*args: str, lines: Optional[str] = None) -> None:
+        sent = subprocess.run([sys.executable, str(SENDER), "--queue", "faults", "--queue-type", "quorum",
+                               "--persistent", "--quiet", *args], input=lines, env=env, capture_output=True, text=True,
+                              timeout=120)
+        count = len(lines.split()) if lines else MESSAGES
+        assert sent.returncode == 0 and f"sent {count} messages" in sent.stdout, sent.stderr  # each one confirmed
+
+    send("--count", str(MESSAGES), "--length", "4")
+    bodies = {str(n).ljust(4, ".") for n in range(1, MESSAGES + 1)}
 
     events = tmp_path / "events.jsonl"
     slow = dict(queue="faults", idle_exit="20", seconds_per_char="0.006")
@@ -93,7 +103,10 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
         wait_until(lambda: processed() >= before + 150, 60, "the work to go on after the cut")
         for number in (1, 2, 3):
             before = processed()
-            assert before < MESSAGES - 300, "the work ran out before every node was killed: give it more"
+            if len(bodies) - before < 1500:  # nodes slow to come back (a busy machine): keep work queued for the fault
+                more = [f"n{number}-{n}" for n in range(1500)]
+                send(lines="\n".join(more))
+                bodies.update(more)
             cluster.kill(number)
             wait_until(lambda: processed() >= before + 150, 60, f"the work to go on without node {number}")
             cluster.start(number)
@@ -106,7 +119,7 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
     assert [worker.returncode for worker in workers] == [0] * 4, [output[-1500:] for output in outputs]
     assert start_worker(env, "sweeper", events, idle_exit="8", queue="faults").wait(120) == 0
     done = done_counts(events)
-    assert set(done) == {str(n).ljust(4, ".") for n in range(1, MESSAGES + 1)}  # 0 confirmed lost
+    assert set(done) == bodies  # 0 confirmed lost
     duplicates = sum(done.values()) - len(done)
     print(f"4 faults: {duplicates} duplicates")
     assert duplicates <= 4 * 4 * 10  # per fault, at most what four workers held (prefetch 10 each)
