@@ -15,6 +15,9 @@ from labs.redis_server import redis_installed, running_redis
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
 IDLE = ("--idle-exit", "1.5")
+# Workers started before the messages: their idle clock runs while the other workers start and the sender connects,
+# which took over 1.5 s on a busy 2-core machine (lab 2's first worker left before the send and got nothing).
+IDLE_UNTIL_SENT = ("--idle-exit", "5")
 
 
 def hello_world(lab: Context) -> None:
@@ -51,7 +54,7 @@ print(received)
 
 def work_queues(lab: Context) -> None:
     run = lab.run("tasks")
-    workers = [run.worker(f"w{n}", *QUICK, *IDLE) for n in (1, 2, 3)]
+    workers = [run.worker(f"w{n}", *QUICK, *IDLE_UNTIL_SENT) for n in (1, 2, 3)]
     run.wait_for_consumers(3)
     run.send("--count", "9", bodies=numbered(9))
     wait_all(workers)
@@ -92,7 +95,7 @@ def failures(lab: Context) -> None:
 
 def acknowledgements(lab: Context) -> None:
     run = lab.run("reliable")
-    losers = [run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE) for n in (1, 2, 3)]
+    losers = [run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE_UNTIL_SENT) for n in (1, 2, 3)]
     run.wait_for_consumers(3)
     run.send("--count", "12", bodies=numbered(12))
     wait_all(losers)
@@ -187,7 +190,8 @@ def fair_dispatch(lab: Context) -> None:
     results = {}
     for label, options in (("no prefetch", ()), ("prefetch 1", ("--prefetch", "1"))):
         run = lab.run(label.replace(" ", "-"))
-        workers = [run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE, *options)
+        workers = [run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE_UNTIL_SENT,
+                              *options)
                    for n in (1, 2)]
         run.wait_for_consumers(2)
         run.send(*bodies, bodies=bodies)

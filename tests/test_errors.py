@@ -36,7 +36,7 @@ def test_a_connection_reset_during_login_is_retried_not_called_a_wrong_password(
     password was wrong), and say what it was."""
     if script == "run_worker":
         space.send("x")  # something for the worker to take
-    proxy = CuttableProxy(space.broker.port)
+    proxy = CuttableProxy(space.broker.port, space.broker.host)
     try:
         proxy.reset_logins(2)
         url = space.url.replace(f":{space.broker.port}/", f":{proxy.port}/")
