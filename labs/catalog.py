@@ -63,10 +63,10 @@ def work_queues(lab: Context) -> None:
               shares == [[1, 4, 7], [2, 5, 8], [3, 6, 9]], f"shares {shares}")
 
     later = lab.run("more-tasks")
-    first = later.worker("w1", *QUICK, "--idle-exit", "3")
+    first = later.worker("w1", *QUICK, *IDLE_UNTIL_SENT)
     later.wait_for_consumers(1)
     later.send("--count", "6", "--length", "6", bodies=numbered(6, 6))
-    second = later.worker("w2", *QUICK, "--idle-exit", "3")
+    second = later.worker("w2", *QUICK, *IDLE_UNTIL_SENT)
     later.wait_for_consumers(2)
     later.send("7", "8", "9", "10", "11", "12", bodies=[str(n) for n in range(7, 13)])
     wait_all([first, second])
