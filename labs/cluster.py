@@ -140,7 +140,9 @@ class Cluster:
         """Kill one node outright (SIGKILL, no goodbye), as a machine that dies would."""
         node = self.nodes[number - 1]
         if self.version == "3.10":
-            pid = int(self.ctl(number)("eval", "list_to_integer(os:getpid()).").strip())
+            pid = self._local_vm(node)
+            if pid is None:
+                raise ClusterError(f"node {node.name} is not running here")
             os.kill(pid, signal.SIGKILL)
         else:
             subprocess.run(["docker", "kill", f"{self.container_prefix}-c{number}"], capture_output=True, check=True)
@@ -149,11 +151,16 @@ class Cluster:
             time.sleep(0.2)
 
     def down(self) -> None:
-        """Stop every node and remove their data."""
+        """Kill every node and remove their data: with the data gone, a graceful stop (5 to 6 s a node on 3.10) would
+        save nothing, and the containers of 4.3 go the same way (docker rm -f)."""
         if self.version == "3.10":
             for node in self.nodes:
-                with contextlib.suppress(Exception):  # a node that is down already
-                    self.ctl(node.number)("stop")
+                pid = self._local_vm(node)
+                if pid is not None:  # else down already
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while any(self._local_vm(node) for node in self.nodes) and time.monotonic() < deadline:
+                time.sleep(0.1)
         else:
             names = [f"{self.container_prefix}-c{n.number}" for n in self.nodes]
             subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
@@ -236,6 +243,17 @@ class Cluster:
                 "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"), "RABBITMQ_LOG_BASE": str(folder / "log"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "plugins"), "RABBITMQ_USE_LONGNAME": "false",
                 "ERL_EPMD_ADDRESS": "127.0.0.1", "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args}
+
+    def _local_vm(self, node: ClusterNode) -> Optional[int]:
+        """The pid of the Erlang VM running this local node, from the pid file RabbitMQ writes beside its data, when
+        that process still is the node's VM (a pid file outlives a killed node, and its pid may be reused)."""
+        pid_file = self.folder / f"c{node.number}" / "mnesia" / f"{node.name}.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if f"RABBITMQ_NODENAME={node.name}".encode() in environment else None
 
     def _start_local(self, node: ClusterNode) -> None:
         folder = self.folder / f"c{node.number}"

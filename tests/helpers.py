@@ -194,14 +194,20 @@ def all_bodies(workers: Sequence[WorkerProcess], kind: str) -> list[str]:
     return [body for worker in workers for body in worker.bodies(kind)]
 
 
-def node_working_directory(node_name: str) -> Path:
-    """Where the Erlang VM of this RabbitMQ node runs (RABBITMQ_NODENAME in its environment): its crash dumps land
-    there."""
+def erlang_vm_of(node_name: str) -> Optional[int]:
+    """The pid of the Erlang VM running this RabbitMQ node here (RABBITMQ_NODENAME in its environment), if any."""
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and (proc / "comm").read_text().strip() == "beam.smp" and \
                     f"RABBITMQ_NODENAME={node_name}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                return (proc / "cwd").resolve()
+                return int(proc.name)
         except OSError:
             continue  # gone meanwhile
-    raise AssertionError(f"no Erlang VM runs node {node_name}")
+    return None
+
+
+def node_working_directory(node_name: str) -> Path:
+    """Where the Erlang VM of this RabbitMQ node runs: its crash dumps land there."""
+    pid = erlang_vm_of(node_name)
+    assert pid is not None, f"no Erlang VM runs node {node_name}"
+    return Path(f"/proc/{pid}/cwd").resolve()
