@@ -28,8 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long scenarios first: pytest-xdist hands tests out in this order, so they start at once and the quick
-    tests fill the other test processes around them, instead of a long one starting last and running on alone."""
+    """The long scenarios first, so they start early and the quick tests fill in around them, instead of a long one
+    starting last and running on alone (pytest-xdist, work stealing: an idle process takes tests queued elsewhere)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort: otherwise as collected
 
 
