@@ -41,6 +41,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -160,12 +161,16 @@ class RabbitQueue:
             channel.confirm_delivery()
             self._declare(channel)
             channel.basic_qos(prefetch_count=1)  # one item at a time per consumer: fair dispatch
-        except pika.exceptions.ProbableAuthenticationError:
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as exc:
             self.close()
-            raise QueueUnavailable(f"login refused for user {self.settings.username!r} at "
-                                   f"{self.settings.where()}") from None
-        except pika.exceptions.ProbableAccessDeniedError:
-            self.close()
+            # pika's guess from the handshake step the connection closed at: a refusal only when the broker's reply
+            # (403 or 530) is inside; a connection reset there is a broker starting or stopping.
+            if not re.search(r"\((403|530)\)", " ".join(map(str, exc.args))):
+                raise QueueUnavailable(f"cannot reach a broker at {self.settings.where()}: the connection was lost "
+                                       "during the handshake (is the broker restarting?)") from None
+            if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+                raise QueueUnavailable(f"login refused for user {self.settings.username!r} at "
+                                       f"{self.settings.where()}") from None
             raise QueueUnavailable(f"no access to {self.settings.where()}: wrong vhost or no permission") from None
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()

@@ -161,6 +161,20 @@ def test_an_unreachable_broker_is_one_clear_error(space):
         RabbitQueue("tasks", wrong).put("x")
 
 
+def test_a_connection_reset_during_login_is_not_called_a_wrong_password(space):
+    """A broker restarting resets connections mid-handshake, which pika calls a probable authentication error."""
+    proxy = CuttableProxy(space.broker.port, space.broker.host)
+    try:
+        proxied = RabbitQueue("tasks", space.url.replace(f":{space.broker.port}/", f":{proxy.port}/"))
+        proxy.reset_logins(1)
+        with pytest.raises(QueueUnavailable, match="the connection was lost during the handshake"):
+            proxied.put("x")
+        proxied.put("y")  # the broker itself was fine all along
+    finally:
+        proxy.close()
+    assert space.ready("tasks") == 1
+
+
 def test_put_reconnects_once_when_its_connection_was_lost(space):
     upstream = urllib.parse.urlsplit(space.url)
     proxy = CuttableProxy(upstream.port)
