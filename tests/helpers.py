@@ -194,16 +194,22 @@ def all_bodies(workers: Sequence[WorkerProcess], kind: str) -> list[str]:
     return [body for worker in workers for body in worker.bodies(kind)]
 
 
-def erlang_vm_of(node_name: str) -> Optional[int]:
-    """The pid of the Erlang VM running this RabbitMQ node here (RABBITMQ_NODENAME in its environment), if any."""
+def processes_with(command: str, environment_entry: str) -> list[int]:
+    """The pids of the processes running `command` (their comm) with `environment_entry` ("KEY=value") set."""
+    found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "beam.smp" and \
-                    f"RABBITMQ_NODENAME={node_name}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                return int(proc.name)
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == command and \
+                    environment_entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
         except OSError:
             continue  # gone meanwhile
-    return None
+    return found
+
+
+def erlang_vm_of(node_name: str) -> Optional[int]:
+    """The pid of the Erlang VM running this RabbitMQ node here, if any."""
+    return next(iter(processes_with("beam.smp", f"RABBITMQ_NODENAME={node_name}")), None)
 
 
 def node_working_directory(node_name: str) -> Path:

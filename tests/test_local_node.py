@@ -11,24 +11,12 @@ from pathlib import Path
 import port_for
 
 from labs.local_node import rabbitmq_installed, running_local_node
-from tests.helpers import ROOT, node_working_directory, require
+from tests.helpers import ROOT, node_working_directory, processes_with, require
 
 
 def epmd_processes(port: int) -> list[int]:
     """The pids of the epmd daemons serving this port (ERL_EPMD_PORT in their environment)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "comm").read_text().strip() != "epmd":
-                continue
-            environment = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if f"ERL_EPMD_PORT={port}".encode() in environment:
-            found.append(int(proc.name))
-    return found
+    return processes_with("epmd", f"ERL_EPMD_PORT={port}")
 
 
 def marked(pid: int) -> bool:
