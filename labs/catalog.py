@@ -11,6 +11,7 @@ from typing import Optional
 from labs.jobs_service import JobsService
 from labs.runner import Context, Lab
 from labs.processes import numbered, wait_all, wait_until
+from labs.rabbitmqctl import read_rabbit_env, restore_rabbit_env
 from labs.redis_server import redis_installed, running_redis
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
@@ -158,30 +159,20 @@ def consumer_timeout_before_43(lab: Context) -> None:
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL, to shorten consumer_timeout")
         return
     node = lab.broker
-    # What the broker has now, read before anything changes, so it gets exactly that back.
-    originals = {key: node.ctl("eval", f"application:get_env(rabbit, {key}).").strip()
-                 for key in ("consumer_timeout", "channel_tick_interval")}
-    node.ctl("eval", "application:set_env(rabbit, consumer_timeout, 2000), "
-                     "application:set_env(rabbit, channel_tick_interval, 500).")
+    # What the broker has now, read before anything changes (in the same call), so it gets exactly that back.
+    originals = read_rabbit_env(node.ctl, ("consumer_timeout", "channel_tick_interval"),
+                                then="application:set_env(rabbit, consumer_timeout, 2000), "
+                                     "application:set_env(rabbit, channel_tick_interval, 500)")
     try:
         slow = lab.run("slow")
         slow.send("x" * 100, bodies=["x" * 100])
         holder = slow.worker("holder", "--acknowledge", "--seconds-per-char", "1", "--max-messages", "2")
         wait_all([holder], 60)
     finally:
-        node.ctl("eval", ", ".join(restore_env(key, value) for key, value in originals.items()) + ".")
+        node.ctl("eval", restore_rabbit_env(originals) + ".")
     redelivered = [e for e in slow.tally().events if e["event"] == "received" and e["redelivered"]]
     lab.claim("a worker holding a message past the delivery acknowledgement timeout loses its channel; "
               "the message is redelivered", bool(slow.tally().bodies("abandoned")) and bool(redelivered))
-
-
-def restore_env(key: str, original: str) -> str:
-    """An Erlang expression giving the rabbit application's `key` back the value application:get_env read."""
-    if original.startswith("{ok,") and original.endswith("}"):
-        return f"application:set_env(rabbit, {key}, {original[len('{ok,'):-1]})"
-    if original == "undefined":
-        return f"application:unset_env(rabbit, {key})"
-    raise ValueError(f"cannot restore {key} from {original!r}")
 
 
 def fair_dispatch(lab: Context) -> None:

@@ -24,7 +24,7 @@ from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABL
                              EXIT_USAGE)
 from labs.management import ManagementAPI
 from labs.processes import wait_for_consumers
-from labs.rabbitmqctl import RabbitmqctlFailed
+from labs.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
 from labs.runner import HANDOUTS
 from labs.settings import child_environment
 from tests.helpers import ROOT, assert_one_line_error, require, wait_until
@@ -50,8 +50,7 @@ def claims(stdout: str) -> list[str]:
     return re.findall(r"^  (PASS|FAIL|SKIP): ", stdout, re.M)
 
 
-def broker_env(broker: Broker, key: str) -> str:
-    return broker.ctl("eval", f"application:get_env(rabbit, {key}).").strip()
+SETTINGS_A_LAB_GIVES_BACK = ("channel_tick_interval", "consumer_timeout")
 
 
 ONE_BROKER_LABS = [lab for lab in LABS if not lab.on_cluster]  # a cluster lab: tests/test_cluster.py
@@ -66,20 +65,18 @@ def test_lab_claims(broker, lab, default_queue_type):
     also on a vhost whose default queue type is quorum (as `labs provision --default-queue-type quorum` makes);
     and a lab that changes the broker's settings gives it back exactly what it had."""
     require(broker.controllable, "the labs restart the broker: give LABKIT_RABBITMQCTL with AMQP_URL")
-    # An odd value, not the default, so that putting back a fixed default is caught.
-    original_tick = broker_env(broker, "channel_tick_interval")
-    broker.ctl("eval", "application:set_env(rabbit, channel_tick_interval, 59000).")
-    before = broker_env(broker, "consumer_timeout")
+    # An odd value, not the default, so that putting back a fixed default is caught. Read, set, read again and put
+    # back in two rabbitmqctl calls: each starts an Erlang VM (six of them took about 5 s of each lab's test).
+    original = read_rabbit_env(broker.ctl, SETTINGS_A_LAB_GIVES_BACK,
+                               then="application:set_env(rabbit, channel_tick_interval, 59000)")
     try:
         typed = ("--default-queue-type", default_queue_type) if default_queue_type else ()
         result = labs_command("run", str(lab.number), *typed, env=given_broker_env(broker))
         print(result.stdout)
-        if lab.number not in RESTARTS_THE_BROKER:
-            assert broker_env(broker, "channel_tick_interval") == "{ok,59000}"
-            assert broker_env(broker, "consumer_timeout") == before
     finally:
-        if original_tick.startswith("{ok,"):
-            broker.ctl("eval", f"application:set_env(rabbit, channel_tick_interval, {original_tick[4:-1]}).")
+        after = read_rabbit_env(broker.ctl, SETTINGS_A_LAB_GIVES_BACK, then=restore_rabbit_env(original))
+    if lab.number not in RESTARTS_THE_BROKER:
+        assert after == {"channel_tick_interval": "{ok,59000}", "consumer_timeout": original["consumer_timeout"]}
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     found = claims(result.stdout)
     assert len(found) >= 2 and set(found) == {"PASS"}, result.stdout
