@@ -22,10 +22,16 @@ import port_for
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 from labs.management import ManagementAPI, ManagementUnreachable
-from labs.rabbitmqctl import Rabbitmqctl
+from labs.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
 
 BOOT_TIMEOUT = 90  # seconds; a cold node on 2 busy cores takes about 10
+# RabbitMQ 3.10 stalls its own shutdown for 5 s: the management plugin's statistics handler, on its way out of the
+# rabbit_event manager, calls a process that no longer answers, and the node waits out rabbit_event's 5 s shutdown
+# timeout (a probe node saw rabbit_sup in supervisor:shutdown and rabbit_event in
+# rabbit_mgmt_db_handler:ensure_statistics_disabled the whole time). Removed while the node still runs, the handler
+# leaves at once: a stop takes about 1 s instead of 6, for one rabbitmqctl call.
+RELEASE_STATISTICS_HANDLER = "gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])."
 
 
 def kill_own_leftovers() -> None:
@@ -95,6 +101,7 @@ class LocalNode(RabbitMqExecutor):
         # Erlang writes its crash dumps (MnesiaCore.*, erl_crash.dump) into the node's working directory: its own.
         self._cwd = str(workdir)
         self.tls_port: Optional[int] = None
+        self._booted = False  # answered AMQP and the management API since its last start
         self.ca_cert = tls["cacertfile"] if tls else None
         if tls:
             self.tls_port = port_for.select_random(exclude_ports=[port, self.management_port, distribution_port])
@@ -110,9 +117,11 @@ class LocalNode(RabbitMqExecutor):
     def start(self) -> "LocalNode":
         """Start the node and wait until it is ready; if it does not get there, stop what was started and raise."""
         ensure_epmd()
+        self._booted = False
         try:
             super().start()
             self.wait_until_ready()
+            self._booted = True
         except BaseException:
             self._stop_after_failure()
             raise
@@ -136,6 +145,16 @@ class LocalNode(RabbitMqExecutor):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def stop(self, *args, **kwargs) -> "LocalNode":
+        """Stop the node cleanly: SIGTERM, and wait until it has written out its data and exited."""
+        if self._booted and self.running():
+            try:
+                self.rabbitmqctl("eval", RELEASE_STATISTICS_HANDLER)
+            except RabbitmqctlFailed:
+                pass  # it stops all the same, 5 s later
+        self._booted = False
+        return super().stop(*args, **kwargs)
 
     def restart(self) -> None:
         """Stop the node cleanly (durable queues and persistent messages are written out) and start it again."""
