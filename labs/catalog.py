@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Optional
 
+from labs.event_log import EventTally
 from labs.jobs_service import JobsService
 from labs.runner import Context, Lab
 from labs.processes import numbered, wait_all, wait_until
@@ -15,10 +16,17 @@ from labs.rabbitmqctl import read_rabbit_env, restore_rabbit_env
 from labs.redis_server import redis_installed, running_redis
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
+# The runner stops its workers with Ctrl-C once the event log shows their work done (Run.finish); an idle exit is
+# the backstop, for a worker that gets nothing.
 IDLE = ("--idle-exit", "1.5")
 # Workers started before the messages: their idle clock runs while the other workers start and the sender connects,
 # which took over 1.5 s on a busy 2-core machine (lab 2's first worker left before the send and got nothing).
 IDLE_UNTIL_SENT = ("--idle-exit", "5")
+
+
+def settled(tally: EventTally) -> bool:
+    """Every message sent is processed or was lost by a worker (dropped on purpose: --lose-every)."""
+    return all(body in tally.processed or body in tally.bodies("lost") for body in tally.sent)
 
 
 def hello_world(lab: Context) -> None:
@@ -55,22 +63,23 @@ print(received)
 
 def work_queues(lab: Context) -> None:
     run = lab.run("tasks")
-    workers = [run.worker(f"w{n}", *QUICK, *IDLE_UNTIL_SENT) for n in (1, 2, 3)]
+    for n in (1, 2, 3):
+        run.worker(f"w{n}", *QUICK, *IDLE_UNTIL_SENT)
     run.wait_for_consumers(3)
     run.send("--count", "9", bodies=numbered(9))
-    wait_all(workers)
+    run.finish()
     shares = sorted(sorted(int(b) for b in run.tally().bodies("done", w)) for w in ("w1", "w2", "w3"))
     lab.claim("round-robin: 3 workers get 3 of 9 messages each, every third one",
               shares == [[1, 4, 7], [2, 5, 8], [3, 6, 9]], f"shares {shares}")
 
     later = lab.run("more-tasks")
-    first = later.worker("w1", *QUICK, *IDLE_UNTIL_SENT)
+    later.worker("w1", *QUICK, *IDLE_UNTIL_SENT)
     later.wait_for_consumers(1)
     later.send("--count", "6", "--length", "6", bodies=numbered(6, 6))
-    second = later.worker("w2", *QUICK, *IDLE_UNTIL_SENT)
+    later.worker("w2", *QUICK, *IDLE_UNTIL_SENT)
     later.wait_for_consumers(2)
     later.send("7", "8", "9", "10", "11", "12", bodies=[str(n) for n in range(7, 13)])
-    wait_all([first, second])
+    later.finish()
     joined = later.tally().bodies("done", "w2")
     lab.claim("a worker added while work is running shares the messages sent after it joined",
               len(joined) == 3 and all(int(b.rstrip(".")) > 6 for b in joined), f"w2 processed {joined}")
@@ -79,7 +88,8 @@ def work_queues(lab: Context) -> None:
 def failures(lab: Context) -> None:
     run = lab.run("fragile")
     run.send("--count", "12", bodies=numbered(12))
-    wait_all([run.worker("w1", *QUICK, "--lose-every", "3", *IDLE)])
+    run.worker("w1", *QUICK, "--lose-every", "3", *IDLE)
+    run.finish(until=settled)
     tally = run.tally()
     lab.claim("auto-ack with --lose-every 3 loses 4 of 12", tally.bodies("lost") == ["3", "6", "9", "12"],
               f"lost {tally.bodies('lost')}")
@@ -96,11 +106,13 @@ def failures(lab: Context) -> None:
 
 def acknowledgements(lab: Context) -> None:
     run = lab.run("reliable")
-    losers = [run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE_UNTIL_SENT) for n in (1, 2, 3)]
+    for n in (1, 2, 3):
+        run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE_UNTIL_SENT)
     run.wait_for_consumers(3)
     run.send("--count", "12", bodies=numbered(12))
-    wait_all(losers)
-    wait_all([run.worker("steady", "--acknowledge", *QUICK, *IDLE)])
+    run.finish(until=settled)  # what the losers dropped comes back as they stop
+    run.worker("steady", "--acknowledge", *QUICK, *IDLE)
+    run.finish()
     tally = run.tally()
     lost = tally.bodies("lost")
     lab.claim(f"with --acknowledge, {len(tally.missing)} of 12 lost, {tally.redelivered} redelivered",
@@ -181,12 +193,11 @@ def fair_dispatch(lab: Context) -> None:
     results = {}
     for label, options in (("no prefetch", ()), ("prefetch 1", ("--prefetch", "1"))):
         run = lab.run(label.replace(" ", "-"))
-        workers = [run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE_UNTIL_SENT,
-                              *options)
-                   for n in (1, 2)]
+        for n in (1, 2):
+            run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE_UNTIL_SENT, *options)
         run.wait_for_consumers(2)
         run.send(*bodies, bodies=bodies)
-        wait_all(workers)
+        run.finish()
         tally = run.tally()
         longs = sorted(sum(b.startswith("L") for b in tally.bodies("done", w)) for w in tally.per_worker())
         results[label] = (longs, tally.makespan)
@@ -296,9 +307,10 @@ def poison_messages(lab: Context) -> None:
 
     limited = lab.run("tasks")
     limited.send(*LIMITED, *bodies, bodies=bodies)
-    workers = [limited.worker(f"w{n}", *LIMITED, "--acknowledge", "--prefetch", "1", *QUICK, *POISON, *IDLE)
-               for n in (1, 2)]
-    wait_all(workers, 60)
+    for n in (1, 2):
+        limited.worker(f"w{n}", *LIMITED, "--acknowledge", "--prefetch", "1", *QUICK, *POISON, *IDLE)
+    limited.finish(until=lambda tally: len(tally.bodies("done")) == len(good) and tally.bodies("dead-lettered"),
+                   timeout=60)
     tally = limited.tally()
     tries = sum(1 for e in tally.events if e["event"] == "received" and e["body"] == "poison")
     lab.claim("quorum queue with --delivery-limit 3: the poison message is tried 4 times, then dead-lettered into "
@@ -333,8 +345,9 @@ connection.close()
     if lab.broker.version() >= (4, 0):
         dropped = lab.run("no-dead-letter")
         dropped.send("--queue-type", "quorum", "poison", bodies=["poison"])
-        wait_all([dropped.worker("w1", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "0", *POISON,
-                                 "--idle-exit", "3")], 60)
+        dropped.worker("w1", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "0", *POISON,
+                       "--idle-exit", "3")
+        dropped.finish(until=lambda tally: tally.bodies("lost"), timeout=60)
         tally = dropped.tally()
         tries = sum(1 for e in tally.events if e["event"] == "received")
         lab.claim("RabbitMQ 4: with no dead-letter queue, a quorum queue drops the poison message after 20 failed "

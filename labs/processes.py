@@ -61,11 +61,14 @@ class PaneProcess:
             time.sleep(0.1)
         return self.returncode  # type: ignore[return-value]
 
-    def kill(self) -> None:
+    def send_signal(self, signum: int) -> None:
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def screen(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.pane], capture_output=True, text=True).stdout
@@ -134,6 +137,24 @@ class Run:
 
     def tally(self) -> EventTally:
         return EventTally(list(self.sent), read_events(self.folder / "events.jsonl"))
+
+    def finish(self, until: Optional[Callable[[EventTally], object]] = None, timeout: float = 120) -> None:
+        """Wait until the event log shows what the run waits for (by default: every message sent in it processed),
+        then stop the workers still running as a student does, with Ctrl-C, and wait until they have exited.
+
+        Their idle exit would end them too, but only after seconds of nothing to do, more than a lab's dozen short
+        messages take. Past `timeout`, or once no worker runs, they are stopped all the same: the claims then say
+        what is missing.
+        """
+        waited_for = until or (lambda tally: not tally.missing)
+        deadline = time.monotonic() + timeout
+        while (not waited_for(self.tally()) and time.monotonic() < deadline
+               and any(process.poll() is None for process in self.processes)):
+            time.sleep(0.1)
+        running = [process for process in self.processes if process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGINT)
+        wait_all(running, 60)
 
     def stop(self) -> None:
         for process in self.processes:
