@@ -283,9 +283,11 @@ class Cluster:
         config.write_text("cluster_formation.peer_discovery_backend = classic_config\n" + "".join(
             f"cluster_formation.classic_config.nodes.{n.number} = {n.name}\n" for n in self.nodes))
         config.chmod(0o644)
-        # The cookie must be the same on every node and readable by the rabbitmq user only.
-        boot = (f"echo {COOKIE} > /var/lib/rabbitmq/.erlang.cookie && chown rabbitmq:rabbitmq "
-                "/var/lib/rabbitmq/.erlang.cookie && chmod 400 /var/lib/rabbitmq/.erlang.cookie && exec rabbitmq-server")
+        # The cookie must be the same on every node and readable by the rabbitmq user only (the image runs as that
+        # user). Then the image's own command: RabbitMQ's start script, which stops the node cleanly on SIGTERM.
+        cookie = "/var/lib/rabbitmq/.erlang.cookie"
+        boot = (f"chmod 600 {cookie} && echo {COOKIE} > {cookie} && chmod 400 {cookie} "
+                "&& exec /usr/lib/rabbitmq/bin/rabbitmq-server")
         started = subprocess.run(
             ["docker", "run", "-d", "--name", name, "--hostname", f"c{node.number}", "--network", self.network,
              "--network-alias", f"c{node.number}",
