@@ -110,6 +110,7 @@ class Lab:
     title: str
     scenario: Callable[[Context], None]
     on_cluster: bool = False  # runs on a three-node cluster the kit controls (it kills a node), not on AMQP_URL's
+    sets_broker_settings: bool = False  # changes the rabbit application's settings (rabbitmqctl eval), then restores
 
     @property
     def handout(self) -> Path:
