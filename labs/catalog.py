@@ -141,11 +141,15 @@ def acknowledgements(lab: Context) -> None:
 def consumer_timeout_on_43(lab: Context) -> None:
     """RabbitMQ 4.3: quorum queues cancel a consumer that holds a delivery too long; classic ones no longer check."""
     lab.broker.admin.set_policy(lab.vhost, "short-consumer-timeout", "^slow", {"consumer-timeout": 2000})
-    slow = lab.run("slow")
+    # The two queues side by side: the same policy matches both, and neither worker waits for the other.
+    slow, classic = lab.run("slow"), lab.run("slow-classic")
     slow.send("--queue-type", "quorum", "x" * 100, bodies=["x" * 100])
+    classic.send("--queue-type", "classic", "xxxx", bodies=["xxxx"])
     holder = slow.worker("holder", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "1",
                          "--max-messages", "2")
-    wait_all([holder], 60)
+    finisher = classic.worker("finisher", "--queue-type", "classic", "--acknowledge", "--seconds-per-char", "1",
+                              "--max-messages", "1")
+    wait_all([holder, finisher], 60)
     tally = slow.tally()
     cancelled = [e for e in tally.events if e["event"] == "abandoned" and e.get("reason") == "consumer cancelled"]
     redelivered = [e for e in tally.events if e["event"] == "received" and e["redelivered"]]
@@ -154,11 +158,6 @@ def consumer_timeout_on_43(lab: Context) -> None:
               bool(cancelled) and bool(redelivered) and not tally.bodies("done"),
               f"{len(cancelled)} cancelled, {len(redelivered)} redelivered")
 
-    classic = lab.run("slow-classic")
-    classic.send("--queue-type", "classic", "xxxx", bodies=["xxxx"])
-    finisher = classic.worker("finisher", "--queue-type", "classic", "--acknowledge", "--seconds-per-char", "1",
-                              "--max-messages", "1")
-    wait_all([finisher], 60)
     tally = classic.tally()
     lab.claim("4.3, classic queue: the same timeout is not enforced; the 4 s job finishes and is acked once",
               tally.bodies("done") == ["xxxx"] and tally.redelivered == 0 and not tally.bodies("abandoned"))
