@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import IN_THE_310_SUITE, ROOT
 
 
 @pytest.fixture
@@ -19,6 +19,7 @@ def demo_output() -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@IN_THE_310_SUITE
 def test_kit_demo_live_only_passes_and_shows_the_crash_and_the_redeliveries(demo_output):
     out = demo_output.stdout
     assert demo_output.returncode == 0, demo_output.stdout[-3000:] + demo_output.stderr[-3000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 import port_for
 
 from labs.local_node import rabbitmq_installed, running_local_node
-from tests.helpers import ROOT, node_working_directory, processes_with, require
+from tests.helpers import IN_THE_310_SUITE, ROOT, node_working_directory, processes_with, require
 
 
 def epmd_processes(port: int) -> list[int]:
@@ -23,6 +23,7 @@ def marked(pid: int) -> bool:
     return any(entry.startswith(b"mirakuru_uuid=") for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
 
 
+@IN_THE_310_SUITE
 def test_stopping_a_node_leaves_the_port_mapper_to_the_other_nodes(tmp_path, monkeypatch):
     """epmd outlives the node that needed it first: stopping that node (as a lab's restart does) must not take the
     name service away from every other node on the machine (rabbitmqctl then fails with "unavailable")."""
