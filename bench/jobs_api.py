@@ -117,7 +117,15 @@ class JobsBench:
                 raise RuntimeError(f"{tag}: the API did not answer: {self.log_tail(tag, 'api')}")
             time.sleep(0.1)
         if side is OURS:
-            wait_for_consumers(self.amqp_url, "jobs", WORKERS)
+            try:
+                wait_for_consumers(self.amqp_url, "jobs", WORKERS, timeout=60)
+            except TimeoutError:  # say which workers are gone and what they said (once, in CI, no log to read)
+                workers = processes[1:]
+                gone = [f"worker{n} exited {p.returncode}: {self.log_tail(tag, f'worker{n}')}"
+                        for n, p in enumerate(workers) if p.poll() is not None]
+                raise RuntimeError(f"{tag}: {WORKERS} workers did not all consume from 'jobs' within 60 s; "
+                                   + ("; ".join(gone) if gone else "all still running, worker0 said: "
+                                      + self.log_tail(tag, "worker0"))) from None
             return
         from rq import Worker
 
