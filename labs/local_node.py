@@ -150,8 +150,8 @@ class LocalNode(RabbitMqExecutor):
         """Stop the node cleanly: SIGTERM, and wait until it has written out its data and exited."""
         if self._booted and self.running():
             try:
-                self.rabbitmqctl("eval", RELEASE_STATISTICS_HANDLER)
-            except RabbitmqctlFailed:
+                self.rabbitmqctl("eval", RELEASE_STATISTICS_HANDLER, timeout=30)
+            except (RabbitmqctlFailed, subprocess.TimeoutExpired, OSError):
                 pass  # it stops all the same, 5 s later
         self._booted = False
         return super().stop(*args, **kwargs)

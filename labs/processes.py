@@ -140,7 +140,7 @@ class Run:
 
     def finish(self, until: Optional[Callable[[EventTally], object]] = None, timeout: float = 120) -> None:
         """Wait until the event log shows what the run waits for (by default: every message sent in it processed),
-        then stop the workers still running as a student does, with Ctrl-C, and wait until they have exited.
+        then stop the workers still running as a student does with Ctrl-C (SIGTERM), and wait until they have exited.
 
         Their idle exit would end them too, but only after seconds of nothing to do, more than a lab's dozen short
         messages take. Past `timeout`, or once no worker runs, they are stopped all the same: the claims then say
@@ -153,7 +153,9 @@ class Run:
             time.sleep(0.1)
         running = [process for process in self.processes if process.poll() is None]
         for process in running:
-            process.send_signal(signal.SIGINT)
+            # SIGTERM, which the worker takes as Ctrl-C: one that is still starting (its handler not yet
+            # installed) then ends quietly instead of printing a KeyboardInterrupt traceback.
+            process.send_signal(signal.SIGTERM)
         wait_all(running, 60)
 
     def stop(self) -> None:

@@ -26,8 +26,8 @@ class Rabbitmqctl:
         """The command as one string, as LABKIT_RABBITMQCTL takes it."""
         return shlex.join(self.command)
 
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run([*self.command, *args], capture_output=True, text=True, env=self.env, timeout=300)
+    def __call__(self, *args: str, timeout: float = 300) -> str:
+        result = subprocess.run([*self.command, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
         if result.returncode:
             last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
             raise RabbitmqctlFailed(f"{shlex.join([*self.command, *args])} failed ({result.returncode}): {last}")

@@ -71,8 +71,8 @@ def cluster():
 @pytest.mark.slow
 @IN_THE_43_SUITE
 def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_queue(cluster):
-    # Healthy within 90 s (about 20 s on two busy cores), or the test fails: a node whose CLI cannot reach it (a
-    # wrong cookie) never becomes healthy.
+    # Healthy within 90 s (about 20 s on two busy cores), or the test fails. The CLI's cookie is proven below, by
+    # rabbitmqctl inside node 1's container.
     cluster.compose("up", "-d", "--wait", "--wait-timeout", "90", "--pull", "never", *NODES)
 
     # The sample accounts have no management tag: an administrator (as compose.yaml tells a teacher to add; a

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import shlex
 import shutil
@@ -25,6 +24,7 @@ from labs.broker import Broker, local_broker
 from labs import catalog
 from labs.catalog import LABS
 from labs.demo import demo
+from labs.event_log import read_events
 from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK,
                              EXIT_USAGE)
 from labs.management import ManagementAPI
@@ -403,9 +403,8 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
         if any(space.ready_or_zero(queue) for queue in queues):
             return False
         for command in commands:
-            lines = running[command.text].events.read_text().splitlines() if \
-                running[command.text].events.exists() else []
-            if lines and json.loads(lines[-1])["event"] == "received":
+            events = read_events(running[command.text].events)  # skips a line still being written
+            if events and events[-1]["event"] == "received":
                 return False
         return True
 
@@ -419,7 +418,7 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
     if streak == 2:
         for command in commands:
             if running[command.text].poll() is None:
-                running[command.text].send_signal(signal.SIGINT)
+                running[command.text].send_signal(signal.SIGINT)  # Ctrl-C: each has attached, its handler is set
 
 
 def test_tmux_mode_puts_each_worker_and_the_sender_in_a_pane(broker, tmp_path):
