@@ -6,10 +6,12 @@ kernel's buffers and flow again on `release()`.
 """
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import struct
 import threading
+import time
 from typing import Optional
 
 
@@ -30,22 +32,33 @@ class CuttableProxy:
         self._held_to_client = False  # stop reading the broker: no reply, confirm or delivery reaches a client
         self._trigger: Optional[tuple[bytes, int]] = None  # (pattern, how many more) before holding replies
         self._logins_to_reset = 0
+        self.failure: Optional[BaseException] = None
+        self.broker_side: list[str] = []  # when and how connections to the broker failed or ended, for diagnosis
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while self._running:
-            for key, _ in self._selector.select(timeout=0.1):
-                if key.fileobj is self._listener:
-                    self._accept()
-                else:
-                    self._forward(key.fileobj)
+        try:
+            while self._running:
+                for key, _ in self._selector.select(timeout=0.1):
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    else:
+                        self._forward(key.fileobj)
+        except BaseException as exc:  # kept for the test to report: a dead proxy looks like a worker that never connects
+            self.failure = exc
+            raise
+
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive() or not self._running
 
     def _accept(self) -> None:
         client, _ = self._listener.accept()
         try:
             server = socket.create_connection(self.upstream, timeout=5)
-        except OSError:
+        except OSError as exc:
+            self._note(f"connecting to the broker failed: {exc!r}")
             client.close()  # the broker is down: the client sees the connection fail, as it would directly
             return
         with self._lock:
@@ -72,9 +85,17 @@ class CuttableProxy:
             if data:
                 target.sendall(data)
                 return
-        except OSError:
-            pass
+        except OSError as exc:
+            ended = repr(exc)
+        else:
+            ended = "end of stream"
+        with contextlib.suppress(OSError):  # a socket closed meanwhile has no name left to ask
+            if not self._is_client(source):
+                self._note(f"the broker's side ended: {ended}")
         self._drop(source)
+
+    def _note(self, event: str) -> None:
+        self.broker_side.append(f"{time.strftime('%H:%M:%S')} {event}")
 
     def _drop(self, end: socket.socket, reset: bool = False) -> None:
         with self._lock:
