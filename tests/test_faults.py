@@ -54,10 +54,13 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
             progress = len(done())
             wait_until(lambda: len(done()) > progress + rng.randint(20, 120), 120, "workers to make progress")
             if kills == 5 and restarts == 0:
+                wait_until(lambda: all(consuming(worker, proxy) for worker in workers.values()), 60,
+                           "every worker to consume")
                 restartable.restart()
                 restarts += 1
             elif kills in (2, 4, 7) and proxy.cuts < (2, 4, 7).index(kills) + 1:
-                wait_until(lambda: proxied_worker_consuming(workers["w3"], proxy), 60, "the proxied worker to consume")
+                wait_until(lambda: consuming(workers["w3"], proxy) and proxy.open_connections > 0, 60,
+                           "the proxied worker to consume")
                 proxy.cut()
             else:
                 victim = rng.choice(list(workers))
@@ -81,20 +84,21 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
     assert sum(map(len, cut_off)) >= 3, "the proxied worker saw each cut and the restart, and reconnected"
 
 
-def proxied_worker_consuming(worker, proxy: CuttableProxy) -> bool:
-    """Whether the worker through the proxy is consuming on its connection: it received a message since it last lost
-    one. A connection the proxy has merely accepted may still be in its AMQP handshake, and a cut then is no cut of
-    a working connection: the worker logs no disconnection, and a new worker takes the reset for a port that does
-    not speak AMQP (exit code 9). Fails at once, saying why, if the worker can no longer connect."""
+def consuming(worker, proxy: CuttableProxy) -> bool:
+    """Whether the worker is consuming on its connection: it received a message since it last lost one.
+
+    A worker started a moment ago may still be in its first AMQP handshake; a restart or a cut then is no fault of a
+    working connection: the worker takes the reset for a port that does not speak AMQP (exit code 9), and one that
+    reconnects logs no disconnection. Fails at once, saying why, if the worker has exited or the proxy stopped."""
     if worker.process.poll() is not None:
-        raise AssertionError(f"the proxied worker {worker.name} exited ({worker.process.returncode}): "
-                             f"{worker.output[-2000:]}; the proxy's last connections to the broker that failed or ended: "
+        raise AssertionError(f"worker {worker.name} exited ({worker.process.returncode}): {worker.output[-2000:]}; "
+                             f"the proxy's last connections to the broker that failed or ended: "
                              f"{proxy.broker_side[-5:] or 'none'}")
     if not proxy.serving:
         raise AssertionError(f"the proxy stopped serving: {proxy.failure!r}")
     kinds = [event["event"] for event in worker.events()]
     since_lost = kinds[len(kinds) - kinds[::-1].index("disconnected"):] if "disconnected" in kinds else kinds
-    return proxy.open_connections > 0 and "received" in since_lost
+    return "received" in since_lost
 
 
 def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
