@@ -27,10 +27,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "node) or 4.3 (a Docker container through testcontainers). Ignored when AMQP_URL is set.")
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: the blocks below must match what is run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long scenarios first, so they start early and the quick tests fill in around them, instead of a long one
-    starting last and running on alone (pytest-xdist, work stealing: an idle process takes tests queued elsewhere)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort: otherwise as collected
+    """Spread the long scenarios over the test processes, each at the head of its process's first tests.
+
+    pytest-xdist (work stealing) first deals the collected tests out in contiguous blocks, one per process, then lets
+    an idle process take the tail of the longest queue. A long scenario at the head of a block starts at once and stays
+    there; the quick tests behind it are stolen by the others. The long ones go to the blocks longest first, each to
+    the block with the least long work so far, so no process runs two of them back to back while others sit idle.
+    Tests in one `xdist_group` (a costly shared fixture, e.g. a cluster) stay together, set up once. Without xdist
+    the long scenarios simply come first.
+    """
+    processes = getattr(config, "workerinput", {}).get("workercount", 1)
+    units: dict[str, list[pytest.Item]] = {}
+    quick = []
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            quick.append(item)
+        else:
+            group = item.get_closest_marker("xdist_group")
+            units.setdefault(group.args[0] if group else item.nodeid, []).append(item)
+    blocks: list[list[pytest.Item]] = [[] for _ in range(processes)]
+    load = [0.0] * processes
+    for unit in sorted(units.values(), key=lambda unit: -sum(map(estimated_seconds, unit))):
+        lightest = load.index(min(load))
+        blocks[lightest] += unit
+        load[lightest] += sum(map(estimated_seconds, unit))
+    left = len(items)
+    for index, block in enumerate(blocks):  # the block sizes pytest-xdist's work stealing hands out at the start
+        size = left // (processes - index)
+        left -= size
+        filling = max(size - len(block), 0)
+        block += quick[:filling]
+        del quick[:filling]
+    items[:] = [item for block in blocks for item in block] + quick
+
+
+def estimated_seconds(item: pytest.Item) -> float:
+    """What a `slow` marker says the test takes (on two busy cores), for spreading the long ones."""
+    marker = item.get_closest_marker("slow")
+    return float(marker.kwargs.get("seconds", 30)) if marker else 1.0
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -29,7 +29,7 @@ TIME_ROWS = ["redelivery after SIGKILL", "start-up to first message, qprocessor.
 FAIR_IDEAL = (8 * 82 + 16 * 12) * 0.01 / 3
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=36)
 def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(broker, administrator, tmp_path):
     username, password = administrator
     env = child_environment(AMQP_URL=broker.url("/", username, password), RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
@@ -99,7 +99,7 @@ JOBS_ROWS = {"Jobs API end to end vs rq Worker (forks per job)": "rq.Worker",
              "Jobs API end to end vs rq SimpleWorker (no fork)": "rq.SimpleWorker"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, administrator, tmp_path):
     """Given the lab's Jobs API and an rq API with the same routes, each with 4 workers and zero work, when the bench
     POSTs the same jobs to both, then every job completes and each row has jobs/s and latencies that hang together."""

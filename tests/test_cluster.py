@@ -24,7 +24,8 @@ from labs.event_log import read_events
 MESSAGES = 3000
 
 
-pytestmark = pytest.mark.slow
+# Both scenarios share the module's cluster: one test process sets it up (three nodes) and runs them in turn.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def done_counts(events) -> collections.Counter:
     return collections.Counter(e["body"] for e in read_events(events) if e["event"] == "done")
 
 
+@pytest.mark.slow(seconds=100)  # 60 s of it RabbitMQ 4.x's own wait before it refuses the classic queue
 def test_lab_11_passes_on_the_cluster(cluster):
     """`labs run 11` as an instructor runs it on the cluster `./kit cluster up` started: every claim of the handout
     (quorum queue on three nodes, leader killed, a new leader, the classic queue out of reach with exit 13, the node
@@ -76,6 +78,7 @@ def test_lab_11_passes_on_the_cluster(cluster):
             assert node_working_directory(node.name) == (cluster.folder / f"c{node.number}").resolve()
 
 
+@pytest.mark.slow(seconds=45)
 def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(cluster, tmp_path):
     """Thousands of confirmed persistent messages; workers spread over the nodes, one of them reaching node 1 through
     a cable that is cut first; then every node SIGKILLed in turn (and brought back before the next): every

@@ -68,7 +68,7 @@ def cluster():
         yield started
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=38)
 @IN_THE_43_SUITE
 def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_queue(cluster):
     # Healthy within 90 s (about 20 s on two busy cores), or the test fails. The CLI's cookie is proven below, by

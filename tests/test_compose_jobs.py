@@ -70,7 +70,7 @@ def jobs_project():
         yield started
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 @IN_THE_43_SUITE
 def test_the_api_answers_after_up_wait_the_workers_complete_jobs_and_a_killed_worker_leaves_its_job_to_another(
         jobs_project):

@@ -108,7 +108,7 @@ def project():
         yield started
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 @IN_THE_43_SUITE
 def test_the_broker_loads_the_sample_accounts_and_three_workers_share_and_drain_the_queue(project):
     project.compose("up", "-d", "--wait", "--pull", "never", "rabbitmq")

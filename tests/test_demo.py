@@ -18,7 +18,7 @@ def demo_output() -> subprocess.CompletedProcess:
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 @IN_THE_310_SUITE
 def test_kit_demo_live_only_passes_and_shows_the_crash_and_the_redeliveries(demo_output):
     out = demo_output.stdout

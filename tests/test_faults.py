@@ -25,6 +25,7 @@ WORKER = ("--queue", "jobs", "--durable", "--acknowledge", "--prefetch", "10", "
           "--retry-for", "90", "--quiet")
 
 
+@pytest.mark.slow(seconds=45)
 def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, restartable):
     rng = random.Random(20261122)
     sent = space.send("--queue", "jobs", "--durable", "--persistent", "--count", str(MESSAGES), "--length", "10",
@@ -101,6 +102,7 @@ def consuming(worker, proxy: CuttableProxy) -> bool:
     return "received" in since_lost
 
 
+@pytest.mark.slow(seconds=18)
 def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
     """Lines keep arriving on the sender's standard input (as from `tail -f log | sender.py`) at a steady pace for
     longer than a restart takes, so the restart lands mid-send however fast the sender and the broker are."""
@@ -138,6 +140,7 @@ def test_sender_resumes_after_a_broker_restart_mid_send(space, restartable):
     print(f"\nsender across a restart: {count} confirmed, {len(received) - count} duplicates in the queue")
 
 
+@pytest.mark.slow(seconds=10)
 def test_sender_that_cannot_reconnect_reports_how_many_were_confirmed(space, restartable):
     if restartable.local is None:
         pytest.skip("keeps the broker down for a while: needs a node this suite started")

@@ -22,7 +22,7 @@ import pytest
 from labs import local_node as local_node_module
 from labs.broker import Broker, local_broker
 from labs import catalog
-from labs.catalog import LABS
+from labs.catalog import LABS, Lab
 from labs.demo import demo
 from labs.event_log import read_events
 from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK,
@@ -58,12 +58,20 @@ SETTINGS_A_LAB_GIVES_BACK = ("channel_tick_interval", "consumer_timeout")  # tho
 
 
 ONE_BROKER_LABS = [lab for lab in LABS if not lab.on_cluster]  # a cluster lab: tests/test_cluster.py
+# Labs that wait on the broker's clocks (lab 4 the consumer timeout, lab 8 two heartbeat timeouts): about 16 s each,
+# handed out among the first tests (tests/conftest.py) so none of them starts last and runs on alone.
+LONG_LABS = {4: 16, 8: 16}
+
+
+def lab_param(lab: Lab, default_queue_type: Optional[str], id: str):
+    long = [pytest.mark.slow(seconds=LONG_LABS[lab.number])] if lab.number in LONG_LABS else []
+    return pytest.param(lab, default_queue_type, id=id, marks=long)
 
 
 @pytest.mark.restart
 @pytest.mark.parametrize("lab, default_queue_type",
-                         [pytest.param(lab, None, id=str(lab.number)) for lab in ONE_BROKER_LABS]
-                         + [pytest.param(lab, "quorum", id=f"{lab.number}-quorum-vhost") for lab in ONE_BROKER_LABS])
+                         [lab_param(lab, None, str(lab.number)) for lab in ONE_BROKER_LABS]
+                         + [lab_param(lab, "quorum", f"{lab.number}-quorum-vhost") for lab in ONE_BROKER_LABS])
 def test_lab_claims(broker, lab, default_queue_type):
     """Every claim of the lab passes, none skipped, on a broker given as AMQP_URL + management URL + rabbitmqctl,
     also on a vhost whose default queue type is quorum (as `labs provision --default-queue-type quorum` makes);
