@@ -248,7 +248,9 @@ EXIT_BY_VERSION = {
 }
 CRASHED = -9  # --lose-mode crash: the worker SIGKILLs itself, as a real crash would (a shell shows 137)
 QUICK = ("--seconds-per-char", "0.002")  # the handouts' pace is for watching; lab 11's 300 jobs took 12 s at 0.01
-ENDS = ("--idle-exit", "5")  # long enough to stay attached while the handout's next commands run
+ENDS = ("--idle-exit", "30")  # a backstop: the test stops drained workers with Ctrl-C (finish_drained_workers)
+# Short, a worker that finished its part early idled out just as the test sent it Ctrl-C, and the signal arrived
+# while Python was exiting, which had given SIGINT back its default action (exit code -2).
 CONNECTION_FLAGS = {"--host", "--port", "--vhost", "--username", "--password"}
 
 
