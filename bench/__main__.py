@@ -203,7 +203,8 @@ class Bench:
                 wait_for_consumers(self.url, queue, 3)
                 subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", *bodies], env=self.env(),
                                check=True, stdout=subprocess.DEVNULL)
-                self.stop_when_done(workers, events, bodies)
+                if not self.stop_when_done(workers, events, bodies):
+                    raise RuntimeError(f"fair dispatch: messages not processed within a minute; see {events}")
                 spans.append(EventTally(bodies, read_events(events)).makespan)
             span = statistics.median(spans)
             rows.append({"what": f"fair dispatch makespan, 3 workers, {label}", "seconds": span, "ideal": ideal,
@@ -333,7 +334,8 @@ class Bench:
         # What the dead node's consumers held comes back on 4.x only once the queue has noticed, after the node's
         # return, that they are gone: the sweeper stays until every message is done (or 2 minutes have passed, and
         # the row counts what never came back as lost).
-        self.stop_when_done([worker("sweeper", idle_exit=())], events, sent, timeout=120)
+        if sent - {e["body"] for e in read_events(events) if e["event"] == "done"}:
+            self.stop_when_done([worker("sweeper", idle_exit=())], events, sent, timeout=120)
         logged = read_events(events)
         done = collections.Counter(e["body"] for e in logged if e["event"] == "done")
         seconds = failover_seconds(logged, killed_at)
@@ -363,19 +365,21 @@ class Bench:
         return died_at
 
     @staticmethod
-    def stop_when_done(workers: list[subprocess.Popen], events: Path, bodies, timeout: float = 60) -> None:
+    def stop_when_done(workers: list[subprocess.Popen], events: Path, bodies, timeout: float = 60) -> bool:
         """Wait until the event log shows every body done (at most `timeout` seconds, or until no worker runs), then
-        stop the workers with SIGTERM, their clean stop, and fail if one of them failed."""
+        stop the workers with SIGTERM, their clean stop, and fail if one of them failed. Return whether all were done."""
         wanted, deadline = set(bodies), time.monotonic() + timeout
         while (not wanted <= {e["body"] for e in read_events(events) if e["event"] == "done"}
                and time.monotonic() < deadline and any(worker.poll() is None for worker in workers)):
             time.sleep(0.1)
+        all_done = wanted <= {e["body"] for e in read_events(events) if e["event"] == "done"}
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
         codes = [worker.wait(60) for worker in workers]
-        if any(codes):
+        if any(code not in (0, -signal.SIGTERM) for code in codes):  # -SIGTERM: stopped before its handler was set
             raise RuntimeError(f"a worker failed (exit codes {codes}); its log is {events}")
+        return all_done
 
     @staticmethod
     def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:

@@ -29,14 +29,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: the blocks below must match what is run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Spread the long scenarios over the test processes, each at the head of its process's first tests.
+    """Spread the long scenarios over the test processes, at the heads of the blocks pytest-xdist first deals out.
 
     pytest-xdist (work stealing) first deals the collected tests out in contiguous blocks, one per process, then lets
     an idle process take the tail of the longest queue. A long scenario at the head of a block starts at once and stays
     there; the quick tests behind it are stolen by the others. The long ones go to the blocks longest first, each to
     the block with the least long work so far, so no process runs two of them back to back while others sit idle.
-    Tests in one `xdist_group` (a costly shared fixture, e.g. a cluster) stay together, set up once. Without xdist
-    the long scenarios simply come first.
+    Long tests in one `xdist_group` (a costly shared fixture, e.g. a cluster) stay together, set up once, unless so
+    few tests are selected that no block has room for them all. Without xdist the long scenarios simply come first.
     """
     processes = getattr(config, "workerinput", {}).get("workercount", 1)
     units: dict[str, list[pytest.Item]] = {}
@@ -46,17 +46,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             quick.append(item)
         else:
             group = item.get_closest_marker("xdist_group")
-            units.setdefault(group.args[0] if group else item.nodeid, []).append(item)
+            name = (group.args[0] if group.args else group.kwargs.get("name", "default")) if group else item.nodeid
+            units.setdefault(name, []).append(item)
+    sizes, left = [], len(items)
+    for index in range(processes):  # the block sizes pytest-xdist's work stealing hands out at the start
+        sizes.append(left // (processes - index))
+        left -= sizes[-1]
     blocks: list[list[pytest.Item]] = [[] for _ in range(processes)]
     load = [0.0] * processes
     for unit in sorted(units.values(), key=lambda unit: -sum(map(estimated_seconds, unit))):
-        lightest = load.index(min(load))
-        blocks[lightest] += unit
-        load[lightest] += sum(map(estimated_seconds, unit))
-    left = len(items)
-    for index, block in enumerate(blocks):  # the block sizes pytest-xdist's work stealing hands out at the start
-        size = left // (processes - index)
-        left -= size
+        # The block with the least long work among those with room for the whole unit (a few tests selected: the
+        # one with the most room), so that the blocks keep the sizes pytest-xdist deals them in.
+        room = [index for index in range(processes) if sizes[index] - len(blocks[index]) >= len(unit)]
+        chosen = min(room, key=lambda index: load[index]) if room else \
+            max(range(processes), key=lambda index: sizes[index] - len(blocks[index]))
+        blocks[chosen] += unit
+        load[chosen] += sum(map(estimated_seconds, unit))
+    for block, size in zip(blocks, sizes):
         filling = max(size - len(block), 0)
         block += quick[:filling]
         del quick[:filling]

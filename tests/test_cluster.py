@@ -1,7 +1,7 @@
 """A real three-node cluster (labs.cluster: local nodes on 3.10, containers on 4.3): lab 11 run on it as an instructor
 runs it (workers keep a quorum queue's work going when the node holding its leader is killed, 0 lost), and every node
-killed in turn with a network cut besides, nothing confirmed lost. Under pytest-xdist the two scenarios usually run
-at once on two test processes, each on a cluster of its own."""
+killed in turn with a network cut besides, nothing confirmed lost. Both share the module's cluster: under pytest-xdist
+they run one after the other on one test process (their xdist_group, kept together by tests/conftest.py)."""
 from __future__ import annotations
 
 import collections

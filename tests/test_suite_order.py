@@ -59,3 +59,4 @@ def test_without_xdist_the_long_scenarios_come_first():
     items = [Item("quick"), Item("long", 30), Item("other")]
     pytest_collection_modifyitems(SimpleNamespace(), items)
     assert [item.nodeid for item in items] == ["long", "quick", "other"]
+
