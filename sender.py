@@ -420,7 +420,10 @@ def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerErro
             return BrokerError(f"vhost {vhost!r} does not exist at {where}", EXIT_VHOST_REFUSED)
         return BrokerError(f"user {user!r} has no permission on vhost {vhost!r} at {where}", EXIT_VHOST_REFUSED)
     if isinstance(exc, amqp.IncompatibleProtocolError):
-        return BrokerError(f"{where} answered, but not as an AMQP 0-9-1 broker: is that the right port?", EXIT_NOT_AMQP)
+        # Nothing AMQP came back: a port that speaks something else, or (behind a proxy such as Docker's) a
+        # broker that is starting or stopping. pika cannot tell them apart; the line names both.
+        return BrokerError(f"{where} took the connection but ended it before the AMQP 0-9-1 handshake: is that "
+                           "the right port, or a broker still starting or stopping?", EXIT_NOT_AMQP)
     if isinstance(exc, socket.gaierror):
         return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
     if "SSL" in text or "certificate" in text.lower():

@@ -129,7 +129,7 @@ def test_a_port_that_is_not_amqp(space, broker):
         pytest.skip("needs the local node's management port as a known non-AMQP port")
     url = f"amqp://guest:guest@127.0.0.1:{broker.local.management_port}/"
     result = space.send("x", check=False, env=space.env(AMQP_URL=url))
-    assert_one_line_error(result, 9, "not as an AMQP 0-9-1 broker")
+    assert_one_line_error(result, 9, "ended it before the AMQP 0-9-1 handshake: is that the right port")
 
 
 @pytest.mark.parametrize("url", ["http://localhost/", "amqp://guest:guest@localhost:notaport/"])
