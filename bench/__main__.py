@@ -36,7 +36,7 @@ from labs.broker import VERSIONS, Broker, broker_from_environment
 from labs.cluster import Cluster
 from labs.event_log import EventTally, read_events
 from labs.exit_codes import one_line_errors
-from labs.processes import wait_for_consumers
+from labs.processes import stop_when, wait_for_consumers
 from labs.settings import child_environment, settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,7 +326,7 @@ class Bench:
         killed_at = self.kill_node(cluster, cluster.number_of(old_leader))
         finish(workers)
         new_leader = cluster.leader("/", queue)
-        done_before_return = {e["body"] for e in read_events(events) if e["event"] == "done"}
+        done_before_return = processed(events)
         cluster.start(cluster.number_of(old_leader))
         cluster.wait_formed()
         self.wait_for(lambda: len(cluster.queue("/", queue).get("members") or []) == 3, 120)
@@ -334,7 +334,7 @@ class Bench:
         # What the dead node's consumers held comes back on 4.x only once the queue has noticed, after the node's
         # return, that they are gone: the sweeper stays until every message is done (or 2 minutes have passed, and
         # the row counts what never came back as lost).
-        if sent - {e["body"] for e in read_events(events) if e["event"] == "done"}:
+        if not sent <= processed(events):
             self.stop_when_done([worker("sweeper", idle_exit=())], events, sent, timeout=120)
         logged = read_events(events)
         done = collections.Counter(e["body"] for e in logged if e["event"] == "done")
@@ -366,16 +366,10 @@ class Bench:
 
     @staticmethod
     def stop_when_done(workers: list[subprocess.Popen], events: Path, bodies, timeout: float = 60) -> bool:
-        """Wait until the event log shows every body done (at most `timeout` seconds, or until no worker runs), then
-        stop the workers with SIGTERM, their clean stop, and fail if one of them failed. Return whether all were done."""
-        wanted, deadline = set(bodies), time.monotonic() + timeout
-        while (not wanted <= {e["body"] for e in read_events(events) if e["event"] == "done"}
-               and time.monotonic() < deadline and any(worker.poll() is None for worker in workers)):
-            time.sleep(0.1)
-        all_done = wanted <= {e["body"] for e in read_events(events) if e["event"] == "done"}
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
+        """Stop the workers once the event log shows every body done (labs.processes.stop_when: at most `timeout`
+        seconds), and fail if one of them failed. Return whether all were done."""
+        wanted = set(bodies)
+        all_done = stop_when(workers, lambda: wanted <= processed(events), timeout)
         codes = [worker.wait(60) for worker in workers]
         if any(code not in (0, -signal.SIGTERM) for code in codes):  # -SIGTERM: stopped before its handler was set
             raise RuntimeError(f"a worker failed (exit codes {codes}); its log is {events}")
@@ -388,6 +382,11 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError("benchmark setup timed out")
             time.sleep(0.02)
+
+
+def processed(events: Path) -> set[str]:
+    """The bodies an event log shows done."""
+    return EventTally([], read_events(events)).processed
 
 
 def queue_options(queue_type: Optional[str]) -> list[str]:

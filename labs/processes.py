@@ -147,22 +147,29 @@ class Run:
         what is missing.
         """
         waited_for = until or (lambda tally: not tally.missing)
-        deadline = time.monotonic() + timeout
-        while (not waited_for(self.tally()) and time.monotonic() < deadline
-               and any(process.poll() is None for process in self.processes)):
-            time.sleep(0.1)
-        running = [process for process in self.processes if process.poll() is None]
-        for process in running:
-            # SIGTERM, which the worker takes as Ctrl-C: one that is still starting (its handler not yet
-            # installed) then ends quietly instead of printing a KeyboardInterrupt traceback.
-            process.send_signal(signal.SIGTERM)
-        wait_all(running, 60)
+        stop_when(self.processes, lambda: waited_for(self.tally()), timeout)
 
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def stop_when(processes: Sequence, condition: Callable[[], object], timeout: float) -> bool:
+    """Poll `condition` until it holds, `timeout` seconds pass or no process runs; then stop those still running with
+    SIGTERM, which a worker takes as Ctrl-C (a clean stop), and wait until they have exited. Return whether it held.
+
+    SIGTERM, not SIGINT: a worker still starting (its handler not yet installed) then ends quietly instead of
+    printing a KeyboardInterrupt traceback."""
+    deadline = time.monotonic() + timeout
+    while not (held := bool(condition())) and time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.1)
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    wait_all(running, 60)
+    return held
 
 
 def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 30) -> None:
