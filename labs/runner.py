@@ -61,6 +61,11 @@ class Context:
         netloc = parts.netloc.rsplit(":", 1)[0] + f":{self.cluster.nodes[number - 1].port}"
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
+    def node_address(self, number: int) -> str:
+        """host:port of one node of the cluster, as the scripts name the node they are connected to."""
+        parts = urllib.parse.urlsplit(self.node_url(number))
+        return f"{parts.hostname}:{parts.port}"
+
     def every_node_url(self) -> str:
         """AMQP_URL for every node of the cluster, as the scripts take it: separated by spaces."""
         assert self.cluster, "not a cluster lab"

@@ -44,6 +44,10 @@ def test_the_worker_fails_over_when_its_node_goes_away(space, nodes):
 
     assert worker.wait(60) == 0
     assert f"reconnected to 127.0.0.1:{other.port}" in worker.output
+    # The event log says the same: where the worker was, that it lost that node, and where it went on.
+    moves = [(e["event"], e["node"]) for e in worker.events() if e["event"] in ("connected", "disconnected")]
+    assert moves == [("connected", f"127.0.0.1:{used.port}"), ("disconnected", f"127.0.0.1:{used.port}"),
+                     ("connected", f"127.0.0.1:{other.port}")], moves
     assert set(worker.bodies("done")) == {str(n).ljust(2, ".") for n in range(1, 9)}  # every message, none lost
     wait_until(lambda: space.ready("jobs") == 0, 10, "an empty queue")
 

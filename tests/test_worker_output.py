@@ -14,7 +14,10 @@ def test_events_dash_writes_parseable_json_lines_to_stdout(space):
     space.send("--count", "4")
     result = space.run_worker("--events", "-", "--name", "json", "--seconds-per-char", "0", "--lose-every", "4",
                               "--max-messages", "4")
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    connected, *records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # First where it connected (a cluster's failovers show as disconnected and connected again, tests/test_failover.py)
+    assert (connected["event"], connected["node"], connected["message_id"], connected["body"]) == \
+        ("connected", f"{space.broker.host}:{space.broker.port}", None, "")
     assert [(r["event"], r["body"]) for r in records] == [
         ("received", "1"), ("done", "1"), ("received", "2"), ("done", "2"), ("received", "3"), ("done", "3"),
         ("received", "4"), ("lost", "4")]
@@ -32,7 +35,7 @@ def test_events_dash_with_quiet_leaves_only_json_and_the_summary(space):
     result = space.run_worker("--events", "-", "--quiet", "--name", "q", "--seconds-per-char", "0",
                               "--max-messages", "3")
     *events, summary = result.stdout.splitlines()
-    assert [json.loads(line)["event"] for line in events] == ["received", "done"] * 3
+    assert [json.loads(line)["event"] for line in events] == ["connected"] + ["received", "done"] * 3
     assert SUMMARY.fullmatch(summary)
 
 
