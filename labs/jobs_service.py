@@ -3,6 +3,7 @@ a private Redis, and the HTTP calls the handout makes with curl."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,4 +84,5 @@ class JobsService:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)  # the processes' output, read while the lab ran
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,7 @@ class Run:
     processes: list = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
+    final_events: Optional[list[dict]] = None  # the event log as stop() last read it, once its folder is gone
 
     def env(self) -> dict:
         management = {"RABBITMQ_MANAGEMENT_URL": self.management_url} if self.management_url else {}
@@ -136,7 +138,8 @@ class Run:
         wait_for_consumers(self.url, self.queue, count, timeout)
 
     def tally(self) -> EventTally:
-        return EventTally(list(self.sent), read_events(self.folder / "events.jsonl"))
+        events = self.final_events if self.final_events is not None else read_events(self.folder / "events.jsonl")
+        return EventTally(list(self.sent), events)
 
     def finish(self, until: Optional[Callable[[EventTally], object]] = None, timeout: float = 120) -> None:
         """Wait until the event log shows what the run waits for (by default: every message sent in it processed),
@@ -150,10 +153,14 @@ class Run:
         stop_when(self.processes, lambda: waited_for(self.tally()), timeout)
 
     def stop(self) -> None:
+        """Kill what still runs, read the event log a last time (tally() still answers) and remove its folder."""
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        if self.final_events is None:
+            self.final_events = read_events(self.folder / "events.jsonl")
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def stop_when(processes: Sequence, condition: Callable[[], object], timeout: float) -> bool:

@@ -72,29 +72,34 @@ def lab_param(lab: Lab, default_queue_type: Optional[str], id: str):
 @pytest.mark.parametrize("lab, default_queue_type",
                          [lab_param(lab, None, str(lab.number)) for lab in ONE_BROKER_LABS]
                          + [lab_param(lab, "quorum", f"{lab.number}-quorum-vhost") for lab in ONE_BROKER_LABS])
-def test_lab_claims(broker, lab, default_queue_type):
+def test_lab_claims(broker, lab, default_queue_type, tmp_path):
     """Every claim of the lab passes, none skipped, on a broker given as AMQP_URL + management URL + rabbitmqctl,
     also on a vhost whose default queue type is quorum (as `labs provision --default-queue-type quorum` makes);
-    and a lab that changes the broker's settings gives it back exactly what it had."""
+    a lab that changes the broker's settings gives it back exactly what it had; and the run leaves nothing in the
+    temporary folder (event logs, the Jobs API's output): a class runs the labs again and again."""
     require(broker.controllable, "the labs restart the broker: give LABKIT_RABBITMQCTL with AMQP_URL")
     typed = ("--default-queue-type", default_queue_type) if default_queue_type else ()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = given_broker_env(broker, TMPDIR=str(scratch))
     if lab.sets_broker_settings:
         # An odd value, not the default, so that putting back a fixed default is caught. Read, set, read again and
         # put back in two rabbitmqctl calls: each boots an Erlang VM, about a second of each lab's test.
         original = read_rabbit_env(broker.ctl, SETTINGS_A_LAB_GIVES_BACK,
                                    then="application:set_env(rabbit, channel_tick_interval, 59000)")
         try:
-            result = labs_command("run", str(lab.number), *typed, env=given_broker_env(broker))
+            result = labs_command("run", str(lab.number), *typed, env=env)
         finally:
             after = read_rabbit_env(broker.ctl, SETTINGS_A_LAB_GIVES_BACK, then=restore_rabbit_env(original))
         assert after == {"channel_tick_interval": "{ok,59000}", "consumer_timeout": original["consumer_timeout"]}
     else:
-        result = labs_command("run", str(lab.number), *typed, env=given_broker_env(broker))
+        result = labs_command("run", str(lab.number), *typed, env=env)
     print(result.stdout)
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     found = claims(result.stdout)
     assert len(found) >= 2 and set(found) == {"PASS"}, result.stdout
     assert f"Lab {lab.number}: {lab.title}" in result.stdout
+    assert not list(scratch.iterdir()), "left behind in the temporary folder"
     if default_queue_type:
         assert f"PASS: the lab's vhost has default queue type {default_queue_type}" in result.stdout
     if lab.number == 2:
