@@ -224,7 +224,7 @@ class Bench:
             holder = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "100",
                                        "--name", "holder", "--events", str(events["holder"])],
                                       env=self.env(), stdout=subprocess.DEVNULL)
-            self.wait_for(lambda: events["holder"].exists() and events["holder"].read_text().strip())
+            self.wait_for(lambda: first_received(events["holder"]))
             spare = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "0",
                                       "--max-messages", "1", "--name", "spare", "--events", str(events["spare"])],
                                      env=self.env(), stdout=subprocess.DEVNULL)
@@ -233,7 +233,9 @@ class Bench:
             holder.send_signal(signal.SIGKILL)
             holder.wait()
             spare.wait(30)
-            received = json.loads(events["spare"].read_text().splitlines()[0])
+            received = first_received(events["spare"])
+            if not (received and received["body"] == "held" and received["redelivered"]):
+                raise RuntimeError(f"redelivery: the spare worker did not get the held message back: {received}")
             latencies.append(received["time"] - killed_at)
         return {"what": "redelivery after SIGKILL", "seconds": statistics.median(latencies)}
 
@@ -248,7 +250,7 @@ class Bench:
             started = time.time()
             self.timed("qprocessor.py", [sys.executable, str(QPROCESSOR), "--queue", queue, "--seconds-per-char", "0",
                                          "--max-messages", "1", "--events", str(events)])
-            worker_times.append(json.loads(events.read_text().splitlines()[0])["time"] - started)
+            worker_times.append(first_received(events)["time"] - started)
         return [{"what": "start-up to first message, qprocessor.py", "seconds": statistics.median(worker_times)},
                 {"what": "start-up to one confirmed message and exit, sender.py", "seconds": statistics.median(sender_times)}]
 
@@ -382,6 +384,11 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError("benchmark setup timed out")
             time.sleep(0.02)
+
+
+def first_received(events: Path) -> Optional[dict]:
+    """The first message an event log shows received (before it, the worker logs where it connected), if any."""
+    return next((e for e in read_events(events) if e["event"] == "received"), None)
 
 
 def processed(events: Path) -> set[str]:
