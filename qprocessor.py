@@ -708,8 +708,9 @@ class WorkerSettings:
         help="What a failed message does: requeue: back to the queue, to fail again; reject: off the queue for good "
              "(into --dead-letter-queue if there is one, else dropped); crash: the process dies holding it.")
     events: Optional[str] = setting(None, "--events", type=click.Path(dir_okay=False, allow_dash=True),
-                                    help="Append one JSON line per event (received, done, lost, requeued, abandoned; "
-                                         "connected and disconnected, with the node) to FILE, or - for stdout.")
+                                    help="Append one JSON line per event (received, done, lost, requeued, abandoned, failed, "
+                                         "dead-lettered, cancelled; connected and disconnected, with the node) to "
+                                         "FILE, or - for stdout.")
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the final summary.")
 
     def __post_init__(self) -> None:
@@ -805,8 +806,7 @@ class Worker:
         while not self.finished():
             connection = open_connection(self.brokers, self.retry_for, self.settings.quiet, reconnecting=not first)
             node = describe(self.brokers.current)
-            if self.events is not None:  # which node each worker used, and when: a cluster's failovers in the log
-                self.log("connected", None, b"", False, node=node)
+            self.log("connected", None, b"", False, node=node)  # where, and when: a cluster's failovers in the log
             if first:
                 self.say(f"waiting for messages on queue {self.queue.name!r} at {node} "
                          f"({'manual acks' if self.settings.acknowledge else 'auto-ack'}"

@@ -154,12 +154,14 @@ class Run:
 
     def stop(self) -> None:
         """Kill what still runs, read the event log a last time (tally() still answers) and remove its folder."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        if self.final_events is None:
-            self.final_events = read_events(self.folder / "events.jsonl")
+        try:
+            for process in self.processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            if self.final_events is None:
+                self.final_events = read_events(self.folder / "events.jsonl")
+        finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
