@@ -708,9 +708,9 @@ class WorkerSettings:
         help="What a failed message does: requeue: back to the queue, to fail again; reject: off the queue for good "
              "(into --dead-letter-queue if there is one, else dropped); crash: the process dies holding it.")
     events: Optional[str] = setting(None, "--events", type=click.Path(dir_okay=False, allow_dash=True),
-                                    help="Append one JSON line per event (received, done, lost, requeued, abandoned, failed, "
-                                         "dead-lettered, cancelled; connected and disconnected, with the node) to "
-                                         "FILE, or - for stdout.")
+                                    help="Append one JSON line per event (received, done, lost, requeued, abandoned, "
+                                         "failed, dead-lettered, cancelled; connected and disconnected, with the "
+                                         "node) to FILE, or - for stdout.")
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the final summary.")
 
     def __post_init__(self) -> None:
@@ -818,8 +818,7 @@ class Worker:
                 self.consume(connection)
             except ConnectionLost as exc:
                 self.say(f"connection to {node} lost ({exc}); reconnecting")
-                if self.events is not None:
-                    self.log("disconnected", None, b"", False, node=node, reason=str(exc))
+                self.log("disconnected", None, b"", False, node=node, reason=str(exc))
                 self.back_off(time.monotonic() - opened)
                 continue
             finally:

@@ -486,7 +486,7 @@ def node_dies(lab: Context) -> None:
     wait_until(lambda: len(jobs.tally().bodies("done")) >= CLUSTER_JOBS // 10, 90, "the workers under way")
     killed_at = time.time()
     cluster.kill(doomed)
-    left = CLUSTER_JOBS - len(jobs.tally().bodies("done"))  # at most: some of these were done before the kill
+    left = CLUSTER_JOBS - len(jobs.tally().bodies("done"))  # at most what the kill left: read just after it
 
     asked = time.monotonic()
     refused = lab.run("jobs-classic", url=survivor).send("--queue-type", "classic", "--count", "1", check=False)
