@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import pika
 
-from labs.local_node import LocalNode, rabbitmq_installed, running_local_node
 from labs.management import ManagementAPI
 from labs.rabbitmqctl import Rabbitmqctl
 from labs.settings import Settings, settings
+
+if TYPE_CHECKING:  # labs.local_node is imported where a node is started: it pulls in pytest (pytest-rabbitmq's
+    from labs.local_node import LocalNode  # executor), 60 ms for each `python -m labs` that never starts one
 
 
 class BrokerUnavailable(RuntimeError):
@@ -93,6 +95,7 @@ def from_settings(given: Settings) -> Broker:
 @contextlib.contextmanager
 def local_broker(workdir=None, tls=None) -> Iterator[Broker]:
     """A private local node for the duration of the block (see labs.local_node.running_local_node)."""
+    from labs.local_node import rabbitmq_installed, running_local_node
     if not rabbitmq_installed():
         raise BrokerUnavailable(f"rabbitmq-server is not installed ({settings().rabbitmq_bin} has none): "
                                 "apt-get install rabbitmq-server, or set AMQP_URL")

@@ -8,10 +8,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import port_for
-import redis
+
+if TYPE_CHECKING:
+    import redis  # imported where used: 50 ms that every `python -m labs` would pay, for the one lab that uses Redis
 
 
 class RedisNotInstalled(RuntimeError):
@@ -28,9 +30,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
+        import redis
         return redis.Redis.from_url(self.url, decode_responses=True)
 
     def answers(self) -> bool:
+        import redis
         try:
             return bool(self.client().ping())
         except redis.ConnectionError:
