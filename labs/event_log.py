@@ -33,7 +33,8 @@ class EventTally:
 
     @property
     def missing(self) -> list[str]:
-        return [body for body in self.sent if body not in self.processed]
+        processed = self.processed  # once: per body it would scan every event again (1,500 x 6,000 in lab 11)
+        return [body for body in self.sent if body not in processed]
 
     @property
     def redelivered(self) -> int:
