@@ -10,11 +10,28 @@ from typing import Optional
 
 def read_events(path: Path) -> list[dict]:
     """The JSON-lines records of one --events file; none when it does not exist yet."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    complete = text[:text.rfind("\n") + 1]  # a line a worker is still writing is read next time, whole
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return EventLog(path).read()
+
+
+class EventLog:
+    """One --events file read as it grows. Labs and tests poll a log several times a second while workers append
+    thousands of lines to it: each read() parses only what was appended since the last, not the whole file again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._records: list[dict] = []
+        self._read_up_to = 0  # the byte offset just past the last complete line parsed
+
+    def read(self) -> list[dict]:
+        """Every record so far (what was read before, if the file is gone since)."""
+        if self.path.exists():
+            with self.path.open("rb") as log:
+                log.seek(self._read_up_to)
+                appended = log.read()
+            complete = appended[:appended.rfind(b"\n") + 1]  # a line a worker is still writing is read next time
+            self._records += [json.loads(line) for line in complete.splitlines() if line.strip()]
+            self._read_up_to += len(complete)
+        return list(self._records)
 
 
 @dataclass

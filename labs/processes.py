@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import pika
 
-from labs.event_log import EventTally, read_events
+from labs.event_log import EventLog, EventTally
 from labs.settings import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,10 @@ class Run:
     processes: list = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
-    final_events: Optional[list[dict]] = None  # the event log as stop() last read it, once its folder is gone
+    log: EventLog = field(init=False, repr=False)  # the workers' shared event log, in the folder
+
+    def __post_init__(self) -> None:
+        self.log = EventLog(self.folder / "events.jsonl")
 
     def env(self) -> dict:
         management = {"RABBITMQ_MANAGEMENT_URL": self.management_url} if self.management_url else {}
@@ -138,8 +141,7 @@ class Run:
         wait_for_consumers(self.url, self.queue, count, timeout)
 
     def tally(self) -> EventTally:
-        events = self.final_events if self.final_events is not None else read_events(self.folder / "events.jsonl")
-        return EventTally(list(self.sent), events)
+        return EventTally(list(self.sent), self.log.read())  # after stop(): what it read before the folder went
 
     def finish(self, until: Optional[Callable[[EventTally], object]] = None, timeout: float = 120) -> None:
         """Wait until the event log shows what the run waits for (by default: every message sent in it processed),
@@ -159,8 +161,7 @@ class Run:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-            if self.final_events is None:
-                self.final_events = read_events(self.folder / "events.jsonl")
+            self.log.read()  # the last lines, while the folder is still there
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -15,6 +15,7 @@ import pytest
 import tenacity
 
 from labs.broker import Broker
+from labs.event_log import EventLog
 from labs.settings import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,20 +59,13 @@ class WorkerProcess:
     name: str
     events_path: Path
     output_path: Path
-    _records: list[dict] = field(default_factory=list, init=False, repr=False)  # the log's complete lines so far
-    _read_up_to: int = field(default=0, init=False, repr=False)  # and the byte offset just past them
+    log: EventLog = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log = EventLog(self.events_path)
 
     def events(self, kind: Optional[str] = None) -> list[dict]:
-        """The worker's events so far. Tests poll this several times a second while a worker logs thousands of
-        lines: each call parses only what was appended since the last, not the whole log again."""
-        if self.events_path.exists():
-            with self.events_path.open("rb") as log:
-                log.seek(self._read_up_to)
-                appended = log.read()
-            complete = appended[:appended.rfind(b"\n") + 1]  # a line still being written is read next time, whole
-            self._records += [json.loads(line) for line in complete.splitlines() if line.strip()]
-            self._read_up_to += len(complete)
-        return [r for r in self._records if kind is None or r["event"] == kind]
+        return [r for r in self.log.read() if kind is None or r["event"] == kind]
 
     def bodies(self, kind: str) -> list[str]:
         return [r["body"] for r in self.events(kind)]

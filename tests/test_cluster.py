@@ -19,7 +19,7 @@ from labs.local_node import rabbitmq_installed
 from labs.settings import child_environment
 from tests.helpers import QPROCESSOR, ROOT, SENDER, erlang_vm_of, node_working_directory, require, wait_until
 from tests.proxy import CuttableProxy
-from labs.event_log import read_events
+from labs.event_log import EventLog
 
 MESSAGES = 3000
 
@@ -54,8 +54,8 @@ def start_worker(env, name: str, events, queue: str = "jobs", seconds_per_char: 
                                 env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
 
 
-def done_counts(events) -> collections.Counter:
-    return collections.Counter(e["body"] for e in read_events(events) if e["event"] == "done")
+def done_counts(events: EventLog) -> collections.Counter:
+    return collections.Counter(e["body"] for e in events.read() if e["event"] == "done")
 
 
 @pytest.mark.slow(seconds=100)  # 60 s of it RabbitMQ 4.x's own wait before it refuses the classic queue
@@ -96,11 +96,12 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
     send("--count", str(MESSAGES), "--length", "4")
     bodies = {str(n).ljust(4, ".") for n in range(1, MESSAGES + 1)}
 
-    events = tmp_path / "events.jsonl"
+    events_path = tmp_path / "events.jsonl"
+    events = EventLog(events_path)  # polled below: read as it grows
     slow = dict(queue="faults", seconds_per_char="0.006")
-    workers = [start_worker(env, f"w{n}", events, **slow) for n in (1, 2, 3)]
+    workers = [start_worker(env, f"w{n}", events_path, **slow) for n in (1, 2, 3)]
     proxied = {**env, "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/"}
-    workers.append(start_worker(proxied, "through-the-proxy", events, **slow))
+    workers.append(start_worker(proxied, "through-the-proxy", events_path, **slow))
 
     began = time.monotonic()
 
@@ -108,10 +109,10 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
         print(f"{time.monotonic() - began:6.1f}s {what}")
 
     def processed() -> int:
-        return sum(done_counts(events).values()) if events.exists() else 0
+        return sum(done_counts(events).values())
 
     def received_by(worker: str) -> bool:
-        return any(e["event"] == "received" and e["worker"] == worker for e in read_events(events))
+        return any(e["event"] == "received" and e["worker"] == worker for e in events.read())
 
     try:
         # Cut only a working connection: one still in its first handshake would be a reset the worker takes for a

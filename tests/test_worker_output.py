@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from labs.event_log import read_events
+from labs.event_log import EventLog, read_events
 
 SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
                      r"lost (?P<lost>\d+), requeued \d+, redelivered \d+, abandoned \d+")
@@ -66,3 +66,20 @@ def test_a_line_still_being_written_is_left_for_the_next_read(tmp_path):
     assert [e["body"] for e in read_events(log)] == ["1"]
     log.write_text('{"event": "done", "body": "1"}\n{"event": "done", "body": "2"}\n')
     assert [e["body"] for e in read_events(log)] == ["1", "2"]
+
+
+def test_an_event_log_read_as_it_grows_parses_each_line_once_and_keeps_it(tmp_path):
+    """Labs and tests poll a log while workers append to it: each read gives every record so far, once, a half-written
+    line only when it is whole, and what was read stays readable after the run's folder is removed."""
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    assert log.read() == []  # no worker has written yet
+    with path.open("a") as appending:
+        appending.write('{"event": "done", "body": "1"}\n{"event": "done", "bo')
+        appending.flush()
+        assert [e["body"] for e in log.read()] == ["1"]
+        appending.write('dy": "2"}\n{"event": "done", "body": "3"}\n')
+    assert [e["body"] for e in log.read()] == ["1", "2", "3"]
+    assert [e["body"] for e in log.read()] == ["1", "2", "3"]
+    path.unlink()
+    assert [e["body"] for e in log.read()] == ["1", "2", "3"]
