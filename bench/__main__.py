@@ -34,7 +34,7 @@ import pika
 
 from labs.broker import VERSIONS, Broker, broker_from_environment
 from labs.cluster import Cluster
-from labs.event_log import EventTally, read_events
+from labs.event_log import EventLog, EventTally, read_events
 from labs.exit_codes import one_line_errors
 from labs.processes import stop_when, wait_for_consumers
 from labs.settings import child_environment, settings
@@ -370,8 +370,8 @@ class Bench:
     def stop_when_done(workers: list[subprocess.Popen], events: Path, bodies, timeout: float = 60) -> bool:
         """Stop the workers once the event log shows every body done (labs.processes.stop_when: at most `timeout`
         seconds), and fail if one of them failed. Return whether all were done."""
-        wanted = set(bodies)
-        all_done = stop_when(workers, lambda: wanted <= processed(events), timeout)
+        wanted, log = set(bodies), EventLog(events)  # polled every 0.1 s while the workers append: read as it grows
+        all_done = stop_when(workers, lambda: wanted <= EventTally([], log.read()).processed, timeout)
         codes = [worker.wait(60) for worker in workers]
         if any(code not in (0, -signal.SIGTERM) for code in codes):  # -SIGTERM: stopped before its handler was set
             raise RuntimeError(f"a worker failed (exit codes {codes}); its log is {events}")

@@ -1,7 +1,6 @@
 """Run sender.py and qprocessor.py as a student does, and read what they and the broker report."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
