@@ -5,7 +5,7 @@ each round; the table shows the median and best rate of each, the ratio of the m
 round-by-round ratios, all measured in the same run. --chart draws the ratios as an SVG. The publishing and
 consuming targets are measured on a classic queue and again on a quorum queue.
 
---cluster adds, for each broker, a three-node cluster of its version (labs.cluster, ports 5901-5903): sender.py
+--cluster adds, for each broker, a three-node cluster of its version (labs.brokers.cluster, ports 5901-5903): sender.py
 and qprocessor.py on a quorum queue there against the same on the single broker, and failover: SIGKILL of the node
 holding the queue's leader while workers consume, to the next acknowledged message, with messages lost and
 duplicated.
@@ -32,15 +32,14 @@ from typing import Callable, Optional
 import click
 import pika
 
-from labs.broker import VERSIONS, Broker, broker_from_environment
-from labs.cluster import Cluster
-from labs.event_log import EventLog, EventTally, read_events
+from labs.brokers.broker import VERSIONS, Broker, broker_from_environment
+from labs.brokers.cluster import Cluster
+from labs.drive.event_log import EventLog, EventTally, read_events
 from labs.exit_codes import one_line_errors
-from labs.processes import stop_when, wait_for_consumers
+from labs.drive.processes import stop_when, wait_for_consumers
+from labs.paths import QPROCESSOR, ROOT, SENDER
 from labs.settings import child_environment, settings
 
-ROOT = Path(__file__).resolve().parent.parent
-SENDER, QPROCESSOR = ROOT / "sender.py", ROOT / "qprocessor.py"
 PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "bench" / "plain_consume.py"
 PIPELINED_PUBLISH = ROOT / "bench" / "pipelined_publish.py"
 PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
@@ -368,7 +367,7 @@ class Bench:
 
     @staticmethod
     def stop_when_done(workers: list[subprocess.Popen], events: Path, bodies, timeout: float = 60) -> bool:
-        """Stop the workers once the event log shows every body done (labs.processes.stop_when: at most `timeout`
+        """Stop the workers once the event log shows every body done (labs.drive.processes.stop_when: at most `timeout`
         seconds), and fail if one of them failed. Return whether all were done."""
         wanted, log = set(bodies), EventLog(events)  # polled every 0.1 s while the workers append: read as it grows
         all_done = stop_when(workers, lambda: wanted <= EventTally([], log.read()).processed, timeout)
@@ -503,7 +502,7 @@ def measure_jobs(version: Optional[str], jobs: int, rounds: int) -> tuple[list[d
     import tempfile
 
     from bench.jobs_api import JobsBench
-    from labs.redis_server import running_redis
+    from labs.brokers.redis_server import running_redis
 
     with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
         actual = broker.admin.overview().get("rabbitmq_version")

@@ -35,12 +35,11 @@ from typing import Iterator, Optional
 import port_for
 import redis
 
-from labs.processes import wait_for_consumers
-from labs.redis_server import RedisServer
+from labs.drive.processes import wait_for_consumers
+from labs.brokers.redis_server import RedisServer
+from labs.paths import JOBS, ROOT
 from labs.settings import child_environment
 
-ROOT = Path(__file__).resolve().parent.parent
-JOBS = ROOT / "labs" / "jobs"
 RQ_API = ROOT / "bench" / "rq_jobs.py"
 CLIENTS, WORKERS, WARM_UP = 4, 4, 8  # concurrent HTTP clients, worker processes, jobs before each timed run
 PACED_RATE = 20  # jobs/s: latency without a backlog, a rate every side keeps up with (rq's forking Worker: ~40/s)

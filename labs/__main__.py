@@ -12,8 +12,8 @@ from typing import Iterator, Optional
 
 import click
 
-from labs.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
-from labs.cluster import running_cluster
+from labs.brokers.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
+from labs.brokers.cluster import running_cluster
 from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
 from labs.settings import settings
 
@@ -25,16 +25,16 @@ def cli() -> None:
     Runs against AMQP_URL when set, otherwise against a private local broker it starts and stops itself.
 
     \b
-    Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 3 no broker (set AMQP_URL or install
-    rabbitmq-server); 4 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
-    5 the management API refuses the user (it needs the administrator tag).
+    Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 20 no broker (set AMQP_URL or install
+    rabbitmq-server); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
+    22 the management API refuses the user (it needs the administrator tag).
     """
 
 
 @cli.command("list")
 def list_labs() -> None:
     """The labs, with their handouts."""
-    from labs.catalog import LABS
+    from labs.scenarios.catalog import LABS
 
     for lab in LABS:
         click.echo(f"{lab.number}  {lab.title:<58} labs/handouts/{lab.handout.name}")
@@ -64,7 +64,7 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
     and a PASS or FAIL line per claim; exits 1 when any claim fails.
     """
-    from labs.catalog import LABS
+    from labs.scenarios.catalog import LABS
 
     chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
     if not chosen:
@@ -85,7 +85,7 @@ def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, ver
     """Run the labs one after another, print each report, and return how many claims failed.
 
     A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
-    from labs.runner import report, run_lab
+    from labs.scenarios.runner import report, run_lab
 
     failed = skipped = 0
     for lab in chosen:
@@ -138,8 +138,8 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
               help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
 def demo(live_only: bool, version: Optional[str]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
-    from labs.catalog import LABS
-    from labs.demo import demo as run_demo
+    from labs.scenarios.catalog import LABS
+    from labs.scenarios.demo import demo as run_demo
 
     with one_line_errors(), running_broker(version) as broker:
         ok = run_demo(broker)
@@ -177,8 +177,8 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
 
     Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.
     """
-    from labs.management import ManagementAPI
-    from labs.provision import assign_passwords, definitions, read_passwords, read_roster, write_passwords
+    from labs.brokers.management import ManagementAPI
+    from labs.classroom.provision import assign_passwords, definitions, read_passwords, read_roster, write_passwords
 
     try:
         names = read_roster(roster)
@@ -216,7 +216,7 @@ def cluster(action: str, node: Optional[int], version: str, base_port: int) -> N
     Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
     they spread over the nodes and fail over when one dies.
     """
-    from labs.cluster import Cluster, ClusterError, state_folder
+    from labs.brokers.cluster import Cluster, ClusterError, state_folder
 
     found = Cluster(version, state_folder(version), base_port)
     try:

@@ -1,4 +1,9 @@
-"""The exit codes of python -m labs (and python -m bench), and the one-line errors that end with them."""
+"""The exit codes of python -m labs (and python -m bench), and the one-line errors that end with them.
+
+The kit's own failures have numbers from 20 up, apart from every code sender.py and qprocessor.py use (2 to 15, 130,
+137), so that a number in a log means one thing whichever tool printed it. 0, 1 and 2 mean what they mean everywhere:
+done, failed (a claim), and a bad command line (click's own code).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,17 +11,17 @@ from typing import Iterator
 
 import click
 
-from labs.broker import BrokerUnavailable
-from labs.cluster import ClusterError
-from labs.management import ManagementRefused, ManagementUnreachable
+from labs.brokers.errors import BrokerUnavailable
+from labs.brokers.cluster import ClusterError
+from labs.brokers.management import ManagementRefused, ManagementUnreachable
 
 EXIT_OK = 0  # every claim passed (run, demo), or the command did what it was asked
 EXIT_CLAIM_FAILED = 1  # at least one claim failed (or the demo lost a message); other one-line errors
 EXIT_USAGE = 2  # a bad command line: unknown lab, bad option (click's own code)
-EXIT_NO_BROKER = 3  # no AMQP_URL and no rabbitmq-server installed to start a local node with; a cluster lab's cluster
-#                    could not be started
-EXIT_MANAGEMENT_UNREACHABLE = 4  # nothing answers at the management API (RABBITMQ_MANAGEMENT_URL, the plugin)
-EXIT_MANAGEMENT_REFUSED = 5  # the management API refuses the user or a request (needs the administrator tag)
+EXIT_NO_BROKER = 20  # no AMQP_URL and no rabbitmq-server installed to start a local node with; a cluster lab's cluster
+#                     could not be started
+EXIT_MANAGEMENT_UNREACHABLE = 21  # nothing answers at the management API (RABBITMQ_MANAGEMENT_URL, the plugin)
+EXIT_MANAGEMENT_REFUSED = 22  # the management API refuses the user or a request (needs the administrator tag)
 
 
 class KitError(click.ClickException):

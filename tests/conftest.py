@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from labs.broker import VERSIONS, Broker, from_settings, local_broker
-from labs.container_broker import docker_available, running_container_node
-from labs.management import ManagementAPI
-from labs.local_node import LocalNode, rabbitmq_installed
+from labs.brokers.broker import VERSIONS, Broker, from_settings, local_broker
+from labs.brokers.container import docker_available, running_container_node
+from labs.brokers.management import ManagementAPI
+from labs.brokers.local_node import LocalNode, rabbitmq_installed
 from labs.settings import settings
 from tests.helpers import Space, require
 from tests.tls import make_certificates

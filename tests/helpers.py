@@ -13,13 +13,11 @@ import pika
 import pytest
 import tenacity
 
-from labs.broker import Broker
-from labs.event_log import EventLog
+from labs.brokers.broker import Broker
+from labs.drive.event_log import EventLog
+from labs.paths import QPROCESSOR, ROOT, SENDER
 from labs.settings import child_environment
 
-ROOT = Path(__file__).resolve().parent.parent
-SENDER = ROOT / "sender.py"
-QPROCESSOR = ROOT / "qprocessor.py"
 
 
 # Tests of the embedded default (`./kit demo`, `labs run` without AMQP_URL, the local node's own life) start a private

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from labs.container_broker import docker_available, running_container_node
+from labs.brokers.container import docker_available, running_container_node
 from labs.settings import child_environment
 from tests.helpers import SENDER, assert_one_line_error, require, wait_until
 

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import rq
 
-from labs.management import ManagementAPI
-from labs.redis_server import redis_installed
+from labs.brokers.management import ManagementAPI
+from labs.brokers.redis_server import redis_installed
 from labs.settings import child_environment
 from tests.helpers import ROOT, require
 

@@ -1,4 +1,4 @@
-"""A real three-node cluster (labs.cluster: local nodes on 3.10, containers on 4.3): lab 11 run on it as an instructor
+"""A real three-node cluster (labs.brokers.cluster: local nodes on 3.10, containers on 4.3): lab 11 run on it as an instructor
 runs it (workers keep a quorum queue's work going when the node holding its leader is killed, 0 lost), and every node
 killed in turn with a network cut besides, nothing confirmed lost. Both share the module's cluster: under pytest-xdist
 they run one after the other on one test process (their xdist_group, kept together by tests/conftest.py)."""
@@ -13,13 +13,13 @@ from typing import Optional
 
 import pytest
 
-from labs.cluster import Cluster, free_base_port
-from labs.container_broker import docker_available
-from labs.local_node import rabbitmq_installed
+from labs.brokers.cluster import Cluster, free_base_port
+from labs.brokers.container import docker_available
+from labs.brokers.local_node import rabbitmq_installed
 from labs.settings import child_environment
 from tests.helpers import QPROCESSOR, ROOT, SENDER, erlang_vm_of, node_working_directory, require, wait_until
 from tests.proxy import CuttableProxy
-from labs.event_log import EventLog
+from labs.drive.event_log import EventLog
 
 MESSAGES = 3000
 

@@ -31,7 +31,7 @@ def test_broker_has_management_ui_sample_definitions_and_a_healthcheck(compose):
     assert "127.0.0.1:${LABKIT_MANAGEMENT_PORT:-15672}:15672" in broker["ports"]
     assert "127.0.0.1:${LABKIT_AMQP_PORT:-5672}:5672" in broker["ports"]
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in broker["volumes"]}
-    assert mounts["/etc/rabbitmq/definitions.json"] == "./labs/sample-definitions.json"
+    assert mounts["/etc/rabbitmq/definitions.json"] == "./labs/classroom/sample-definitions.json"
     config = (ROOT / mounts["/etc/rabbitmq/conf.d/90-labkit.conf"]).read_text()
     assert "load_definitions = /etc/rabbitmq/definitions.json" in config
     assert_listeners_checked(broker["healthcheck"]["test"])
@@ -114,9 +114,9 @@ def test_the_cluster_profile_is_three_nodes_of_one_cluster_with_one_cookie():
         published.update(port for _, _, port in ports)
         mounts = {volume["target"]: Path(volume["source"]) for volume in node["volumes"]}
         assert all(volume["read_only"] for volume in node["volumes"]), name
-        assert mounts["/etc/rabbitmq/definitions.json"] == ROOT / "labs" / "sample-definitions.json"
-        assert mounts["/etc/rabbitmq/conf.d/90-labkit.conf"] == ROOT / "labs" / "rabbitmq.conf"
-        # The cluster's settings come after labs/rabbitmq.conf (conf.d is read in name order) and name all three.
+        assert mounts["/etc/rabbitmq/definitions.json"] == ROOT / "labs" / "classroom" / "sample-definitions.json"
+        assert mounts["/etc/rabbitmq/conf.d/90-labkit.conf"] == ROOT / "labs" / "brokers" / "rabbitmq.conf"
+        # The cluster's settings come after labs/brokers/rabbitmq.conf (conf.d is read in name order) and name all three.
         cluster_conf = [target for target in mounts if target.startswith("/etc/rabbitmq/conf.d/")
                         and target != "/etc/rabbitmq/conf.d/90-labkit.conf"]
         assert len(cluster_conf) == 1 and cluster_conf[0].endswith(".conf") and cluster_conf[0] > \

@@ -18,7 +18,7 @@ import pika.exceptions
 import port_for
 import pytest
 
-from labs.management import ManagementAPI
+from labs.brokers.management import ManagementAPI
 from tests.helpers import SENDER, wait_until
 from tests.test_compose_up import (IN_THE_43_SUITE, PASSWORD, Project, brought_down_afterwards, done_bodies,
                                   require_docker_compose_and_images, run)

@@ -28,7 +28,7 @@ RABBITMQ_IMAGE = "labkit/rabbitmq:4.3-management"
 IN_THE_43_SUITE = pytest.mark.skipif("config.getoption('--rabbitmq') != '4.3'",
                                      reason="compose.yaml runs RabbitMQ 4.3 images: brought up in the 4.3 suite")
 WORKER_IMAGE = "labkit/worker:latest"
-PASSWORD = "labkit-sample"  # labs/sample-definitions.json's initial password
+PASSWORD = "labkit-sample"  # labs/classroom/sample-definitions.json's initial password
 MESSAGES = 30
 DONE = re.compile(r"^\[[^\]]*\] done '(.*)'$")
 
@@ -115,7 +115,7 @@ def test_the_broker_loads_the_sample_accounts_and_three_workers_share_and_drain_
 
     # The sample definitions were loaded at boot: alice works in her vhost, and only there.
     connection = project.connect("alice", "alice")
-    # labs/rabbitmq.conf is in effect: a transient classic queue is refused (541 closes the connection), as the
+    # labs/brokers/rabbitmq.conf is in effect: a transient classic queue is refused (541 closes the connection), as the
     # releases to come will by default; hence the workers' --durable.
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as refused:
         connection.channel().queue_declare("labkit-transient-check", durable=False)

@@ -7,8 +7,8 @@ import subprocess
 import pika
 import pytest
 
-from labs.container_broker import ContainerNode
-from labs.container_broker import docker_available
+from labs.brokers.container import ContainerNode
+from labs.brokers.container import docker_available
 from tests.helpers import require
 
 PLACEHOLDER_IMAGE = "labkit/worker:latest"  # any local image will do: it only holds a published port

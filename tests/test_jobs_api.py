@@ -17,7 +17,7 @@ import port_for
 import pytest
 import requests
 
-from labs.redis_server import RedisServer, redis_installed, running_redis
+from labs.brokers.redis_server import RedisServer, redis_installed, running_redis
 from tests.helpers import ROOT, require, wait_until
 from tests.proxy import CuttableProxy
 

@@ -19,18 +19,18 @@ import pika
 import port_for
 import pytest
 
-from labs import local_node as local_node_module
-from labs.broker import Broker, local_broker
-from labs import catalog
-from labs.catalog import LABS, Lab
-from labs.demo import demo
-from labs.event_log import read_events
+from labs.brokers import local_node as local_node_module
+from labs.brokers.broker import Broker, local_broker
+from labs.scenarios import catalog
+from labs.scenarios.catalog import LABS, Lab
+from labs.scenarios.demo import demo
+from labs.drive.event_log import read_events
 from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK,
                              EXIT_USAGE)
-from labs.management import ManagementAPI
-from labs.processes import wait_for_consumers
-from labs.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
-from labs.runner import HANDOUTS
+from labs.brokers.management import ManagementAPI
+from labs.drive.processes import wait_for_consumers
+from labs.brokers.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
+from labs.scenarios.runner import HANDOUTS
 from labs.settings import child_environment
 from tests.helpers import IN_THE_310_SUITE, ROOT, assert_one_line_error, require, wait_until
 
@@ -111,7 +111,7 @@ def test_lab_claims(broker, lab, default_queue_type, tmp_path):
 
 
 def catalog_code_of(function) -> str:
-    """A scenario's source with that of every labs/catalog.py function it calls, however deep."""
+    """A scenario's source with that of every labs/scenarios/catalog.py function it calls, however deep."""
     seen, sources, todo = set(), [], [function]
     while todo:
         current = todo.pop()

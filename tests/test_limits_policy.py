@@ -3,7 +3,6 @@ policymaker tag), the queue's arguments otherwise, with a line saying which and 
 limit a policy sets, so that a message the broker drops is counted lost, not requeued."""
 from __future__ import annotations
 
-import json
 import socket
 
 import pytest

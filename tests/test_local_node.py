@@ -10,7 +10,7 @@ from pathlib import Path
 
 import port_for
 
-from labs.local_node import rabbitmq_installed, running_local_node
+from labs.brokers.local_node import rabbitmq_installed, running_local_node
 from tests.helpers import IN_THE_310_SUITE, ROOT, node_working_directory, processes_with, require
 
 
@@ -47,7 +47,7 @@ def test_stopping_a_node_leaves_the_port_mapper_to_the_other_nodes(tmp_path, mon
 def test_a_process_leaving_kills_only_its_own_nodes_not_those_whose_uuid_contains_its_pid(tmp_path):
     """mirakuru's exit hook killed every process whose mirakuru_uuid contained the leaving process's pid, so a
     `python -m labs` run ending could SIGKILL another test process's broker (seen in CI as 60 errors at once)."""
-    leaving = subprocess.Popen([sys.executable, "-c", "import os, sys, labs.local_node; print(os.getpid(), flush=True);"
+    leaving = subprocess.Popen([sys.executable, "-c", "import os, sys, labs.brokers.local_node; print(os.getpid(), flush=True);"
                                 " sys.stdin.readline()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True)
     pid = leaving.stdout.readline().strip()

@@ -10,10 +10,10 @@ from pathlib import Path
 import pika
 import pytest
 
-from labs.provision import password_hash, read_roster
+from labs.classroom.provision import password_hash, read_roster
 from tests.helpers import ROOT, require
 
-SAMPLE_DEFINITIONS = ROOT / "labs" / "sample-definitions.json"
+SAMPLE_DEFINITIONS = ROOT / "labs" / "classroom" / "sample-definitions.json"
 SAMPLE_PASSWORD = "labkit-sample"  # the initial password the sample definitions were generated with
 
 
@@ -106,7 +106,7 @@ def test_policymaker_students_get_their_limits_as_a_policy_on_their_own_vhost_on
 def test_the_sample_definitions_that_compose_loads_give_working_accounts(broker):
     require(broker.local is not None, "imports definitions into the suite's own broker")
     document = json.loads(SAMPLE_DEFINITIONS.read_text())
-    names = read_roster(ROOT / "labs" / "sample-roster.txt")
+    names = read_roster(ROOT / "labs" / "classroom" / "sample-roster.txt")
     assert [u["name"] for u in document["users"]] == names
     if broker.controllable:  # the instructor's way: rabbitmqctl import_definitions FILE
         broker.ctl("import_definitions", broker.local.readable_path(SAMPLE_DEFINITIONS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from labs.event_log import EventLog, read_events
+from labs.drive.event_log import EventLog, read_events
 
 SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
                      r"lost (?P<lost>\d+), requeued \d+, redelivered \d+, abandoned \d+")

@@ -15,13 +15,13 @@ from typing import Callable, Optional
 
 import pika
 
-from labs.broker import Broker
-from labs.cluster import Cluster
-from labs.management import ManagementError, ManagementRefused
-from labs.processes import Run
+from labs.brokers.broker import Broker
+from labs.brokers.cluster import Cluster
+from labs.brokers.management import ManagementError, ManagementRefused
+from labs.drive.processes import Run
+from labs.paths import HANDOUTS, ROOT
 from labs.settings import child_environment
 
-HANDOUTS = Path(__file__).resolve().parent / "handouts"
 
 
 @dataclass
@@ -181,7 +181,7 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = 
 
 
 def report(lab: Lab, context: Context) -> str:
-    lines = [f"Lab {lab.number}: {lab.title}  [{lab.handout.relative_to(HANDOUTS.parent.parent)}]"]
+    lines = [f"Lab {lab.number}: {lab.title}  [{lab.handout.relative_to(ROOT)}]"]
     for run in context.runs:
         if run.sent:
             lines.append(f"  queue {run.queue!r}:")

@@ -20,12 +20,10 @@ from typing import Callable, Optional, Sequence
 
 import pika
 
-from labs.event_log import EventLog, EventTally
+from labs.drive.event_log import EventLog, EventTally
+from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
 
-ROOT = Path(__file__).resolve().parent.parent
-SENDER = ROOT / "sender.py"
-QPROCESSOR = ROOT / "qprocessor.py"
 
 
 class PaneProcess:

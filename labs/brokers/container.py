@@ -19,9 +19,9 @@ from typing import Iterator, Optional
 import pika
 import port_for
 
-from labs.broker import BrokerUnavailable
-from labs.management import ManagementAPI, ManagementUnreachable
-from labs.rabbitmqctl import Rabbitmqctl
+from labs.brokers.errors import BrokerUnavailable
+from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.brokers.rabbitmqctl import Rabbitmqctl
 
 IMAGES = {"4.3": "labkit/rabbitmq:4.3-management"}
 AMQP_PORT, AMQPS_PORT, MANAGEMENT_PORT = 5672, 5671, 15672

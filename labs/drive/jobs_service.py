@@ -15,10 +15,10 @@ from typing import Optional
 
 import port_for
 
-from labs.processes import wait_until
+from labs.drive.processes import wait_until
+from labs.paths import JOBS
 from labs.settings import child_environment
 
-JOBS = Path(__file__).resolve().parent / "jobs"
 
 
 class JobsService:

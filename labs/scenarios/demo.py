@@ -5,8 +5,8 @@ import secrets
 import sys
 import threading
 
-from labs.broker import Broker
-from labs.processes import Run, numbered, wait_all
+from labs.brokers.broker import Broker
+from labs.drive.processes import Run, numbered, wait_all
 
 COUNT, LENGTH = 12, 3
 WORK = ("--acknowledge", "--prefetch", "1", "--seconds-per-char", "0.1", "--idle-exit", "2")

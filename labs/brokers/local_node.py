@@ -21,8 +21,8 @@ import pika
 import port_for
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
-from labs.management import ManagementAPI, ManagementUnreachable
-from labs.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
+from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.brokers.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
 
 BOOT_TIMEOUT = 90  # seconds; a cold node on 2 busy cores takes about 10

@@ -8,12 +8,12 @@ import threading
 import time
 from typing import Optional
 
-from labs.event_log import EventTally
-from labs.jobs_service import JobsService
-from labs.runner import Context, Lab
-from labs.processes import numbered, wait_all, wait_for_consumers, wait_until
-from labs.rabbitmqctl import read_rabbit_env, restore_rabbit_env
-from labs.redis_server import redis_installed, running_redis
+from labs.drive.event_log import EventTally
+from labs.drive.jobs_service import JobsService
+from labs.scenarios.runner import Context, Lab
+from labs.drive.processes import numbered, wait_all, wait_for_consumers, wait_until
+from labs.brokers.rabbitmqctl import read_rabbit_env, restore_rabbit_env
+from labs.brokers.redis_server import redis_installed, running_redis
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
 # The runner stops its workers with Ctrl-C once the event log shows their work done (Run.finish); an idle exit is

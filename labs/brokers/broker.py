@@ -9,16 +9,13 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 import pika
 
-from labs.management import ManagementAPI
-from labs.rabbitmqctl import Rabbitmqctl
+from labs.brokers.errors import BrokerUnavailable
+from labs.brokers.management import ManagementAPI
+from labs.brokers.rabbitmqctl import Rabbitmqctl
 from labs.settings import Settings, settings
 
-if TYPE_CHECKING:  # labs.local_node is imported where a node is started: it pulls in pytest (pytest-rabbitmq's
-    from labs.local_node import LocalNode  # executor), 60 ms for each `python -m labs` that never starts one
-
-
-class BrokerUnavailable(RuntimeError):
-    """Neither AMQP_URL nor a rabbitmq-server installation is available."""
+if TYPE_CHECKING:  # labs.brokers.local_node is imported where a node is started: it pulls in pytest (pytest-rabbitmq's
+    from labs.brokers.local_node import LocalNode  # executor), 60 ms for each `python -m labs` that never starts one
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class Broker:
 
     @classmethod
     def of_cluster_node(cls, node) -> "Broker":
-        """One node of a labs.cluster.Cluster, for what a whole cluster shares: vhosts, users, the version."""
+        """One node of a labs.brokers.cluster.Cluster, for what a whole cluster shares: vhosts, users, the version."""
         return cls("127.0.0.1", node.port, "guest", "guest", "/", node.admin)
 
     @classmethod
@@ -94,8 +91,8 @@ def from_settings(given: Settings) -> Broker:
 
 @contextlib.contextmanager
 def local_broker(workdir=None, tls=None) -> Iterator[Broker]:
-    """A private local node for the duration of the block (see labs.local_node.running_local_node)."""
-    from labs.local_node import rabbitmq_installed, running_local_node
+    """A private local node for the duration of the block (see labs.brokers.local_node.running_local_node)."""
+    from labs.brokers.local_node import rabbitmq_installed, running_local_node
     if not rabbitmq_installed():
         raise BrokerUnavailable(f"rabbitmq-server is not installed ({settings().rabbitmq_bin} has none): "
                                 "apt-get install rabbitmq-server, or set AMQP_URL")
@@ -103,7 +100,7 @@ def local_broker(workdir=None, tls=None) -> Iterator[Broker]:
         yield Broker.of_local_node(node)
 
 
-LOCAL_VERSION = "3.10"  # the system package's RabbitMQ; other versions run in Docker (labs.container_broker)
+LOCAL_VERSION = "3.10"  # the system package's RabbitMQ; other versions run in Docker (labs.brokers.container)
 VERSIONS = (LOCAL_VERSION, "4.3")
 
 
@@ -125,7 +122,7 @@ def broker_from_environment(version: Optional[str] = None) -> Iterator[Broker]:
         with local_broker() as broker:
             yield broker
         return
-    from labs.container_broker import docker_available, running_container_node
+    from labs.brokers.container import docker_available, running_container_node
 
     if not docker_available():
         raise BrokerUnavailable(f"RabbitMQ {version} runs in Docker and no Docker engine answers: start dockerd "

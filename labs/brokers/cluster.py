@@ -25,8 +25,8 @@ from typing import Iterator, Optional
 import pika
 import port_for
 
-from labs.management import ManagementAPI, ManagementUnreachable
-from labs.rabbitmqctl import Rabbitmqctl
+from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.brokers.rabbitmqctl import Rabbitmqctl
 from labs.settings import settings
 
 SIZE = 3
@@ -261,7 +261,7 @@ class Cluster:
         server = settings().rabbitmq_bin / "rabbitmq-server"
         if not server.exists():
             raise ClusterError(f"rabbitmq-server is not installed ({server}): apt-get install rabbitmq-server")
-        from labs.local_node import ensure_epmd  # here: it pulls in pytest, which only local nodes need
+        from labs.brokers.local_node import ensure_epmd  # here: it pulls in pytest, which only local nodes need
         ensure_epmd()
         with (folder / "console.log").open("ab") as log:
             # A session of its own: the node outlives this command (./kit cluster up returns at once). Its working
