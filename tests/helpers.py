@@ -7,14 +7,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import pika
 import pytest
-import tenacity
 
 from labs.brokers.broker import Broker
 from labs.drive.event_log import EventLog
+from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, ROOT, SENDER
 from labs.settings import child_environment
 
@@ -36,16 +36,6 @@ def require(condition: object, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: a missing part is a failure, not a skip)")
     pytest.skip(reason)
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(0.05),
-                                 retry=tenacity.retry_if_result(lambda result: not result))
-    try:
-        return retrying(condition)
-    except tenacity.RetryError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 @dataclass

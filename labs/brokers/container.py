@@ -12,13 +12,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pika
 import port_for
 
+from labs.drive.wait import wait_until
 from labs.brokers.errors import BrokerUnavailable
 from labs.brokers.management import ManagementAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl
@@ -159,17 +159,17 @@ class ContainerNode:
 
     def wait_until_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
         """Ready means an AMQP handshake and a management API call both succeed, not just an open port."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
-                self.admin.overview()
-                return
-            except (pika.exceptions.AMQPError, ManagementUnreachable, OSError):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"RabbitMQ in {self.image} did not come up within {timeout:.0f}s: "
-                                       f"{self.logs()[-2000:]}") from None
-                time.sleep(0.2)
+        try:
+            wait_until(self.answers, timeout, f"RabbitMQ in {self.image} to come up", interval=0.2,
+                       ignoring=(pika.exceptions.AMQPError, ManagementUnreachable, OSError))
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: {self.logs()[-2000:]}") from None
+
+    def answers(self) -> bool:
+        """An AMQP handshake and a management API call both succeed (raises while the node is not there yet)."""
+        pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
+        self.admin.overview()
+        return True
 
     def readable_path(self, path: Path) -> str:
         """Where rabbitmqctl inside the container reads a copy of this host file (e.g. for import_definitions)."""

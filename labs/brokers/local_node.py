@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -21,6 +20,7 @@ import pika
 import port_for
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
+from labs.drive.wait import wait_until
 from labs.brokers.management import ManagementAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
@@ -135,16 +135,14 @@ class LocalNode(RabbitMqExecutor):
 
     def wait_until_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
         """Ready means an AMQP handshake and a management API call both succeed, not just an open port."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
-                self.admin.overview()
-                return
-            except (pika.exceptions.AMQPError, ManagementUnreachable, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_until(self.answers, timeout, f"node {self.node_name} to answer", interval=0.2,
+                   ignoring=(pika.exceptions.AMQPError, ManagementUnreachable, OSError))
+
+    def answers(self) -> bool:
+        """An AMQP handshake and a management API call both succeed (raises while the node is not there yet)."""
+        pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port)).close()
+        self.admin.overview()
+        return True
 
     def stop(self, *args, **kwargs) -> "LocalNode":
         """Stop the node cleanly: SIGTERM, and wait until it has written out its data and exited."""

@@ -5,12 +5,13 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
 import port_for
+
+from labs.drive.wait import wait_until
 
 if TYPE_CHECKING:
     import redis  # imported where used: 50 ms that every `python -m labs` would pay, for the one lab that uses Redis
@@ -65,11 +66,11 @@ def running_redis(folder: Optional[Path] = None, timeout: float = 10) -> Iterato
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         server = RedisServer(process, port)
         try:
-            deadline = time.monotonic() + timeout
-            while not server.answers():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {port} did not answer PING within {timeout:.0f}s")
-                time.sleep(0.1)
+            try:
+                wait_until(server.answers, timeout, f"redis-server on port {port} to answer PING",
+                           give_up=lambda: None if process.poll() is None else "it exited")
+            except TimeoutError as exc:
+                raise RuntimeError(str(exc)) from None
             yield server
         finally:
             server.stop()

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Optional
 
 import port_for
 
-from labs.drive.processes import wait_until
+from labs.drive.wait import wait_until
 from labs.paths import JOBS
 from labs.settings import child_environment
 
@@ -42,11 +41,11 @@ class JobsService:
 
     def start_api(self, timeout: float = 20) -> None:
         api = self.start("api.py", "api")
-        deadline = time.monotonic() + timeout
-        while self.request("GET", "/nothing")[0] != 404:
-            if api.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Jobs API did not answer: {(self.folder / 'api.out').read_text()[-500:]}")
-            time.sleep(0.2)
+        try:  # any answer of the API's own (a 404 for a path it does not have) means it serves requests
+            wait_until(lambda: self.request("GET", "/nothing")[0] == 404, timeout, "the Jobs API to answer",
+                       interval=0.2, give_up=lambda: None if api.poll() is None else "the API exited")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}: {(self.folder / 'api.out').read_text()[-500:]}") from None
 
     def start_worker(self, label: str, seconds: float = 0, **extra: str) -> subprocess.Popen:
         return self.start("worker.py", label, JOB_SECONDS=str(seconds), **extra)

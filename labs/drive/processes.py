@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 import pika
 
 from labs.drive.event_log import EventLog, EventTally
+from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
 
@@ -170,9 +171,11 @@ def stop_when(processes: Sequence, condition: Callable[[], object], timeout: flo
 
     SIGTERM, not SIGINT: a worker still starting (its handler not yet installed) then ends quietly instead of
     printing a KeyboardInterrupt traceback."""
-    deadline = time.monotonic() + timeout
-    while not (held := bool(condition())) and time.monotonic() < deadline and any(p.poll() is None for p in processes):
-        time.sleep(0.1)
+    try:
+        held = bool(wait_until(condition, timeout, "the run's end",
+                               give_up=lambda: None if any(p.poll() is None for p in processes) else "no process runs"))
+    except TimeoutError:
+        held = bool(condition())  # the last process may have finished the work just before it exited
     running = [process for process in processes if process.poll() is None]
     for process in running:
         process.send_signal(signal.SIGTERM)
@@ -182,22 +185,23 @@ def stop_when(processes: Sequence, condition: Callable[[], object], timeout: flo
 
 def wait_for_consumers(url: str, queue: str, count: int, timeout: float = 30) -> None:
     """Block until `count` consumers are attached to the queue, so dispatch starts with all of them."""
-    deadline = time.monotonic() + timeout
     connection = pika.BlockingConnection(pika.URLParameters(url))
+
+    def attached() -> bool:
+        channel = connection.channel()
+        try:
+            consumers = channel.queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:  # only NOT_FOUND means "not declared yet"; a refusal will not pass
+                raise
+            return False
+        channel.close()
+        return consumers >= count
+
     try:
-        while time.monotonic() < deadline:
-            channel = connection.channel()
-            try:
-                if channel.queue_declare(queue, passive=True).method.consumer_count >= count:
-                    return
-                channel.close()
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 404:  # only NOT_FOUND means "not declared yet"; a refusal will not pass
-                    raise
-            time.sleep(0.1)
+        wait_until(attached, timeout, f"{count} consumers to attach to {queue!r}")
     finally:
         connection.close()
-    raise TimeoutError(f"{count} consumers never attached to {queue!r}")
 
 
 def numbered(count: int, length: int = 0) -> list[str]:
@@ -210,11 +214,3 @@ def wait_all(processes: Sequence, timeout: float = 120) -> list[int]:
     return [process.wait(max(deadline - time.monotonic(), 0.1)) for process in processes]
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str):
-    """Poll `condition` until it gives something true, and return that; TimeoutError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
-    return result
