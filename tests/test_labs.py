@@ -21,9 +21,8 @@ import pytest
 
 from labs.brokers import local_node as local_node_module
 from labs.brokers.broker import Broker, local_broker
-from labs.scenarios import catalog
-from labs.scenarios.catalog import LABS, Lab
 from labs.scenarios.demo import demo
+from labs.scenarios.registry import LABS, Lab
 from labs.drive.event_log import read_events
 from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK,
                              EXIT_USAGE)
@@ -110,8 +109,9 @@ def test_lab_claims(broker, lab, default_queue_type, tmp_path):
         assert "processed ['slow work'], redelivered 1 time(s)" in result.stdout
 
 
-def catalog_code_of(function) -> str:
-    """A scenario's source with that of every labs/scenarios/catalog.py function it calls, however deep."""
+def scenario_code_of(function) -> str:
+    """A scenario's source with that of every function of labs/scenarios/ it calls, however deep (its own module's,
+    the shared helpers')."""
     seen, sources, todo = set(), [], [function]
     while todo:
         current = todo.pop()
@@ -120,14 +120,15 @@ def catalog_code_of(function) -> str:
         seen.add(current)
         sources.append(inspect.getsource(current))
         todo += [value for name in current.__code__.co_names
-                 if inspect.isfunction(value := vars(catalog).get(name)) and value.__module__ == catalog.__name__]
+                 if inspect.isfunction(value := current.__globals__.get(name))
+                 and value.__module__.startswith("labs.scenarios.")]
     return "\n".join(sources)
 
 
 def test_a_lab_that_changes_the_brokers_settings_says_so():
     """test_lab_claims checks that such a lab gives the settings back; only the labs marked are checked."""
     for lab in LABS:
-        assert ("set_env" in catalog_code_of(lab.scenario)) == lab.sets_broker_settings, lab.number
+        assert ("set_env" in scenario_code_of(lab.scenario)) == lab.sets_broker_settings, lab.number
 
 
 @IN_THE_310_SUITE
