@@ -6,25 +6,9 @@ from labs.scenarios.runner import Context
 
 
 def heartbeats(lab: Context) -> None:
-    snippet = f"""
-import time, pika
-params = pika.URLParameters({lab.url!r})
-params.heartbeat = 2
-connection = pika.BlockingConnection(params)
-channel = connection.channel()
-channel.queue_declare(queue='slow', durable=True)
-channel.basic_publish(exchange='', routing_key='slow', body='slow work')
-method, properties, body = next(channel.consume('slow'))
-time.sleep(8)  # blocking work: pika cannot answer heartbeats meanwhile
-try:
-    channel.basic_ack(method.delivery_tag)
-    connection.process_data_events(1)
-    print('survived')
-except Exception as exc:
-    print(type(exc).__name__)
-"""
-    result = lab.python(snippet)
-    outcome = result.stdout.strip()
+    """The handout's blocked ipython consumer (labs/handouts/snippets/08_blocked.py), then qprocessor.py."""
+    result = lab.snippet("08_blocked.py")
+    outcome = "survived" if result.returncode == 0 else raised(result.stderr)
     lab.claim("plain pika blocked for 8 s under a 2 s heartbeat loses its connection",
               outcome in ("StreamLostError", "ConnectionResetError", "ConnectionClosedByBroker",
                           "AMQPHeartbeatTimeout", "ChannelWrongStateError"), outcome or result.stderr[-200:])
@@ -37,3 +21,11 @@ except Exception as exc:
               tally.bodies("done") == ["slow work"] and tally.redelivered == 1,
               f"processed {tally.bodies('done')}, redelivered {tally.redelivered} time(s) after the plain consumer "
               f"lost it, lost {len(tally.bodies('lost'))}")
+
+
+def raised(stderr: str) -> str:
+    """The name of the exception a traceback ends with ("pika.exceptions.StreamLostError: ..." gives
+    StreamLostError), or "" when stderr does not end with one."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    name = last.split(":", 1)[0].rsplit(".", 1)[-1]
+    return name if name.isidentifier() and ":" in last else ""

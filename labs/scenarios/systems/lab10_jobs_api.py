@@ -8,7 +8,6 @@ from labs.drive.jobs_service import JobsService
 from labs.scenarios.helpers import wait_for_count
 from labs.scenarios.runner import Context
 
-
 HANDOUT_BAD_JOBS = [b"oops", b'{"start": 1}', b'{"start": "1", "end": 2}', b'{"start": 9, "end": 2}']
 
 

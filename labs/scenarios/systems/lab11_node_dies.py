@@ -9,7 +9,6 @@ from labs.drive.event_log import EventTally
 from labs.drive.processes import numbered, wait_all, wait_for_consumers, wait_until
 from labs.scenarios.runner import Context
 
-
 CLUSTER_JOBS = 1500
 CLUSTER_PREFETCH = 10
 # 20 ms a message: 1,500 take three workers about 10 s, so the kill, right after the sender's run (which the workers
