@@ -7,6 +7,7 @@ from labs.scenarios.runner import Context
 
 
 def work_queues(lab: Context) -> None:
+    """Three workers split nine messages round-robin; a worker started mid-run shares what is sent after it joins."""
     run = lab.run("tasks")
     for n in (1, 2, 3):
         run.worker(f"w{n}", *QUICK, *IDLE_UNTIL_SENT)

@@ -9,6 +9,7 @@ from labs.scenarios.runner import Context
 
 
 def failures(lab: Context) -> None:
+    """An auto-ack worker that drops every third message loses it for good: the queue keeps nothing."""
     run = lab.run("fragile")
     run.send("--count", "12", bodies=numbered(12))
     run.worker("w1", *QUICK, "--lose-every", "3", *IDLE)

@@ -11,6 +11,7 @@ from labs.scenarios.runner import Context
 
 
 def acknowledgements(lab: Context) -> None:
+    """With --acknowledge, what workers drop or crash with comes back; then the consumer timeout, by version."""
     run = lab.run("reliable")
     for n in (1, 2, 3):
         run.worker(f"w{n}", "--acknowledge", *QUICK, "--lose-every", "3", *IDLE_UNTIL_SENT)
@@ -25,9 +26,12 @@ def acknowledgements(lab: Context) -> None:
               not tally.missing and lost and tally.redelivered >= len(lost), f"dropped {len(lost)} on purpose")
 
     crashing = lab.run("supervised")
+    # Started before the send, like lab 2's workers: with IDLE, the first worker left before a sender slowed by a busy
+    # machine had sent anything (exit 0, so no restart, and nothing processed).
     crashes: list[int] = []
     supervisor = threading.Thread(target=lambda: crashes.append(crashing.supervise(
-        "w1", "--acknowledge", "--prefetch", "1", *QUICK, "--lose-every", "3", "--lose-mode", "crash", *IDLE)))
+        "w1", "--acknowledge", "--prefetch", "1", *QUICK, "--lose-every", "3", "--lose-mode", "crash",
+        *IDLE_UNTIL_SENT)))
     supervisor.start()
     # The worker declares the queue first: on RabbitMQ 3.10 a quorum queue that two clients declare at the same
     # moment can nack a publish that races its start (all 12, seen once on a vhost whose default type is quorum).

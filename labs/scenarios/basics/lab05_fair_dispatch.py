@@ -6,6 +6,7 @@ from labs.scenarios.runner import Context
 
 
 def fair_dispatch(lab: Context) -> None:
+    """Two workers on uneven work, without prefetch and with prefetch 1: who gets the long jobs, and the makespan."""
     bodies = [("L" * 30 if n % 2 else "s") + str(n) for n in range(1, 9)]
     total_work = sum(len(b) for b in bodies) * 0.02
     results = {}

@@ -5,6 +5,7 @@ from labs.scenarios.runner import Context
 
 
 def durability(lab: Context) -> None:
+    """Durable, transient, quorum queues with and without persistent messages, before and after a broker restart."""
     lab.run("kept").send("--queue-type", "classic", "--persistent", "--count", "5")  # durable: the default
     lab.run("kept-but-not-persistent").send("--queue-type", "classic", "--count", "5")
     lab.run("quorum").send("--queue-type", "quorum", "--count", "5")

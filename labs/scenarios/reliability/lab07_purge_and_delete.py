@@ -6,6 +6,7 @@ from labs.scenarios.runner import Context
 
 
 def purge_and_delete(lab: Context) -> None:
+    """--purge, then --delete-queue refused while a consumer is attached, then forced."""
     run = lab.run("scratch")
     run.send("--count", "5")
     purged = run.send("--purge")

@@ -15,6 +15,8 @@ LIMITED = ("--queue-type", "quorum", "--delivery-limit", "3", "--dead-letter-que
 
 
 def poison_messages(lab: Context) -> None:
+    """A poison message requeued forever on a classic queue, dead-lettered after a delivery limit on a quorum queue,
+    inspected with the handout's snippet and replayed; then where the limit lives (limits_where)."""
     good = [f"job{n}" for n in range(1, 6)]
     bodies = [*good[:2], "poison", *good[2:]]
 

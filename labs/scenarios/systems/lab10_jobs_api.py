@@ -12,6 +12,7 @@ HANDOUT_BAD_JOBS = [b"oops", b'{"start": 1}', b'{"start": "1", "end": 2}', b'{"s
 
 
 def jobs_api(lab: Context) -> None:
+    """The Jobs API with real workers and redis: a job's statuses, bad bodies, a killed worker, a failing job."""
     if not redis_installed():
         lab.skip("the Jobs API's claims", "needs redis-server for the job records: apt-get install redis-server "
                                          "(./kit installs it)")

@@ -19,6 +19,8 @@ CLUSTER_IDLE = ("--idle-exit", "10")  # outlasts the set-up below and the sender
 
 
 def node_dies(lab: Context) -> None:
+    """Kill the node that leads the quorum queue under working workers: failover, the classic queue's outage, and
+    nothing lost once the node is back."""
     cluster = lab.cluster
     assert cluster, "lab 11 runs on a cluster"
     version = lab.broker.version()  # asked of node 1 now: it may be the node that dies
