@@ -34,7 +34,7 @@ def cli() -> None:
 @cli.command("list")
 def list_labs() -> None:
     """The labs, with their handouts."""
-    from labs.scenarios.catalog import LABS
+    from labs.scenarios.registry import LABS
 
     for lab in LABS:
         click.echo(f"{lab.number}  {lab.title:<58} labs/handouts/{lab.handout.name}")
@@ -64,7 +64,7 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
     and a PASS or FAIL line per claim; exits 1 when any claim fails.
     """
-    from labs.scenarios.catalog import LABS
+    from labs.scenarios.registry import LABS
 
     chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
     if not chosen:
@@ -138,7 +138,7 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
               help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
 def demo(live_only: bool, version: Optional[str]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
-    from labs.scenarios.catalog import LABS
+    from labs.scenarios.registry import LABS
     from labs.scenarios.demo import demo as run_demo
 
     with one_line_errors(), running_broker(version) as broker:

@@ -9,5 +9,6 @@ QPROCESSOR = ROOT / "qprocessor.py"
 RABBITQUEUE = ROOT / "rabbitqueue.py"
 LABS = ROOT / "labs"
 HANDOUTS = LABS / "handouts"
+SNIPPETS = HANDOUTS / "snippets"  # the pika code the handouts show, as files the labs run
 JOBS = LABS / "jobs"  # the Jobs API lab's files, run as `python labs/jobs/api.py` the way a student runs them
 CLASSROOM = LABS / "classroom"

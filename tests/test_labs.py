@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Optional
 
@@ -21,16 +22,16 @@ import pytest
 
 from labs.brokers import local_node as local_node_module
 from labs.brokers.broker import Broker, local_broker
-from labs.scenarios import catalog
-from labs.scenarios.catalog import LABS, Lab
 from labs.scenarios.demo import demo
+from labs.scenarios.registry import LABS, Lab
+from labs.scenarios.runner import run_lab
 from labs.drive.event_log import read_events
 from labs.exit_codes import (EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK,
                              EXIT_USAGE)
 from labs.brokers.management import ManagementAPI
-from labs.drive.processes import wait_for_consumers
+from labs.drive.processes import Run, wait_for_consumers
 from labs.brokers.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
-from labs.scenarios.runner import HANDOUTS
+from labs.paths import HANDOUTS, SNIPPETS
 from labs.settings import child_environment
 from tests.helpers import IN_THE_310_SUITE, ROOT, assert_one_line_error, require, wait_until
 
@@ -110,8 +111,9 @@ def test_lab_claims(broker, lab, default_queue_type, tmp_path):
         assert "processed ['slow work'], redelivered 1 time(s)" in result.stdout
 
 
-def catalog_code_of(function) -> str:
-    """A scenario's source with that of every labs/scenarios/catalog.py function it calls, however deep."""
+def scenario_code_of(function) -> str:
+    """A scenario's source with that of every function of labs/scenarios/ it calls, however deep (its own module's,
+    the shared helpers')."""
     seen, sources, todo = set(), [], [function]
     while todo:
         current = todo.pop()
@@ -120,14 +122,15 @@ def catalog_code_of(function) -> str:
         seen.add(current)
         sources.append(inspect.getsource(current))
         todo += [value for name in current.__code__.co_names
-                 if inspect.isfunction(value := vars(catalog).get(name)) and value.__module__ == catalog.__name__]
+                 if inspect.isfunction(value := current.__globals__.get(name))
+                 and value.__module__.startswith("labs.scenarios.")]
     return "\n".join(sources)
 
 
 def test_a_lab_that_changes_the_brokers_settings_says_so():
     """test_lab_claims checks that such a lab gives the settings back; only the labs marked are checked."""
     for lab in LABS:
-        assert ("set_env" in catalog_code_of(lab.scenario)) == lab.sets_broker_settings, lab.number
+        assert ("set_env" in scenario_code_of(lab.scenario)) == lab.sets_broker_settings, lab.number
 
 
 @IN_THE_310_SUITE
@@ -208,6 +211,57 @@ def test_the_demos_cleanup_cannot_replace_its_outcome(broker, space, monkeypatch
     assert "could not remove the demo's queue" in captured.err and "injected" in captured.err
 
 
+def test_every_run_is_stopped_and_the_vhost_removed_even_when_one_stop_fails(broker):
+    """One run's stop() raising must not leave the next run's worker running nor the lab's vhost behind; the failure
+    is reported as a failed claim, after the rest is cleaned up."""
+    workers: list[subprocess.Popen] = []
+
+    def scenario(lab) -> None:
+        first, second = lab.run("first"), lab.run("second")
+        for run in (first, second):
+            workers.append(run.worker("w1", "--acknowledge"))  # no idle exit: it runs until it is stopped
+            run.wait_for_consumers(1)
+        stop = first.stop
+
+        def failing_stop() -> None:
+            stop()
+            raise RuntimeError("injected: the first run's stop failed")
+
+        first.stop = failing_stop
+
+    try:
+        context = run_lab(Lab(99, "stop-check", "Stop every run", scenario), broker)
+        assert [process.poll() is not None for process in workers] == [True, True], "a worker was left running"
+        failed = [claim for claim in context.claims if claim.ok is False]
+        assert [claim.text for claim in failed] == ["lab 99 stopped every process it started"], context.claims
+        assert "injected: the first run's stop failed" in failed[0].detail
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            broker.admin.request("GET", f"/vhosts/{broker.admin.quote(context.vhost)}")
+        assert gone.value.code == 404, "the lab's vhost was left behind"
+    finally:
+        for process in workers:
+            process.kill()
+            process.wait()
+
+
+def test_a_supervised_worker_is_not_restarted_once_its_run_is_stopped(broker, space):
+    """The demo's w3 (and lab 4's) runs under a supervisor that restarts it after each crash. When the demo gives up
+    waiting and cleans up, the clean-up's kill looks like a crash: nothing may start again after it."""
+    run = Run(space.url, "supervised", echo=False)
+    supervisor = threading.Thread(target=run.supervise, args=("w3", "--acknowledge"), daemon=True)
+    try:
+        supervisor.start()
+        run.wait_for_consumers(1)
+        run.stop()  # the demo's clean_up, as after its join of the supervisor timed out
+        supervisor.join(30)
+        assert not supervisor.is_alive() and len(run.processes) == 1, f"started again: {run.processes}"
+        assert space.consumers("supervised") == 0
+    finally:
+        for process in run.processes:
+            process.kill()
+            process.wait()
+
+
 @IN_THE_310_SUITE
 def test_a_local_node_that_fails_to_start_is_stopped_and_its_error_raised(tmp_path, monkeypatch):
     started: list = []
@@ -237,6 +291,39 @@ def test_a_local_node_that_fails_to_stop_says_so(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected: stop failed"):
         with local_broker(tmp_path / "node"):
             pass
+
+
+# --- the pika code a handout shows is the file its lab runs ---
+
+def snippet_cells(path: Path) -> list[str]:
+    """The cells of a snippet file: what follows each `# %%` line (the header above the first is not shown)."""
+    return [cell.strip() for cell in re.split(r"^# %%$", path.read_text(), flags=re.M)[1:]]
+
+
+def python_blocks(handout: Path) -> list[str]:
+    """The ```python blocks of a handout, as shown."""
+    return [block.strip() for block in re.findall(r"^```python\n(.*?)^```$", handout.read_text(), re.M | re.S)]
+
+
+def test_every_snippet_a_lab_runs_is_shown_in_its_handout_word_for_word():
+    """Each cell of labs/handouts/snippets/NN_*.py is a python block of a handout as is, its last (the lab's own
+    work) in handout NN; and every python block of a handout whose lab runs snippets is such a cell. What a student
+    types is what `python -m labs run` proves."""
+    snippets = sorted(SNIPPETS.glob("*.py"))
+    assert snippets, f"no snippets in {SNIPPETS}"
+    shown = {block for handout in HANDOUTS.glob("*.md") for block in python_blocks(handout)}
+    cells = set()
+    for snippet in snippets:
+        own = next(HANDOUTS.glob(f"{snippet.name[:2]}-*.md"))
+        found = snippet_cells(snippet)
+        assert found, f"{snippet.name} has no '# %%' cell"
+        for cell in found:
+            assert cell in shown, f"{snippet.name}: no handout shows this cell as is:\n{cell}"
+        assert found[-1] in python_blocks(own), f"{own.name} does not show {snippet.name}'s last cell as is"
+        cells.update(found)
+    for handout in {next(HANDOUTS.glob(f"{snippet.name[:2]}-*.md")) for snippet in snippets}:
+        for block in python_blocks(handout):
+            assert block in cells, f"{handout.name} shows a python block no snippet runs:\n{block}"
 
 
 # --- every command a handout shows, run for real in the test's own vhost ---

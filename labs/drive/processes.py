@@ -27,6 +27,10 @@ from labs.settings import child_environment
 
 
 
+class RunStopped(RuntimeError):
+    """A worker asked of a run that is already stopped."""
+
+
 class PaneProcess:
     """A command running in a tmux pane, with the parts of Popen's interface the runs use."""
 
@@ -87,6 +91,10 @@ class Run:
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
     log: EventLog = field(init=False, repr=False)  # the workers' shared event log, in the folder
+    # Set by stop(), under the lock worker() starts processes under: a process either starts before stop() takes the
+    # lock, and is killed, or not at all. A supervisor (supervise) would otherwise restart a worker the clean-up killed.
+    stopped: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = EventLog(self.folder / "events.jsonl")
@@ -112,15 +120,19 @@ class Run:
         return result
 
     def worker(self, name: str, *args: str):
+        """Start qprocessor.py as worker `name`; RunStopped once the run is stopped."""
         command = [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(self.folder / "events.jsonl"),
                    *args]
-        if self.tmux:
-            process = PaneProcess(self.tmux, command, self.env(), name)
-        else:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env=self.env(), stdin=subprocess.DEVNULL)
-            threading.Thread(target=lambda: self._print(None, process.stdout), daemon=True).start()
-        self.processes.append(process)
+        with self._lock:
+            if self.stopped:
+                raise RunStopped(f"the run on queue {self.queue!r} is stopped: {name} is not started")
+            if self.tmux:
+                process = PaneProcess(self.tmux, command, self.env(), name)
+            else:
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                           env=self.env(), stdin=subprocess.DEVNULL)
+                threading.Thread(target=lambda: self._print(None, process.stdout), daemon=True).start()
+            self.processes.append(process)
         return process
 
     def _print(self, prefix: Optional[str], lines) -> None:
@@ -131,9 +143,12 @@ class Run:
     def supervise(self, name: str, *args: str, restarts: int = 20) -> int:
         """Run a worker and start it again each time it crashes, as a shell loop around it would; return crashes."""
         crashes = 0
-        while self.worker(name, *args).wait() < 0 and crashes < restarts:
-            crashes += 1
-            self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
+        try:
+            while self.worker(name, *args).wait() < 0 and crashes < restarts:
+                crashes += 1
+                self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
+        except RunStopped:
+            pass  # stop() killed it (a kill looks like a crash): after the clean-up nothing starts again
         return crashes
 
     def wait_for_consumers(self, count: int, timeout: float = 30) -> None:
@@ -154,7 +169,10 @@ class Run:
         stop_when(self.processes, lambda: waited_for(self.tally()), timeout)
 
     def stop(self) -> None:
-        """Kill what still runs, read the event log a last time (tally() still answers) and remove its folder."""
+        """Kill what still runs, read the event log a last time (tally() still answers) and remove its folder.
+        Nothing starts in the run afterwards (worker() raises RunStopped)."""
+        with self._lock:
+            self.stopped = True
         try:
             for process in self.processes:
                 if process.poll() is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -19,9 +21,8 @@ from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
 from labs.brokers.management import ManagementError, ManagementRefused
 from labs.drive.processes import Run
-from labs.paths import HANDOUTS, ROOT
+from labs.paths import HANDOUTS, ROOT, SNIPPETS
 from labs.settings import child_environment
-
 
 
 @dataclass
@@ -102,10 +103,44 @@ class Context:
                 return stats
             time.sleep(0.2)
 
-    def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run a snippet of plain pika as a student would type it in ipython."""
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, env=child_environment())
+    def student_environment(self) -> dict[str, str]:
+        """The variables lab 0 has a student set (RABBITMQ_HOST, RABBITMQ_PORT, RABBITMQ_VHOST, RABBITMQ_USERNAME,
+        RABBITMQ_PASSWORD), for the lab's own vhost and user."""
+        parts = urllib.parse.urlsplit(self.url)
+        return child_environment(RABBITMQ_HOST=parts.hostname or "localhost", RABBITMQ_PORT=str(parts.port or 5672),
+                                 RABBITMQ_VHOST=urllib.parse.unquote(parts.path[1:]),
+                                 RABBITMQ_USERNAME=urllib.parse.unquote(parts.username or ""),
+                                 RABBITMQ_PASSWORD=urllib.parse.unquote(parts.password or ""), PYTHONUNBUFFERED="1")
+
+    def snippet(self, name: str, until_lines: Optional[int] = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a handout's pika code (labs/handouts/snippets/NAME) as a student runs it, with lab 0's variables.
+
+        With `until_lines` it is a consumer that runs until Ctrl-C, as the handout's does: it gets SIGINT once it has
+        printed that many lines, or after `timeout`.
+        """
+        command = [sys.executable, str(SNIPPETS / name)]
+        if until_lines is None:
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL, env=self.student_environment())
+        with tempfile.TemporaryDirectory(prefix="labkit-snippet-") as folder:
+            # Files, not pipes: the output is read while the consumer runs, without a thread per stream.
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            with out.open("w") as stdout, err.open("w") as stderr:
+                process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True,
+                                           stdin=subprocess.DEVNULL, env=self.student_environment())
+            deadline = time.monotonic() + timeout
+            while (process.poll() is None and time.monotonic() < deadline
+                   and out.read_text().count("\n") < until_lines):
+                time.sleep(0.1)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # Ctrl-C, as the handout says to stop it
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return subprocess.CompletedProcess(command, process.returncode, out.read_text(), err.read_text())
 
 
 @dataclass(frozen=True)
@@ -160,6 +195,7 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = 
     """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
 
     A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
+    A run that cannot be stopped is a failed claim too, once every other run is stopped and the vhost removed.
     """
     lab_url, vhost, remove = student_space(broker, lab, default_queue_type)
     context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux, cluster=cluster)
@@ -174,9 +210,16 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = 
     except Exception as exc:  # a lab that cannot finish is a failed claim, reported like the others
         context.claims.append(Claim(f"lab {lab.number} ran to the end", False, f"{type(exc).__name__}: {exc}"))
     finally:
+        # Every run is stopped and the vhost removed even when a stop fails: a run left alone keeps its workers.
+        failures = []
         for run in context.runs:
-            run.stop()
+            try:
+                run.stop()
+            except Exception as exc:  # reported below, once every other run is stopped
+                failures.append(f"queue {run.queue!r}: {type(exc).__name__}: {exc}")
         remove()
+    if failures:
+        context.claims.append(Claim(f"lab {lab.number} stopped every process it started", False, "; ".join(failures)))
     return context
 
 
