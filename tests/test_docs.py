@@ -15,7 +15,7 @@ import labs.exit_codes
 import qprocessor
 import sender
 from labs.paths import HANDOUTS, QPROCESSOR
-from labs.scenarios.catalog import LABS
+from labs.scenarios.registry import LABS
 from tests.helpers import ROOT
 
 README = ROOT / "README.md"
