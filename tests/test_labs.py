@@ -32,6 +32,7 @@ from labs.brokers.management import ManagementAPI
 from labs.drive.processes import Run, wait_for_consumers
 from labs.brokers.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
 from labs.paths import HANDOUTS, SNIPPETS
+from labs.scenarios.runner import report
 from labs.settings import child_environment
 from tests.helpers import IN_THE_310_SUITE, ROOT, assert_one_line_error, require, wait_until
 
@@ -176,6 +177,40 @@ def test_a_lab_never_falls_back_to_the_given_vhost_when_it_may_not_create_one(br
     result = labs_command("run", "1", env=given_broker_env(broker, AMQP_URL=space.url), timeout=120)
     assert_one_line_error(result, EXIT_MANAGEMENT_REFUSED, "would not create vhost", "administrator")
     assert "PASS" not in result.stdout
+
+
+REPORT_COUNTS = re.compile(r"sent (?P<sent>\d+), processed (?P<processed>\d+), lost by workers (?P<lost>\d+), "
+                           r"requeued (?P<requeued>\d+), failed (?P<failed>\d+), "
+                           r"dead-lettered (?P<dead_lettered>\d+), redelivered (?P<redelivered>\d+), "
+                           r"never processed (?P<never_processed>\d+), makespan")
+
+
+def test_lab_3s_report_counts_what_its_event_log_shows(broker):
+    """The report's counts are what a class reads off the screen, and no claim checks them: each one must be what
+    the run's own event log shows. run_lab and report are what `python -m labs run 3` runs and prints; in-process,
+    the run's event records stay readable after the run (its folder is removed)."""
+    lab = next(lab for lab in LABS if lab.number == 3)
+    context = run_lab(lab, broker)
+    printed = report(lab, context)
+    assert set(claims(printed)) == {"PASS"}, printed
+    run, = context.runs
+    events = run.log.read()
+    kinds = [e["event"] for e in events]
+    done = {e["body"] for e in events if e["event"] == "done"}
+    logged = {"sent": len(run.sent), "processed": len(done), "lost": kinds.count("lost"),
+              "requeued": kinds.count("requeued"), "failed": kinds.count("failed"),
+              "dead_lettered": kinds.count("dead-lettered"),
+              "redelivered": sum(1 for e in events if e["event"] == "received" and e["redelivered"]),
+              "never_processed": sum(1 for body in run.sent if body not in done)}
+    found = REPORT_COUNTS.search(printed)
+    assert found, printed
+    assert {key: int(value) for key, value in found.groupdict().items()} == logged, printed
+    # What the handout teaches, in the log itself: 12 sent, every third lost for good, the rest processed once.
+    assert (logged["sent"], logged["processed"], logged["lost"], logged["never_processed"]) == (12, 8, 4, 4)
+    for worker in {e["worker"] for e in events}:
+        per_worker = re.search(rf"^ +{re.escape(worker)} +processed +(\d+) ", printed, re.M)
+        assert per_worker and int(per_worker.group(1)) == sum(
+            1 for e in events if e["event"] == "done" and e["worker"] == worker), printed
 
 
 def test_unknown_lab_is_a_usage_error():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections import Counter
 import subprocess
 import sys
 
@@ -73,6 +74,42 @@ def test_ctrl_c_mid_send_exits_130_and_reports_what_was_confirmed(space, proxy):
     assert err.strip().splitlines()[-1] == "Error: interrupted: 3 messages confirmed"
     assert "sent 3 messages to queue 'interrupted'" in err  # the summary of how far it got
     assert space.ready("interrupted") == 4  # the unconfirmed 4th did arrive: confirmed means at least
+
+
+def test_a_message_resent_after_a_cut_keeps_its_message_id(space, proxy):
+    """A consumer can only recognise a resent copy as a duplicate by its message_id: the copy must carry the id of
+    the message it repeats. Matched by id, the queue shows every duplicate as a repeat of the same body."""
+    # From the 6th publish on the confirms are held back: at least that one reached the queue unconfirmed.
+    proxy.hold_replies_after(BASIC_PUBLISH, times=6)
+    sender = start_sender(space, proxy, "--count", "12", "--confirm-window", "4", "--queue", "resent", "--persistent",
+                          "--retry-for", "30")
+    wait_until(lambda: space.ready_or_zero("resent") >= 6, 20, "6 messages in the queue, their confirms held back")
+
+    proxy.cut()  # as a network failure: the sender reconnects and resends what was not confirmed
+    proxy.release()
+
+    out, err = sender.communicate(timeout=30)
+    assert sender.returncode == 0, err
+    assert "sent 12 messages to queue 'resent'" in out
+    resent = int(re.search(r"(\d+) resent after a lost connection", out).group(1))
+    assert resent > 0
+
+    channel = space.channel()
+    queued = []  # (message_id, body) of every message on the broker, duplicates included
+    while (got := channel.basic_get("resent", auto_ack=True))[0] is not None:
+        queued.append((got[1].message_id, got[2].decode()))
+    bodies_by_id: dict[str, set[str]] = {}
+    for message_id, body in queued:
+        bodies_by_id.setdefault(message_id, set()).add(body)
+    assert all(message_id for message_id, _ in queued)
+    assert all(len(bodies) == 1 for bodies in bodies_by_id.values()), bodies_by_id  # one id never names two bodies
+    distinct_bodies = {body for _, body in queued}
+    assert distinct_bodies == {str(n) for n in range(1, 13)}  # nothing confirmed is missing
+    # Each body under one id, whether it was sent once or resent: ids and bodies are as many.
+    assert len(bodies_by_id) == len(distinct_bodies), sorted(queued)
+    repeated = [message_id for message_id, times in Counter(m for m, _ in queued).items() if times > 1]
+    assert 0 < len(repeated) <= resent, (queued, resent)  # the duplicates, found by id, are resent ones
+    assert len(queued) - len(bodies_by_id) <= resent
 
 
 def test_quiet_sender_prints_only_the_summary(space):

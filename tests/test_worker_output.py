@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 
 from labs.drive.event_log import EventLog, read_events
 
@@ -83,3 +84,59 @@ def test_an_event_log_read_as_it_grows_parses_each_line_once_and_keeps_it(tmp_pa
     assert [e["body"] for e in log.read()] == ["1", "2", "3"]
     path.unlink()
     assert [e["body"] for e in log.read()] == ["1", "2", "3"]
+
+
+# Every count of the summary line, the optional failed/dead-lettered part included (absent means 0).
+FULL_SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
+                          r"lost (?P<lost>\d+), requeued (?P<requeued>\d+), redelivered (?P<redelivered>\d+), "
+                          r"abandoned (?P<abandoned>\d+)(?:, failed (?P<failed>\d+), "
+                          r"dead-lettered (?P<dead_lettered>\d+))?")
+
+
+def summary_counts(output: str) -> dict[str, int]:
+    """The counts of the worker's last summary line, each one present (0 when the line leaves it out)."""
+    found = [m for m in map(FULL_SUMMARY.fullmatch, output.splitlines()) if m]
+    assert found, f"no summary line in {output!r}"
+    return {key: int(value or 0) for key, value in found[-1].groupdict().items() if key != "name"}
+
+
+def event_counts(worker) -> dict[str, int]:
+    """What the worker's own event log says, counted as the summary should count it."""
+    events = worker.events()
+    kinds = [e["event"] for e in events]
+    return {"received": kinds.count("received"), "processed": kinds.count("done"), "lost": kinds.count("lost"),
+            "requeued": kinds.count("requeued"),
+            "redelivered": sum(1 for e in events if e["event"] == "received" and e["redelivered"]),
+            "abandoned": kinds.count("abandoned"), "failed": kinds.count("failed"),
+            "dead_lettered": kinds.count("dead-lettered")}
+
+
+def test_each_workers_summary_matches_its_own_event_log_count_for_count(space):
+    """The summary is the only account a student reads; the event log is what really happened. Three workers in
+    turn give every count a non-zero value somewhere, and each redelivery comes from another worker's doing."""
+    space.send("--count", "12")
+    # Given a worker stopped mid-work: it abandons message 1, which goes back to the queue (redelivered later).
+    slow = space.start_worker("abandons", "--acknowledge", "--prefetch", "1", "--seconds-per-char", "5")
+    slow.wait_for_events("received", 1)
+    slow.signal(signal.SIGTERM)
+    assert slow.wait() == 0, slow.output
+    # One after the other, so each gets what the one before left: a worker that drops every 3rd delivery and
+    # leaves after 6 (what it dropped, and the rest it had prefetched, come back redelivered);
+    loser = space.start_worker("drops", "--acknowledge", "--seconds-per-char", "0", "--lose-every", "3",
+                               "--max-messages", "6")
+    assert loser.wait() == 0, loser.output
+    # and one that rejects every 4th back to the queue (it comes back to itself) and fails on the poison "11".
+    requeuer = space.start_worker("requeues", "--acknowledge", "--seconds-per-char", "0", "--lose-every", "4",
+                                  "--lose-mode", "requeue", "--fail-on", "11", "--fail-mode", "reject",
+                                  "--idle-exit", "1")
+    assert requeuer.wait(60) == 0, requeuer.output
+
+    totals: dict[str, int] = {}
+    for worker in (slow, loser, requeuer):
+        summary, logged = summary_counts(worker.output), event_counts(worker)
+        assert summary == logged, f"{worker.name}: summary {summary}, event log {logged}"
+        for key, value in logged.items():
+            totals[key] = totals.get(key, 0) + value
+    # The scenario did what it is for: every count but dead-lettered (no dead-letter queue here) was exercised.
+    assert all(totals[key] > 0 for key in totals if key != "dead_lettered"), totals
+    assert space.ready("hello") == 0

@@ -192,6 +192,13 @@ class ContainerNode:
         self.stop()
         self.start()
 
+    def crash(self) -> None:
+        """SIGKILL the container (docker kill), as a crash or a power cut ends the node: nothing is written out, no
+        connection is closed. start() brings the same container back, recovering what it had on disk."""
+        container = self._container.get_wrapped_container()
+        container.kill()
+        container.wait()  # exited, so that start() starts it again rather than finding it still running
+
     def stop(self) -> None:
         """Stop the node cleanly and with it the container; start() brings it back.
 

@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,12 @@ class LocalNode(RabbitMqExecutor):
         """Stop the node cleanly (durable queues and persistent messages are written out) and start it again."""
         self.stop()
         self.start()
+
+    def crash(self) -> None:
+        """SIGKILL the node's processes, as a crash or a power cut ends it: nothing is written out, no connection is
+        closed. start() brings it back on the same ports, recovering what it had on disk."""
+        self._booted = False
+        self.kill(sig=signal.SIGKILL)
 
     def readable_path(self, path: Path) -> str:
         """Where this node's rabbitmqctl reads a host file: the file itself (a ContainerNode copies it in)."""
