@@ -32,16 +32,15 @@ from typing import Callable, Optional
 import click
 import pika
 
+from bench.peers import PIPELINED_PUBLISH, PLAIN_CONSUME, PLAIN_PUBLISH
 from labs.brokers.broker import VERSIONS, Broker, broker_from_environment
 from labs.brokers.cluster import Cluster
 from labs.drive.event_log import EventLog, EventTally, read_events
 from labs.exit_codes import one_line_errors
 from labs.drive.processes import stop_when, wait_for_consumers
-from labs.paths import QPROCESSOR, ROOT, SENDER
+from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment, settings
 
-PLAIN_PUBLISH, PLAIN_CONSUME = ROOT / "bench" / "plain_publish.py", ROOT / "bench" / "plain_consume.py"
-PIPELINED_PUBLISH = ROOT / "bench" / "pipelined_publish.py"
 PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
 SETTLE_SECONDS = 1.0  # idle time for the broker before each timed run (not for tiny smoke runs)
 CLUSTER_BASE_PORT = 5900  # the bench's own cluster ports (5901-5903): never a class's (5700) or the tests' (free)

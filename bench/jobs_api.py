@@ -2,7 +2,7 @@
 
 Ours is lab 10 as it runs: labs/jobs/api.py under waitress and WORKERS `labs/jobs/worker.py` processes with
 JOB_SECONDS=0, on the bench's broker (a vhost of its own) and a private redis-server. The peer is what a Flask user
-reaches for today: bench/rq_jobs.py (the same routes and job records, on rq's Redis queue) under waitress, with
+reaches for today: bench/peers/rq_jobs.py (the same routes and job records, on rq's Redis queue) under waitress, with
 WORKERS `rq worker` processes started as a user starts them: the default worker class, which forks a work horse for
 every job, and again with rq's SimpleWorker, which runs jobs in its own process.
 
@@ -35,12 +35,12 @@ from typing import Iterator, Optional
 import port_for
 import redis
 
+from bench.peers import RQ_API
 from labs.drive.processes import wait_for_consumers
 from labs.brokers.redis_server import RedisServer
 from labs.paths import JOBS, ROOT
 from labs.settings import child_environment
 
-RQ_API = ROOT / "bench" / "rq_jobs.py"
 CLIENTS, WORKERS, WARM_UP = 4, 4, 8  # concurrent HTTP clients, worker processes, jobs before each timed run
 PACED_RATE = 20  # jobs/s: latency without a backlog, a rate every side keeps up with (rq's forking Worker: ~40/s)
 STALL_SECONDS = 30.0  # no job completing for this long: the side is broken, not slow
