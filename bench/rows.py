@@ -334,8 +334,9 @@ class JobsResults:
                 f"workers, median of {self.rounds} rounds\n")
 
     def table(self) -> str:
-        lines = ["| RabbitMQ | peer | ours jobs/s (median / best) | peer jobs/s (median / best) | ratio | round ratios | "
-                 f"p50 ours / peer | p99 ours / peer | at {self.paced_rate} jobs/s: p50 ours / peer | p99 ours / peer |",
+        lines = ["| RabbitMQ | peer | ours jobs/s (median / best) | peer jobs/s (median / best) | ratio | "
+                 f"round ratios | p50 ours / peer | p99 ours / peer | at {self.paced_rate} jobs/s: p50 ours / peer | "
+                 "p99 ours / peer |",
                  "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
         lines += [row.line() for row in self.rows]
         return "\n".join(lines)
