@@ -2,7 +2,7 @@
 
 Ours is lab 10 as it runs: labs/jobs/api.py under waitress and WORKERS `labs/jobs/worker.py` processes with
 JOB_SECONDS=0, on the bench's broker (a vhost of its own) and a private redis-server. The peer is what a Flask user
-reaches for today: bench/rq_jobs.py (the same routes and job records, on rq's Redis queue) under waitress, with
+reaches for today: bench/peers/rq_jobs.py (the same routes and job records, on rq's Redis queue) under waitress, with
 WORKERS `rq worker` processes started as a user starts them: the default worker class, which forks a work horse for
 every job, and again with rq's SimpleWorker, which runs jobs in its own process.
 
@@ -20,11 +20,12 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -34,13 +35,17 @@ from typing import Iterator, Optional
 
 import port_for
 import redis
+import rq
 
+from bench.harness import machine
+from bench.peers import RQ_API
+from bench.rows import Drive, JobsResults, JobsRound, JobsRow
+from labs.brokers.broker import broker_from_environment
+from labs.brokers.redis_server import RedisServer, running_redis
 from labs.drive.processes import wait_for_consumers
-from labs.brokers.redis_server import RedisServer
 from labs.paths import JOBS, ROOT
 from labs.settings import child_environment
 
-RQ_API = ROOT / "bench" / "rq_jobs.py"
 CLIENTS, WORKERS, WARM_UP = 4, 4, 8  # concurrent HTTP clients, worker processes, jobs before each timed run
 PACED_RATE = 20  # jobs/s: latency without a backlog, a rate every side keeps up with (rq's forking Worker: ~40/s)
 STALL_SECONDS = 30.0  # no job completing for this long: the side is broken, not slow
@@ -90,10 +95,10 @@ class JobsBench:
                     start([sys.executable, str(JOBS / "worker.py")], f"worker{number}")
             else:
                 api = start([sys.executable, str(RQ_API)], "api")
-                rq = shutil.which("rq", path=str(Path(sys.executable).parent)) or "rq"
+                rq_command = shutil.which("rq", path=str(Path(sys.executable).parent)) or "rq"
                 worker_class = [] if side.key == "rq.Worker" else ["--worker-class", side.key]
                 for number in range(WORKERS):  # as a user starts them, from the folder their code is in
-                    start([rq, "worker", "--url", self.redis.url, *worker_class, "jobs"], f"worker{number}")
+                    start([rq_command, "worker", "--url", self.redis.url, *worker_class, "jobs"], f"worker{number}")
             self.wait_ready(side, api, port, processes, tag)
             self.drive(port, WARM_UP, tag)
             yield port
@@ -126,14 +131,12 @@ class JobsBench:
                                    + ("; ".join(gone) if gone else "all still running, worker0 said: "
                                       + self.log_tail(tag, "worker0"))) from None
             return
-        from rq import Worker
-
-        while Worker.count(connection=redis.Redis.from_url(self.redis.url)) < WORKERS:
+        while rq.Worker.count(connection=redis.Redis.from_url(self.redis.url)) < WORKERS:
             if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
                 raise RuntimeError(f"{tag}: {WORKERS} rq workers did not start: {self.log_tail(tag, 'worker0')}")
             time.sleep(0.1)
 
-    def drive(self, port: int, count: int, tag: str, rate: Optional[float] = None) -> dict:
+    def drive(self, port: int, count: int, tag: str, rate: Optional[float] = None) -> Drive:
         """POST `count` jobs from CLIENTS threads, flat out or `rate` a second, wait for all of them to be complete;
         the rate achieved and the latencies."""
         sent: dict[str, float] = {}
@@ -178,8 +181,8 @@ class JobsBench:
         for jid in sent:
             pipe.hget(f"job.{jid}", "worker")
         workers = set(pipe.execute())  # host:pid of the process that ran each job
-        return {"rate": count / (max(done.values()) - min(sent.values())), "p50": percentile(latencies, 50),
-                "p99": percentile(latencies, 99), "worker processes": len(workers)}
+        return Drive(count / (max(done.values()) - min(sent.values())), percentile(latencies, 50),
+                     percentile(latencies, 99), len(workers))
 
     def completions(self, jids: list[str], tag: str) -> dict[str, float]:
         """When each job's record turned "complete" (its status_at); RuntimeError when they stop completing."""
@@ -210,43 +213,24 @@ class JobsBench:
         except OSError:
             return "(no output)"
 
-    def measure(self) -> list[dict]:
+    def measure(self) -> list[JobsRow]:
         sides = [OURS, *PEERS]
-        runs: dict[str, list[dict]] = {side.key: [] for side in sides}
+        runs: dict[str, list[JobsRound]] = {side.key: [] for side in sides}
         for round_number in range(self.rounds):
             shift = round_number % len(sides)
             for side in sides[shift:] + sides[:shift]:
                 tag = f"{side.key}-{round_number}"
                 with self.service(side, tag) as port:
-                    run = self.drive(port, self.jobs, tag)
+                    flat = self.drive(port, self.jobs, tag)
                     paced = self.drive(port, self.paced_jobs, f"{tag}-paced", PACED_RATE)
-                run.update({"paced p50": paced["p50"], "paced p99": paced["p99"]})
-                runs[side.key].append(run)
-                print(f"RabbitMQ {self.version}, round {round_number + 1}, {side.key}: {run['rate']:.0f} jobs/s, "
-                      f"p50 {run['p50'] * 1000:.1f} ms, p99 {run['p99'] * 1000:.1f} ms; at {PACED_RATE} jobs/s p50 "
-                      f"{paced['p50'] * 1000:.1f} ms, p99 {paced['p99'] * 1000:.1f} ms", file=sys.stderr, flush=True)
-        return [self.row(runs[OURS.key], runs[peer.key], peer) for peer in PEERS]
-
-    def row(self, ours: list[dict], peer: list[dict], side: Side) -> dict:
-        import rq
-
-        ours_rates, peer_rates = [run["rate"] for run in ours], [run["rate"] for run in peer]
-        ratios = [a / b for a, b in zip(ours_rates, peer_rates)]
-        ours_median, peer_median = statistics.median(ours_rates), statistics.median(peer_rates)
-        row = {"what": f"Jobs API end to end vs {side.label}",
-               "ours jobs/s": ours_median, "peer jobs/s": peer_median, "ratio": ours_median / peer_median,
-               "peer": f"python-rq {rq.__version__}, {side.key}", "rabbitmq": self.version, "queue type": "quorum",
-               "ours best jobs/s": max(ours_rates), "peer best jobs/s": max(peer_rates),
-               "round ratios": ratios, "spread": [min(ratios), max(ratios)],
-               "ours rounds jobs/s": ours_rates, "peer rounds jobs/s": peer_rates}
-        for who, runs in (("ours", ours), ("peer", peer)):
-            for p in ("p50", "p99", "paced p50", "paced p99"):
-                row[f"{who} {p} ms"] = statistics.median(run[p] for run in runs) * 1000
-                row[f"{who} rounds {p} ms"] = [run[p] * 1000 for run in runs]
-            row[f"{who} worker processes"] = max(run["worker processes"] for run in runs)
-        row.update({"jobs": self.jobs, "clients": CLIENTS, "workers": WORKERS, "paced jobs": self.paced_jobs,
-                    "paced jobs/s": PACED_RATE})
-        return row
+                runs[side.key].append(JobsRound(flat, paced))
+                print(f"RabbitMQ {self.version}, round {round_number + 1}, {side.key}: {flat.rate:.0f} jobs/s, "
+                      f"p50 {flat.p50 * 1000:.1f} ms, p99 {flat.p99 * 1000:.1f} ms; at {PACED_RATE} jobs/s p50 "
+                      f"{paced.p50 * 1000:.1f} ms, p99 {paced.p99 * 1000:.1f} ms", file=sys.stderr, flush=True)
+        return [JobsRow(f"Jobs API end to end vs {peer.label}", f"python-rq {rq.__version__}, {peer.key}",
+                        tuple(runs[OURS.key]), tuple(runs[peer.key]), self.jobs, CLIENTS, WORKERS, self.paced_jobs,
+                        PACED_RATE, rabbitmq=self.version)
+                for peer in PEERS]
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -266,15 +250,33 @@ def post_or_none(port: int, method: str, path: str) -> int:
         connection.close()
 
 
-def jobs_table(results: dict) -> str:
-    lines = ["| RabbitMQ | peer | ours jobs/s (median / best) | peer jobs/s (median / best) | ratio | round ratios | "
-             f"p50 ours / peer | p99 ours / peer | at {PACED_RATE} jobs/s: p50 ours / peer | p99 ours / peer |",
-             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for row in results["rows"]:
-        lines.append(f"| {row['rabbitmq']} | {row['peer']} | {row['ours jobs/s']:,.0f} / {row['ours best jobs/s']:,.0f}"
-                     f" | {row['peer jobs/s']:,.0f} / {row['peer best jobs/s']:,.0f} | {row['ratio']:.2f}x | "
-                     f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x | {row['ours p50 ms']:.1f} / "
-                     f"{row['peer p50 ms']:.1f} ms | {row['ours p99 ms']:.1f} / {row['peer p99 ms']:.1f} ms | "
-                     f"{row['ours paced p50 ms']:.1f} / {row['peer paced p50 ms']:.1f} ms | "
-                     f"{row['ours paced p99 ms']:.1f} / {row['peer paced p99 ms']:.1f} ms |")
-    return "\n".join(lines)
+def measure(version: Optional[str], jobs: int, rounds: int) -> tuple[list[JobsRow], str, str]:
+    """The Jobs API rows on one broker (the one AMQP_URL names, or a private one of `version`) and a private Redis;
+    the rows, RabbitMQ's and Redis' versions."""
+    with broker_from_environment(version) as broker, tempfile.TemporaryDirectory(prefix="labkit-bench-") as workdir:
+        actual = broker.admin.overview().get("rabbitmq_version")
+        vhost = f"bench-{secrets.token_hex(3)}"  # no connection of the bench's own: minutes idle would lose it
+        broker.admin.add_vhost(vhost)
+        broker.admin.grant(broker.username, vhost)
+        try:
+            with running_redis(Path(workdir) / "redis") as redis_server:
+                redis_version = redis_server.client().info()["redis_version"]
+                rows = JobsBench(broker.url(vhost), redis_server, jobs, rounds, Path(workdir), actual).measure()
+        finally:
+            broker.admin.delete_vhost(vhost)
+    return rows, actual, redis_version
+
+
+def run(versions: tuple[str, ...], jobs: int, rounds: int) -> JobsResults:
+    """The Jobs API rows on each broker asked for (or the one AMQP_URL names), with the machine and the versions of
+    Redis, rq and redis-py."""
+    rows: list[JobsRow] = []
+    measured, redis_versions = [], set()
+    for version in dict.fromkeys(versions) or (None,):
+        version_rows, actual, redis_version = measure(version, jobs, rounds)
+        rows += version_rows
+        measured.append(actual)
+        redis_versions.add(redis_version)
+    return JobsResults({**machine(), "rabbitmq": ", ".join(measured), "redis": ", ".join(sorted(redis_versions)),
+                        "rq": rq.__version__, "redis-py": redis.__version__},
+                       time.strftime("%Y-%m-%d"), jobs, rounds, CLIENTS, WORKERS, PACED_RATE, tuple(rows))

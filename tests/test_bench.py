@@ -9,6 +9,9 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import rq
 
+from bench.chart import svg
+from bench.rows import (ClusterRow, CrossRow, Drive, FailoverRow, JobsResults, JobsRound, JobsRow, MemoryRow, Rounds,
+                        ScriptsResults, SpanRow, ThroughputRow, TimeRow)
 from labs.brokers.management import ManagementAPI
 from labs.brokers.redis_server import redis_installed
 from labs.settings import child_environment
@@ -25,7 +28,7 @@ PAIRED_ROWS = [what for what in RATE_ROWS if what != "sender.py confirmed vs pla
 SPAN_ROWS = ["fair dispatch makespan, 3 workers, no prefetch", "fair dispatch makespan, 3 workers, prefetch 1"]
 TIME_ROWS = ["redelivery after SIGKILL", "start-up to first message, qprocessor.py",
              "start-up to one confirmed message and exit, sender.py"]
-# bench.fair_dispatch's uneven bodies at 0.01 s per character, shared by 3 workers
+# bench.scripts.fair_dispatch's uneven bodies at 0.01 s per character, shared by 3 workers
 FAIR_IDEAL = (8 * 82 + 16 * 12) * 0.01 / 3
 
 
@@ -146,3 +149,79 @@ def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, admini
     texts = [text.text or "" for text in drawing.iter("{http://www.w3.org/2000/svg}text")]
     for what, row in rows.items():
         assert f"RabbitMQ {version}: {what}" in texts and f"{row['ratio']:.2f}x" in texts, what
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.mark.parametrize("stored", ["bench.json", "bench-jobs.json"])
+def test_the_results_stored_in_docs_still_draw_one_bar_per_rate_row(stored):
+    """The chart reads the stored format: the figures in docs/ (written before the rows were dataclasses) still draw."""
+    results = json.loads((ROOT / "docs" / stored).read_text())
+    drawing = ElementTree.fromstring(svg(results))
+    rate_rows = [row for row in results["rows"] if row.get("sender.py msg/s") or row.get("qprocessor.py msg/s")
+                 or row.get("ours jobs/s")]
+    assert len([rect for rect in drawing.iter(f"{SVG}rect") if rect.get("fill") != "white"]) == len(rate_rows) > 0
+
+
+def stored_keys(stored: str, what: str) -> set[str]:
+    """The keys of a row of that measurement in docs/, as the last full run stored them."""
+    rows = json.loads((ROOT / "docs" / stored).read_text())["rows"]
+    return set(next(row for row in rows if row["what"].startswith(what)))
+
+
+def test_each_kind_of_row_prints_its_line_and_stores_the_keys_the_figures_in_docs_have():
+    """Given one row of each kind, then its table line is the one the README's figures show, and its JSON has the
+    keys of the same measurement in docs/bench.json (a consume row no longer stores a null sender.py msg/s)."""
+    rounds = Rounds((1200.0, 1000.0, 1100.0), (1000.0, 1000.0, 1000.0))
+    assert (rounds.ratio, rounds.spread, rounds.best_ratio) == (1.1, [1.0, 1.2], 1.2)
+    publish = ThroughputRow("publish confirmed", "sender.py", "plain publish (confirmed)", rounds, "classic", "3.10.8")
+    consume = ThroughputRow("consume + ack, prefetch 1", "qprocessor.py", "plain consume", rounds, "classic", "4.3.0")
+    cross = CrossRow("sender.py confirmed vs plain unconfirmed", 113.0, 84.25, "classic", "3.10.8")
+    cluster = ClusterRow("publish persistent, quorum queue: 3-node cluster vs single node", "sender.py", rounds,
+                         "rabbit-1@localhost", 3, rabbitmq="3.10.8")
+    span = SpanRow("fair dispatch makespan, 3 workers, prefetch 1", 3.12, 2.5, "3.10.8")
+    time_row = TimeRow("redelivery after SIGKILL", 0.0251, "3.10.8")
+    failover = FailoverRow("failover: leader's node killed", 2.5, 0, 3, 12, 1500, 3, 1, "rabbit-1", "rabbit-2",
+                           rabbitmq="4.3.0")
+    assert publish.line() == ("| 3.10.8 | publish confirmed | 1,100 / 1,200 msg/s | 1,000 / 1,000 msg/s (plain publish "
+                              "(confirmed)) | 1.10x | 1.00x to 1.20x |")
+    assert cross.line() == "| 3.10.8 | sender.py confirmed vs plain unconfirmed | 113 msg/s | 84.2 msg/s | 1.34x |  |"
+    assert cluster.line().endswith("| 1,100 / 1,200 msg/s (3-node cluster) | 1,000 / 1,000 msg/s (single node) | "
+                                   "1.10x | 1.00x to 1.20x |")
+    assert span.line() == ("| 3.10.8 | fair dispatch makespan, 3 workers, prefetch 1 | 3.12 s | 2.50 s (ideal) | 1.25x "
+                           "| |")
+    assert time_row.line() == "| 3.10.8 | redelivery after SIGKILL | 25 ms | | | |"
+    assert failover.line().endswith("| 2.50 s | 0 lost, 3 duplicates, 12 held until the node returned (1,500 "
+                                    "messages) | | |")
+    assert MemoryRow("sender.py", 28.65).line() == "| | peak RSS, sender.py | 28.6 MB | | | |"
+    for row, what in ((publish, "publish confirmed"), (consume, "consume + ack, prefetch 1"), (cross, "sender.py conf"),
+                      (cluster, "publish persistent, quorum queue: 3-node"), (span, "fair dispatch"),
+                      (time_row, "redelivery"), (failover, "failover")):
+        dropped = {"sender.py msg/s"} if row is consume else set()
+        assert set(row.to_json()) == stored_keys("bench.json", what) - dropped, what
+    assert consume.to_json()["qprocessor.py msg/s"] == 1100.0 and publish.to_json()["round ratios"] == [1.2, 1.0, 1.1]
+
+    results = ScriptsResults({"cores": 2, "cpu": "AMD EPYC", "python": "3.11.7", "pika": "1.4.4", "rabbitmq": "3.10.8"},
+                             "2026-12-05", 200, 3, (publish, span), (MemoryRow("sender.py", 28.65),
+                                                                     MemoryRow("plain consume", 23.6)))
+    assert results.header() == ("2 cores, AMD EPYC; Python 3.11.7, pika 1.4.4, RabbitMQ 3.10.8; 200 messages, median "
+                                "of 3 rounds\n")
+    assert results.table().splitlines()[-2:] == ["| | peak RSS, plain consume | 23.6 MB | | | |",
+                                                 "| | peak RSS, sender.py | 28.6 MB | | | |"]
+    assert list(results.to_json()["peak_rss_mb"]) == ["sender.py", "plain consume"]
+
+
+def test_a_jobs_row_prints_its_latencies_and_stores_the_keys_of_docs_bench_jobs():
+    ours = tuple(JobsRound(Drive(rate, 0.010, 0.030, 4), Drive(20.0, 0.005, 0.008, 4)) for rate in (400.0, 500.0))
+    peer = tuple(JobsRound(Drive(rate, 0.020, 0.050, 90), Drive(20.0, 0.010, 0.020, 90)) for rate in (200.0, 250.0))
+    row = JobsRow("Jobs API end to end vs rq Worker (forks per job)", "python-rq 2.0, rq.Worker", ours, peer, 2000, 4,
+                  4, 200, 20, rabbitmq="3.10.8")
+    stored = row.to_json()
+    assert set(stored) == stored_keys("bench-jobs.json", "Jobs API end to end vs rq Worker")
+    assert (stored["ratio"], stored["ours p99 ms"], stored["peer paced p50 ms"]) == (2.0, 30.0, 10.0)
+    assert (stored["ours worker processes"], stored["peer worker processes"]) == (4, 90)
+    assert row.line() == ("| 3.10.8 | python-rq 2.0, rq.Worker | 450 / 500 | 225 / 250 | 2.00x | 2.00x to 2.00x | "
+                          "10.0 / 20.0 ms | 30.0 / 50.0 ms | 5.0 / 10.0 ms | 8.0 / 20.0 ms |")
+    results = JobsResults({}, "2026-12-05", 2000, 2, 4, 4, 20, (row,))
+    assert "| at 20 jobs/s: p50 ours / peer |" in results.table() and "paced_rate" not in results.to_json()

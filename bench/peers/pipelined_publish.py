@@ -1,6 +1,6 @@
 """The fastest confirmed publisher a pika program is: a SelectConnection keeping WINDOW messages unconfirmed.
 
-python bench/pipelined_publish.py URL QUEUE COUNT [WINDOW [QUEUE_TYPE]]: persistent messages to a durable queue,
+python bench/peers/pipelined_publish.py URL QUEUE COUNT [WINDOW [QUEUE_TYPE]]: persistent messages to a durable queue,
 publisher confirms on, at most WINDOW (1000) unconfirmed at any time; exits once every message is confirmed (any
 nack: exit 1). QUEUE_TYPE (quorum) declares the queue as `--queue-type` makes the scripts: x-queue-type set.
 """

@@ -1,5 +1,6 @@
 """The Jobs API's peer in the benchmark: the same routes and job records, on python-rq (Redis only), as a Flask user
-would write it today (python bench/rq_jobs.py, then `rq worker jobs` from the repository root, both with REDIS_URL).
+would write it today (python bench/peers/rq_jobs.py, then `rq worker jobs` from the repository root, both with
+REDIS_URL).
 
     POST /jobs        {"start": 1, "end": 10}  -> 201 and the job: id, status "submitted", start, end
     GET  /jobs/<id>   -> 200 and the job, or 404
@@ -24,7 +25,7 @@ import redis
 QUEUE_NAME = "jobs"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "0"))
-RUN_JOB = "bench.rq_jobs.run_job"  # by name: the API runs as __main__, the workers import this module
+RUN_JOB = "bench.peers.rq_jobs.run_job"  # by name: the API runs as __main__, the workers import this module
 
 rd = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
 

@@ -1,6 +1,6 @@
 """The baseline consumer: basic_consume with a callback that acks, stopping after COUNT messages.
 
-python bench/plain_consume.py URL QUEUE COUNT PREFETCH [QUEUE_TYPE]: QUEUE_TYPE (quorum) declares the queue as
+python bench/peers/plain_consume.py URL QUEUE COUNT PREFETCH [QUEUE_TYPE]: QUEUE_TYPE (quorum) declares the queue as
 `--queue-type` makes the scripts: durable, x-queue-type set.
 """
 import sys
