@@ -170,15 +170,20 @@ def demo(live_only: bool, version: Optional[str]) -> None:
               help="Give the students the policymaker tag: on their own vhost they may set policies, so the scripts' "
                    "--delivery-limit and --dead-letter-queue become a policy (as RabbitMQ advises) instead of fixed "
                    "queue arguments.")
+@click.option("--reset-passwords", is_flag=True,
+              help="With --apply: give new random passwords also to students who already have an account but no row "
+                   "in the CSV (without it they keep the password they have).")
 def provision(roster: Path, password: Optional[str], passwords_csv: Path, definitions_path: Optional[Path],
               management_url: Optional[str], admin_user: str, admin_password: str,
-              default_queue_type: Optional[str], policymaker: bool) -> None:
+              default_queue_type: Optional[str], policymaker: bool, reset_passwords: bool) -> None:
     """Create a user, a vhost of the same name and permissions on it only, for each username in ROSTER.
 
-    Safe to re-run: existing users keep the passwords recorded in the CSV, and applying again changes nothing else.
+    Safe to re-run: existing users keep the passwords recorded in the CSV, and with --apply a student who already
+    has an account but no row in the CSV keeps theirs too (--reset-passwords to give them new ones).
     """
     from labs.brokers.management import ManagementAPI
-    from labs.classroom.provision import assign_passwords, definitions, read_passwords, read_roster, write_passwords
+    from labs.classroom.provision import (assign_passwords, definitions, read_passwords, read_roster, users_to_keep,
+                                         write_passwords)
 
     try:
         names = read_roster(roster)
@@ -186,17 +191,35 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
         raise click.BadParameter(str(exc), param_hint="ROSTER") from None
     if not (definitions_path or management_url):
         raise click.UsageError("say where the accounts go: --definitions FILE, --apply URL, or both")
-    students = assign_passwords(names, password, read_passwords(passwords_csv))
-    document = definitions(students, default_queue_type, policymaker)
+    if password is not None:  # a line, not a prompt: provisioning runs unattended
+        click.echo("warning: one password for every student lets each of them log in as any other, into any "
+                   "classmate's vhost; leave out --password to hand out the CSV's random ones", err=True)
+    known = read_passwords(passwords_csv)
+    students = assign_passwords(names, password, known)
+    api = ManagementAPI(management_url, admin_user, admin_password) if management_url else None
+    try:
+        with one_line_errors():  # unreachable (21) or refusing (22), as for every command that needs the API
+            on_broker = set(api.users()) if api else set()
+    except OSError as exc:
+        raise click.ClickException(f"could not read the users at {management_url}: {exc}") from None
+    kept = users_to_keep(names, on_broker, known, password, reset_passwords)
+    document = definitions(students, default_queue_type, policymaker, keep_users=kept)
+    if kept:
+        click.echo(f"kept the passwords of {len(kept)} students who already have an account and no row in "
+                   f"{passwords_csv}: {', '.join(sorted(kept))} (--reset-passwords gives them new ones)")
     if password is None:
-        write_passwords(passwords_csv, students)
-        click.echo(f"passwords for {len(students)} students in {passwords_csv} (hand them out, then delete it)")
+        handed = [student for student in students if student.username not in kept]
+        write_passwords(passwords_csv, handed)
+        click.echo(f"passwords for {len(handed)} students in {passwords_csv} (readable by you only: keep it, re-runs "
+                   "read it to keep every password as handed out)")
     if definitions_path:
         definitions_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        click.echo(f"wrote {definitions_path}: {len(students)} users, vhosts and permissions")
+        click.echo(f"wrote {definitions_path}: {len(document['users'])} users, {len(students)} vhosts and "
+                   "permissions")
     if management_url:
         try:
-            ManagementAPI(management_url, admin_user, admin_password).import_definitions(document)
+            with one_line_errors():
+                api.import_definitions(document)
         except OSError as exc:
             raise click.ClickException(f"could not apply to {management_url}: {exc}") from None
         click.echo(f"applied to {management_url}: {', '.join(names)}")

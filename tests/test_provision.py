@@ -133,3 +133,43 @@ def test_bad_rosters_are_refused_in_one_line(tmp_path, content, message):
     (tmp_path / "roster.txt").write_text(content)
     result = provision(str(tmp_path / "roster.txt"), "--definitions", str(tmp_path / "d.json"))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_rerun_without_the_csv_never_changes_a_password_already_handed_out(broker, roster, tmp_path):
+    """The CSV lost (or never kept): students who have an account keep their password, the run says who and how to
+    give new ones, and only --reset-passwords changes them."""
+    require(broker.local is not None, "applies accounts through the suite's own broker's management API")
+    students = roster[:3]
+    (tmp_path / "roster.txt").write_text("\n".join(students[:2]) + "\n")
+    passwords_csv = tmp_path / "passwords.csv"
+    args = ["--passwords-csv", str(passwords_csv), "--apply", broker.admin.base_url]
+    try:
+        assert provision(str(tmp_path / "roster.txt"), *args).returncode == 0
+        handed_out = read_csv(passwords_csv)
+        passwords_csv.unlink()
+        (tmp_path / "roster.txt").write_text("\n".join(students) + "\n")  # a late joiner, and no CSV
+        again = provision(str(tmp_path / "roster.txt"), *args)
+        assert again.returncode == 0, again.stderr
+        assert f"kept the passwords of 2 students" in again.stdout and "--reset-passwords" in again.stdout
+        for student in students[:2]:
+            assert login(broker, student, handed_out[student], student) == "ok"
+        late = read_csv(passwords_csv)
+        assert list(late) == [students[2]] and login(broker, students[2], late[students[2]], students[2]) == "ok"
+
+        reset = provision(str(tmp_path / "roster.txt"), *args[:2], "--apply", broker.admin.base_url,
+                          "--reset-passwords")
+        assert reset.returncode == 0, reset.stderr
+        assert login(broker, students[0], handed_out[students[0]], students[0]) == "login refused"
+    finally:
+        for student in students:
+            broker.admin.delete_vhost(student)
+            broker.admin.delete_user(student)
+
+
+def test_a_shared_initial_password_is_warned_about_in_one_line(tmp_path):
+    (tmp_path / "roster.txt").write_text("ann\nben\n")
+    result = provision(str(tmp_path / "roster.txt"), "--password", "1Password", "--definitions",
+                       str(tmp_path / "d.json"))
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "log in as any other" in warning[0]

@@ -104,5 +104,9 @@ class ManagementAPI:
     def delete_queue(self, vhost: str, name: str) -> None:
         self._delete_if_there(f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")
 
+    def users(self) -> list[str]:
+        """The names of the broker's users."""
+        return [user["name"] for user in self.request("GET", "/api/users?columns=name")]  # type: ignore[union-attr]
+
     def import_definitions(self, definitions: dict) -> None:
         self.request("POST", "/api/definitions", definitions)

@@ -41,6 +41,15 @@ def assign_passwords(names: list[str], shared: str | None, known: dict[str, str]
     return [Student(name, shared or known.get(name) or secrets.token_urlsafe(12)) for name in names]
 
 
+def users_to_keep(names: list[str], on_broker: set[str], known: dict[str, str], shared: str | None,
+                  reset: bool) -> frozenset[str]:
+    """The students who already have an account whose password this run does not know (no CSV row, no shared
+    password): a new random one would lock them out mid-course, so they keep theirs unless `reset` says otherwise."""
+    if shared is not None or reset:
+        return frozenset()
+    return frozenset(name for name in names if name in on_broker and name not in known)
+
+
 def read_passwords(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -63,17 +72,19 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
 
 
-def definitions(students: list[Student], default_queue_type: str | None = None, policymaker: bool = False) -> dict:
+def definitions(students: list[Student], default_queue_type: str | None = None, policymaker: bool = False,
+                keep_users: frozenset[str] = frozenset()) -> dict:
     """A RabbitMQ definitions document: importable with rabbitmqctl import_definitions, or loaded at boot.
 
     With a default queue type, each student's vhost gives that type to queues declared without x-queue-type. With
     policymaker, students may set policies on their own vhost (the scripts' --delivery-limit becomes one), and use the
-    management UI for it."""
+    management UI for it. Users in `keep_users` are left out of "users" (their vhost and permissions stay): importing
+    them would give them a password they were never handed."""
     vhost_metadata = {"metadata": {"default_queue_type": default_queue_type}} if default_queue_type else {}
     return {
         "users": [{"name": s.username, "password_hash": password_hash(s.password),
                    "hashing_algorithm": "rabbit_password_hashing_sha256",
-                   "tags": ["policymaker"] if policymaker else []} for s in students],
+                   "tags": ["policymaker"] if policymaker else []} for s in students if s.username not in keep_users],
         "vhosts": [{"name": s.username, **vhost_metadata} for s in students],
         "permissions": [{"user": s.username, "vhost": s.username, "configure": ".*", "write": ".*", "read": ".*"}
                         for s in students],
