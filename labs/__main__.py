@@ -26,7 +26,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 20 no broker (set AMQP_URL or install
-    rabbitmq-server); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
+    rabbitmq-server), or a cluster that cannot be started (its ports taken); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
     22 the management API refuses the user (it needs the administrator tag).
     """
 
@@ -216,10 +216,10 @@ def cluster(action: str, node: Optional[int], version: str, base_port: int) -> N
     Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
     they spread over the nodes and fail over when one dies.
     """
-    from labs.brokers.cluster import Cluster, ClusterError, state_folder
+    from labs.brokers.cluster import Cluster, state_folder
 
     found = Cluster(version, state_folder(version), base_port)
-    try:
+    with one_line_errors():  # a cluster that cannot be started (its ports taken, a node that does not boot): exit 20
         if action == "up":
             found.up()
             click.echo(found.status())
@@ -234,8 +234,6 @@ def cluster(action: str, node: Optional[int], version: str, base_port: int) -> N
             click.echo(f"the RabbitMQ {version} cluster is down and its data removed")
         else:
             click.echo(found.status())
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":
