@@ -184,6 +184,11 @@ class Cluster:
             return Rabbitmqctl.for_node(settings().rabbitmq_bin, node.name, self._local_env(node))
         return Rabbitmqctl(("docker", "exec", f"{self.container_prefix}-c{number}", "rabbitmqctl"))
 
+    def is_up(self) -> bool:
+        """At least one of this cluster's nodes runs and answers (a cluster with a node killed is still up). By name:
+        another cluster at the same ports (the other version's, the nodes named otherwise) does not count."""
+        return bool(self.running_nodes() & {node.name for node in self.nodes})
+
     def _runs_here(self, node: ClusterNode) -> bool:
         """This cluster's own node runs (its Erlang VM, or its container), whatever answers at its ports."""
         if self.version == "3.10":
@@ -347,6 +352,16 @@ def state_folder(version: str) -> Path:
     cache = Path(os.environ.get("LABKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                  / "labkit")
     return cache / f"cluster-{version}"
+
+
+def recorded_cluster(version: str) -> Optional[Cluster]:
+    """The cluster of this version that `./kit cluster up` started and recorded (its cluster.json), at the base port
+    it was started at; None when none was (or it was taken down: down removes the record with the data)."""
+    try:
+        record = json.loads((state_folder(version) / "cluster.json").read_text())
+        return Cluster(version, state_folder(version), int(record["base_port"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def port_in_use(port: int) -> bool:
