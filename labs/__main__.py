@@ -14,7 +14,7 @@ import click
 
 from labs.brokers.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
 from labs.brokers.cluster import running_cluster
-from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
+from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_USAGE, KitError, one_line_errors
 from labs.settings import settings
 
 
@@ -26,7 +26,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 20 no broker (set AMQP_URL or install
-    rabbitmq-server); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
+    rabbitmq-server), or a cluster that cannot be started (its ports taken); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
     22 the management API refuses the user (it needs the administrator tag).
     """
 
@@ -228,21 +228,22 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
 @cli.command()
 @click.argument("action", type=click.Choice(["up", "down", "status", "kill", "start"]))
 @click.argument("node", type=click.IntRange(1, 3), required=False)
-@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS), default="3.10", show_default=True,
-              help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image.")
-@click.option("--base-port", type=click.IntRange(1024, 55000), default=5700, show_default=True,
-              help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management).")
-def cluster(action: str, node: Optional[int], version: str, base_port: int) -> None:
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
+              help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image. Without it: "
+                   "the cluster that is up (for up, down, status, kill, start alike), else 3.10.")
+@click.option("--base-port", type=click.IntRange(1024, 55000),
+              help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management). Without it: "
+                   "the port the cluster was started at, else 5700.")
+def cluster(action: str, node: Optional[int], version: Optional[str], base_port: Optional[int]) -> None:
     """A three-node RabbitMQ cluster on this machine: up (formed before any queue exists), down, status; kill NODE
     (SIGKILL, as a machine that dies) and start NODE (it rejoins), NODE being 1, 2 or 3.
 
     Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
     they spread over the nodes and fail over when one dies.
     """
-    from labs.brokers.cluster import Cluster, ClusterError, state_folder
-
-    found = Cluster(version, state_folder(version), base_port)
-    try:
+    with one_line_errors():  # a cluster that cannot be started (its ports taken, a node that does not boot): exit 20
+        found = chosen_cluster(version, base_port)
+        version = found.version
         if action == "up":
             found.up()
             click.echo(found.status())
@@ -257,8 +258,29 @@ def cluster(action: str, node: Optional[int], version: str, base_port: int) -> N
             click.echo(f"the RabbitMQ {version} cluster is down and its data removed")
         else:
             click.echo(found.status())
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
+
+
+def chosen_cluster(version: Optional[str], base_port: Optional[int]):
+    """The cluster a `cluster` command acts on. Without --rabbitmq: the recorded cluster that is up (at --base-port
+    if given), never the other version's by default while that one runs; with both versions up, a refusal asking to
+    choose; with none up, 3.10. Without --base-port: the port the cluster was started at (its record), else 5700."""
+    from labs.brokers.cluster import DEFAULT_BASE_PORT, Cluster, recorded_cluster, state_folder
+
+    if version is None:
+        up = [found for found in map(recorded_cluster, VERSIONS) if found is not None
+              and base_port in (None, found.base_port) and found.is_up()]
+        if len(up) > 1:
+            which = " and ".join(f"RabbitMQ {found.version} on ports {found.nodes[0].port}-{found.nodes[-1].port}"
+                                 for found in up)
+            raise KitError(f"two clusters are up, {which}: choose one with --rabbitmq {' or '.join(VERSIONS)}",
+                           EXIT_USAGE)
+        if up:
+            return up[0]
+        version = LOCAL_VERSION
+    if base_port is None:
+        recorded = recorded_cluster(version)
+        base_port = recorded.base_port if recorded else DEFAULT_BASE_PORT
+    return Cluster(version, state_folder(version), base_port)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ class Lab:
         self.space.processes.append(process)
         return process, output
 
-    def start_api(self) -> None:
-        self.api, self.api_output = self.start("api.py", "api")
+    def start_api(self, **extra: str) -> None:
+        self.api, self.api_output = self.start("api.py", "api", **extra)
 
         def up() -> bool:
             assert self.api.poll() is None, self.api_output.read_text()
@@ -140,6 +140,41 @@ def test_every_bad_body_is_a_400_with_a_json_error_and_records_nothing(lab, spac
     assert lab.jobs() == []
     assert space.ready_or_zero("jobs") == 0
     assert lab.post({"start": 4, "end": 4}).status_code == 201  # start == end is a job
+
+
+def test_a_body_nested_too_deeply_is_a_400_not_a_server_error(lab, space):
+    """[[[[...]]]] 100,000 deep (200 kB, under the size limit) overflows the JSON parser's recursion: still a bad
+    body, a 400 with a JSON error, and no traceback in the server's log."""
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"start": 1, "end": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+        response = lab.post(body, raw=True)
+        assert response.status_code == 400, response.text[:500]
+        assert "invalid JSON: nested too deeply" in response.json()["error"]
+    assert lab.jobs() == []
+    assert space.ready_or_zero("jobs") == 0
+    log = lab.api_output.read_text()
+    assert "RecursionError" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_a_body_over_the_size_limit_is_a_413_with_a_json_error_and_records_nothing(lab, space, redis_server):
+    """A 50 MB job (valid JSON, padded) is refused with 413 under the default limit of 1 MiB, and the limit is
+    MAX_CONTENT_LENGTH's when set (a bad value: exit 2, one line); a job under it still goes through."""
+    padded = json.dumps({"start": 1, "end": 2, "padding": "x" * 50_000_000}).encode()
+    response = requests.post(lab.base + "/jobs", data=padded, timeout=120)
+    assert response.status_code == 413, response.text[:500]
+    assert "larger than the 1048576 bytes" in response.json()["error"]
+    assert lab.jobs() == [] and space.ready_or_zero("jobs") == 0
+
+    small = Lab(space, redis_server)
+    small.start_api(MAX_CONTENT_LENGTH="100")
+    over = small.post({"start": 1, "end": 2, "padding": "x" * 100})
+    assert over.status_code == 413 and "larger than the 100 bytes" in over.json()["error"], over.text
+    assert small.post({"start": 1, "end": 2}).status_code == 201
+    assert len(small.jobs()) == 1
+
+    bad = subprocess.run([sys.executable, str(JOBS / "api.py")], capture_output=True, text=True, timeout=60,
+                         env=lab.env(MAX_CONTENT_LENGTH="1MB"), stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == "api: MAX_CONTENT_LENGTH must be a number of bytes, not '1MB'"
 
 
 def handout_curl_bodies() -> tuple[list[str], list[str]]:

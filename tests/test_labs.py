@@ -112,6 +112,24 @@ def test_lab_claims(broker, lab, default_queue_type, tmp_path):
         assert "processed ['slow work'], redelivered 1 time(s)" in result.stdout
 
 
+def test_read_rabbit_env_gives_the_settings_back_when_its_call_goes_wrong(restartable):
+    """read_rabbit_env changes settings in the call that reads them (`then`): when that call's printout does not parse
+    (here a setting whose value is a list of tuples, which the parser does not take), or the call fails after `then`
+    changed a setting, it raises without the values the caller would restore; so it gives them back itself."""
+    read = ("channel_tick_interval",)
+    before = read_rabbit_env(restartable.ctl, read)
+    change = "application:set_env(rabbit, channel_tick_interval, 59000)"
+    try:
+        with pytest.raises(RabbitmqctlFailed, match="not one setting per key.*given back what they had"):
+            read_rabbit_env(restartable.ctl, (*read, "tcp_listen_options"), then=change)
+        assert read_rabbit_env(restartable.ctl, read) == before
+        with pytest.raises(RabbitmqctlFailed, match="given back what they had"):
+            read_rabbit_env(restartable.ctl, read, then=change + ", erlang:error(a_later_step_fails)")
+        assert read_rabbit_env(restartable.ctl, read) == before
+    finally:  # never leave the suite's broker with the changed setting, whatever failed above
+        restartable.ctl("eval", restore_rabbit_env(before) + ".")
+
+
 def scenario_code_of(function) -> str:
     """A scenario's source with that of every function of labs/scenarios/ it calls, however deep (its own module's,
     the shared helpers')."""
