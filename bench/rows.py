@@ -1,6 +1,6 @@
 """The bench's rows: one small frozen dataclass per kind of measurement, each printing its own line of the table
 (`line()`) and storing itself as a row of docs/bench.json or docs/bench-jobs.json (`to_json()`, whose keys are the
-ones the chart and tests/test_bench.py read). A run's results (ScriptsResults, JobsResults) print the header and the
+ones the chart and tests/kit/test_bench.py read). A run's results (ScriptsResults, JobsResults) print the header and the
 table, and store the whole file.
 
 To add a field to a kind of row (which publish path the sender used, say): a field with a default in its class, and

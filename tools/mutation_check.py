@@ -8,7 +8,7 @@ Each breakage (a "mutant") lives in tools/mutants/*.toml:
     file = "qprocessor.py"
     find = "exact text, found exactly once in the file"
     replace = "the broken text"
-    tests = ["tests/test_work_queue.py::test_..."]
+    tests = ["tests/scripts/test_work_queue.py::test_..."]
     pytest_args = ["--rabbitmq", "4.3"]     # optional: for a behaviour only one broker version has
 
 The repository is copied (as the working tree has it) into a scratch folder, the breakage applied there, and the

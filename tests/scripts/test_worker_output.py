@@ -16,7 +16,7 @@ def test_events_dash_writes_parseable_json_lines_to_stdout(space):
     result = space.run_worker("--events", "-", "--name", "json", "--seconds-per-char", "0", "--lose-every", "4",
                               "--max-messages", "4")
     connected, *records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    # First where it connected (a cluster's failovers show as disconnected and connected again, tests/test_failover.py)
+    # First where it connected (a cluster's failovers show as disconnected and connected again, tests/faults/test_failover.py)
     assert (connected["event"], connected["node"], connected["message_id"], connected["body"]) == \
         ("connected", f"{space.broker.host}:{space.broker.port}", None, "")
     assert [(r["event"], r["body"]) for r in records] == [

@@ -1,6 +1,6 @@
 """Several broker addresses (a cluster's nodes): both scripts connect to one, skip the ones that are down, and fail
 over to another when theirs goes away. Here the "nodes" are proxies in front of the suite's broker, so a node can be
-taken away at a chosen moment; tests/test_cluster.py does the same with a real cluster."""
+taken away at a chosen moment; tests/brokers/test_cluster.py does the same with a real cluster."""
 from __future__ import annotations
 
 import pytest

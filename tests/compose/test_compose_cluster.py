@@ -1,7 +1,7 @@
 """compose.yaml's `cluster` profile for real: three brokers form one cluster at boot, a quorum queue gets a member on
 each, and workers connected through the other nodes drain what the sender published to one.
 
-As tests/test_compose_up.py: the kit's local images, a compose project of its own, free host ports on 127.0.0.1;
+As tests/compose/test_compose_up.py: the kit's local images, a compose project of its own, free host ports on 127.0.0.1;
 without Docker or the images it skips, and under CI=true it fails instead (tests.helpers.require).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from labs.brokers.management import ManagementAPI
 from tests.helpers import SENDER, wait_until
-from tests.test_compose_up import (IN_THE_43_SUITE, PASSWORD, Project, brought_down_afterwards, done_bodies,
+from tests.compose.test_compose_up import (IN_THE_43_SUITE, PASSWORD, Project, brought_down_afterwards, done_bodies,
                                   require_docker_compose_and_images, run)
 
 NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")

@@ -1,7 +1,7 @@
 """compose.yaml's `jobs` profile for real: the Jobs API answers once `up --wait` returns, jobs POSTed over HTTP are
 run by the scaled workers to "complete", and a worker container killed mid-job leaves its job to another worker.
 
-As tests/test_compose_up.py: the kit's local images (images/build makes labkit/redis and labkit/jobs too), a compose
+As tests/compose/test_compose_up.py: the kit's local images (images/build makes labkit/redis and labkit/jobs too), a compose
 project of its own, free host ports on 127.0.0.1; without Docker or the images it skips, and under CI=true it fails
 instead (tests.helpers.require).
 """
@@ -16,7 +16,7 @@ import port_for
 import pytest
 
 from tests.helpers import wait_until
-from tests.test_compose_up import (IN_THE_43_SUITE, Project, brought_down_afterwards,
+from tests.compose.test_compose_up import (IN_THE_43_SUITE, Project, brought_down_afterwards,
                                    require_docker_compose_and_images, run)
 
 REDIS_IMAGE = "labkit/redis:latest"
