@@ -29,6 +29,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from queue import Empty, SimpleQueue
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
@@ -37,8 +38,11 @@ import pika
 import tenacity
 from pika import exceptions as amqp
 
-# --- connection code: the same in sender.py and qprocessor.py, since each script must run when copied alone ---
-# (tests/test_twins.py fails when the two copies differ)
+# --- connection code: generated from labs/amqp/ by `python -m labs.amqp.embed`; edit it there, not here ---
+# (each script carries its own copy so that it runs when copied alone; tests/test_embed.py fails when this copy
+# differs from what labs/amqp/ generates)
+
+# -- from labs/amqp/errors.py --
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # a bad option value (click's own code)
@@ -52,12 +56,8 @@ EXIT_QUEUE_NODE_DOWN = 13  # the queue lives on a cluster node that is down (a c
 EXIT_POLICY_REFUSED = 14  # --limits-by policy, and the management API refused the policy or did not answer
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
-QUEUE_TYPES = ("classic", "quorum")
-LIMITS_BY = ("auto", "policy", "argument")
-POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
-MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
 
-T = TypeVar("T")
+QUEUE_TYPES = ("classic", "quorum")
 
 
 class BrokerError(click.ClickException):
@@ -66,6 +66,369 @@ class BrokerError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def describe(params: pika.ConnectionParameters) -> str:
+    return f"{params.host}:{params.port}"
+
+
+def error_text(exc: BaseException) -> str:
+    return " ".join(map(str, exc.args)) or repr(exc)  # pika nests the cause in args; its str() is often empty
+
+
+def lost_mid_handshake(exc: BaseException) -> bool:
+    """pika calls any connection that closes during the AMQP handshake a "probable" authentication or access error. It
+    is the broker's refusal only when the broker's reply (403 or 530) is inside; a connection reset there is a broker
+    starting or stopping (seen while restarting a node), worth another try and not a wrong password."""
+    return isinstance(exc, (amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)) and \
+        not re.search(r"\((403|530)\)", error_text(exc))
+
+
+def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
+    """Turn a pika or socket error met while connecting into one line a student can act on."""
+    where, vhost = describe(params), params.virtual_host
+    user = getattr(params.credentials, "username", "?")
+    text = error_text(exc)
+    if lost_mid_handshake(exc):
+        return BrokerError(f"cannot reach a broker at {where}: the connection was lost during the handshake (is the "
+                           "broker restarting?)", EXIT_UNREACHABLE)
+    if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
+        return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
+    if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
+        if "not found" in text:
+            return BrokerError(f"vhost {vhost!r} does not exist at {where}", EXIT_VHOST_REFUSED)
+        return BrokerError(f"user {user!r} has no permission on vhost {vhost!r} at {where}", EXIT_VHOST_REFUSED)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        # Nothing AMQP came back: a port that speaks something else, or (behind a proxy such as Docker's) a
+        # broker that is starting or stopping. pika cannot tell them apart; the line names both.
+        return BrokerError(f"{where} took the connection but ended it before the AMQP 0-9-1 handshake: is that "
+                           "the right port, or a broker still starting or stopping?", EXIT_NOT_AMQP)
+    if isinstance(exc, socket.gaierror):
+        return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
+    if "SSL" in text or "certificate" in text.lower():
+        return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
+    causes = re.findall(r"\w+Error\(\d+, '([^']+)'\)", text)  # e.g. ConnectionRefusedError(111, 'Connection refused')
+    reason = causes[-1] if causes else re.sub(r"^\w+: ", "", text.strip("(),'\"")) or type(exc).__name__
+    return BrokerError(f"cannot reach a broker at {where}: {reason}", EXIT_UNREACHABLE)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: the broker is down, restarting or the network dropped; not a refusal.
+
+    A port that does not answer AMQP looks the same to pika as a broker starting or stopping (or a proxy in front of
+    one, such as Docker's, that takes the connection and ends it), so it is retried too, on the first connection as
+    on a reconnection: a wrong port still ends with exit 9, once --retry-for has run out.
+    """
+    if lost_mid_handshake(exc):
+        return True
+    if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
+        return False
+    if isinstance(exc, amqp.ConnectionClosedByBroker):
+        return exc.reply_code not in (403, 530)
+    if isinstance(exc, amqp.IncompatibleProtocolError):
+        return True
+    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
+
+
+def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
+    """The broker closed the whole connection in answer to our declaration: a refusal, not a network problem."""
+    if "transient_nonexcl_queues" in exc.reply_text:
+        return BrokerError(f"the broker refused queue {queue!r}: it does not permit transient (non-durable) queues; "
+                           "declare it durable (leave out --transient)", EXIT_QUEUE_REFUSED)
+    first_line = exc.reply_text.splitlines()[0] if exc.reply_text else ""
+    return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
+
+
+# RabbitMQ names a declared value in two ways: 'true' (or 'quorum'), or the value '5' of type 'signedint'; none
+# means the property was not set. 3.x and 4.x use both, for different properties.
+DECLARED_VALUE = r"(none|the value '[^']*' of type '\w+'|'[^']*')"
+INEQUIVALENT = re.compile(rf"inequivalent arg '([\w-]+)' .*: received {DECLARED_VALUE} but current is {DECLARED_VALUE}")
+NUMBER_TYPES = ("signedint", "long", "short", "byte", "unsignedbyte", "unsignedshort", "unsignedint")
+
+
+def declared_value(text: str) -> Optional[str]:
+    return None if text == "none" else text.split("'")[1]
+
+
+def as_declared(text: str, asked=None):
+    """The broker's value in the form queue_declare takes it (for probing with the existing queue's value).
+
+    A quoted value has no type: it is a number when this run asked for a number in its place.
+    """
+    if text == "none":
+        return None
+    value = text.split("'")[1]
+    kind = text.rsplit("'", 2)[-2] if text.startswith("the value") else "longstr"
+    numeric = kind in NUMBER_TYPES or (isinstance(asked, int) and not isinstance(asked, bool))
+    return int(value) if numeric and value.lstrip("-").isdigit() else value
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One property of a queue that differs between the broker and this run."""
+
+    arg: str
+    current: Optional[str]
+    asked: Optional[str]
+
+
+def queue_phrase(differences: list[Difference], side: str) -> str:
+    """'a durable quorum queue with x-delivery-limit 3', built from the differing properties' values on one side."""
+    adjectives, extras = [], []
+    for each in differences:
+        value = getattr(each, side)
+        if each.arg == "durable":
+            adjectives.append("durable" if value == "true" else "transient (non-durable)")
+        elif each.arg == "x-queue-type":
+            adjectives.append(value or "classic")
+        elif each.arg == "x-dead-letter-exchange":
+            extras.append("a dead-letter target" if value is not None else "no dead-letter target")
+        else:
+            extras.append(f"{each.arg} {value}" if value is not None else f"no {each.arg}")
+    return " ".join(["a", *adjectives, "queue"]) + (" with " + " and ".join(extras) if extras else "")
+
+
+def matching_flags(differences: list[Difference]) -> str:
+    """The command-line flags that declare the existing queue's values of these properties."""
+    flags = []
+    quorum = any(d.arg == "x-queue-type" and d.current == "quorum" for d in differences)
+    for each in differences:
+        arg, current = each.arg, each.current
+        if arg == "durable" and not quorum:  # a quorum queue is durable by itself
+            flags.append("leave out --transient" if current == "true" else "add --transient")
+        elif arg == "x-queue-type":
+            flags.append(f"use --queue-type {current or 'classic'}" if (current or "classic") in QUEUE_TYPES
+                         else f"these scripts do not declare {current} queues")
+        elif arg == "x-dead-letter-exchange":
+            if current is None:
+                flags.append("drop --dead-letter-queue")
+            elif not any(d.arg == "x-dead-letter-routing-key" for d in differences):
+                flags.append("add the --dead-letter-queue it was declared with")
+        elif arg in ("x-delivery-limit", "x-dead-letter-routing-key"):
+            flag = "--delivery-limit" if arg == "x-delivery-limit" else "--dead-letter-queue"
+            flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
+        elif arg != "durable":
+            flags.append(f"these scripts do not set {arg}: use the program that declared it")
+    return ", ".join(flags)
+
+
+def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
+                      open_channel: Optional[Callable[[], object]]) -> list[Difference]:
+    """Every property in which the existing queue differs from `declaration`.
+
+    The broker names one difference per refusal, so each found value is adopted and the declaration tried again on a
+    fresh channel (a declaration equal to the existing queue changes nothing) until the broker accepts it.
+    """
+    differences: list[Difference] = []
+    probe = {**declaration, "arguments": dict(declaration.get("arguments") or {})}
+    refusal = first
+    for _ in range(8):
+        found = INEQUIVALENT.search(refusal.reply_text)
+        if not found:
+            break
+        arg, asked, current = found.groups()
+        if any(seen.arg == arg for seen in differences):  # adopting its value did not settle it: stop probing
+            break
+        differences.append(Difference(arg, declared_value(current), declared_value(asked)))
+        if open_channel is None:
+            break
+        if arg == "durable":
+            probe["durable"] = declared_value(current) == "true"
+        elif as_declared(current) is None:
+            probe["arguments"].pop(arg, None)
+        else:
+            probe["arguments"][arg] = as_declared(current, probe["arguments"].get(arg))
+        try:
+            channel = open_channel()
+            channel.queue_declare(**probe)
+            channel.close()
+            break
+        except amqp.ChannelClosedByBroker as again:
+            refusal = again
+        except amqp.AMQPError:
+            break
+    return differences
+
+
+def home_node_down(exc: amqp.ChannelClosedByBroker, queue: str) -> Optional[BrokerError]:
+    """A classic queue whose cluster node is down answers NOT_FOUND, but it is not gone: say so, and where it is.
+
+    RabbitMQ 3.x names the node ("home node 'N' of durable queue ... is down or inaccessible"); 4.x says only that
+    the operation on the queue timed out."""
+    text = exc.reply_text or ""
+    found = re.search(r"home node '([^']+)' of durable queue", text)
+    if found:
+        where = f"lives on node {found.group(1)}, which is down or unreachable"
+    elif re.search(r"failed to perform operation on queue .* due to timeout", text):
+        where = "did not answer: the node it lives on is down or unreachable"
+    else:
+        return None
+    return BrokerError(f"queue {queue!r} {where}; its messages come back with that node (a quorum queue, "
+                       "--queue-type quorum, has copies on the other nodes)", EXIT_QUEUE_NODE_DOWN)
+
+
+def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Optional[dict] = None,
+                open_channel: Optional[Callable[[], object]] = None) -> BrokerError:
+    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden.
+
+    Given the refused declaration and a way to open channels, it names every property that differs, not only the
+    first one the broker reports.
+    """
+    if exc.reply_code == 404:
+        return home_node_down(exc, queue) or BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
+    if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
+        return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
+    differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
+    if not differences:
+        return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
+    return BrokerError(
+        f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
+        f"{queue_phrase(differences, 'asked')}: {matching_flags(differences)}, or delete the queue first "
+        f"(sender.py --delete-queue --queue {queue})",
+        EXIT_QUEUE_MISMATCH,
+    )
+
+
+# -- from labs/amqp/management.py --
+
+POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
+MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
+
+
+class ManagementError(Exception):
+    """The management API refused a call or did not answer; the message says which, in one line."""
+
+    def __init__(self, message: str, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused  # the API answered, and said no (not: nothing answered)
+
+
+class ManagementAPI:
+    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
+
+    def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
+        self.vhost, self.username = node.virtual_host, node.credentials.username
+        self.url = (url or f"http://{node.host}:15672").rstrip("/")
+        token = base64.b64encode(f"{self.username}:{node.credentials.password}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    def queue(self, name: str) -> Optional[dict]:
+        return self.call("GET", "queues", name)
+
+    def policies(self, kind: str = "policies") -> list:
+        return self.call("GET", kind) or []
+
+    def set_policy(self, name: str, policy: dict) -> None:
+        self.call("PUT", "policies", name, policy)
+
+    def call(self, method: str, kind: str, name: Optional[str] = None, body: Optional[dict] = None):
+        """One request on the user's vhost: the decoded answer, or None for 404."""
+        import urllib.error  # imported here: most runs never call the API, and urllib.request costs start-up time
+        import urllib.parse
+        import urllib.request
+
+        path = "/".join(urllib.parse.quote(part, safe="") for part in (kind, self.vhost, name) if part is not None)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/api/{path}", data, self.headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
+                answer = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and method == "GET":
+                return None
+            try:  # RabbitMQ says why: "Not management user", "Not administrator user", "Login failed", ...
+                reason = json.loads(exc.read()).get("reason", "")
+            except (ValueError, AttributeError, OSError):
+                reason = ""
+            reason = " ".join(str(reason).split()) or exc.reason
+            if exc.code in (401, 403, 404):  # 404: some versions hide a vhost the user has no permissions on
+                raise ManagementError(f"the management API refused user {self.username!r} on vhost {self.vhost!r} "
+                                      f"({reason})", refused=True) from None
+            raise ManagementError(f"the management API answered {exc.code} to {method} {kind} ({reason})",
+                                  refused=True) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ManagementError(f"no management API answers at {self.url} ({getattr(exc, 'reason', exc)}); "
+                                  "give --management-url", refused=False) from None
+        return json.loads(answer) if answer else None
+
+
+def policy_applies(policy: dict, queue: str) -> bool:
+    """Whether a policy (as the management API lists it) matches a queue of this name, as RabbitMQ matches it."""
+    try:
+        matches = re.search(policy.get("pattern", ""), queue) is not None
+    except re.error:  # Erlang's regular expressions are PCRE: the rare pattern Python cannot read is taken as no match
+        return False
+    return matches and policy.get("apply-to", "all") in ("all", "queues", "quorum_queues")
+
+
+def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict]:
+    """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
+    matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
+    return max(matching, key=lambda each: each.get("priority", 0), default=None)
+
+
+def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],
+                  note: Callable[[str], None]) -> "QueueSettings":
+    """Decide how the delivery limit and dead-letter target reach the queue, and set the policy if that is the way.
+
+    RabbitMQ advises a policy: it can change without deleting the queue, where arguments are fixed for its life. A
+    policy takes the policymaker tag, which the classroom's student accounts lack: then (--limits-by auto) they go
+    into the queue's arguments and `note` says why. A queue that holds them as arguments already keeps them there,
+    since the broker refuses a redeclaration without them. Only one policy applies to a queue: ours copies the
+    definition of the one it outranks, so an instructor's other settings stay.
+    """
+    ours = queue.limit_arguments()
+    if not ours or queue.limits_by == "argument":
+        return replace(queue, limits_by="argument")
+    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue.name
+    try:
+        existing = api.queue(queue.name)
+        if existing is not None and any(arg in ours for arg in existing.get("arguments") or {}):
+            if queue.limits_by == "policy":
+                raise BrokerError(f"queue {queue.name!r} holds its limits as queue arguments, which no policy can "
+                                  "replace: give --limits-by argument, or delete the queue first", EXIT_QUEUE_MISMATCH)
+            note(f"queue {queue.name!r} already holds its limits as arguments, so its {queue.limits_phrase()} "
+                 "go there too")
+            return replace(queue, limits_by="argument")
+        outranked = ruling_policy(api.policies(), queue.name, ignore=name)
+        definition = {**(outranked or {}).get("definition", {}), **{arg[2:]: value for arg, value in ours.items()}}
+        api.set_policy(name, {"pattern": f"^{re.escape(queue.name)}$", "apply-to": "queues",
+                              "priority": (outranked or {}).get("priority", 0) + 1, "definition": definition})
+    except ManagementError as exc:
+        why = f"{exc}: a policy needs the policymaker tag" if exc.refused else str(exc)
+        if queue.limits_by == "policy":
+            raise BrokerError(f"cannot set policy {name!r}: {why}", EXIT_POLICY_REFUSED) from None
+        note(f"{why}; queue {queue.name!r} gets its {queue.limits_phrase()} as arguments instead")
+        return replace(queue, limits_by="argument")
+    note(f"policy {name!r} on vhost {api.vhost!r} gives queue {queue.name!r} {queue.limits_phrase()}")
+    return replace(queue, limits_by="policy")
+
+
+# -- from labs/amqp/connection.py --
+
+class Event(str, Enum):
+    """The kinds of event qprocessor.py writes to its --events log, one JSON line each ({"event": "done", ...}).
+
+    Named once, here, as rq names its job statuses: the worker writes them and the kit reads them. A str Enum, so a
+    member is the very string in the JSON and compares equal to it.
+    """
+
+    RECEIVED = "received"  # a delivery arrived (before any work)
+    DONE = "done"  # its work finished (logged before the ack: a crash between the two shows up as a duplicate)
+    LOST = "lost"  # dropped on purpose (--lose-every), taken by auto-ack at exit, or dropped by the broker
+    REQUEUED = "requeued"  # rejected back to the queue
+    ABANDONED = "abandoned"  # given up mid-work: a stop signal, a closed channel or a cancelled consumer
+    FAILED = "failed"  # the work failed (--fail-on)
+    DEAD_LETTERED = "dead-lettered"  # rejected, and the broker moved it to the dead-letter queue
+    CANCELLED = "cancelled"  # the broker cancelled this worker's consumer
+    CONNECTED = "connected"  # a connection opened, with the node
+    DISCONNECTED = "disconnected"  # a connection was lost, with the node and why
+
+
+LIMITS_BY = ("auto", "policy", "argument")
+
+
+T = TypeVar("T")
 
 
 def setting(value, *declarations: str, secret: bool = False, **attributes):
@@ -280,176 +643,6 @@ class QueueSettings:
         return ready
 
 
-class ManagementError(Exception):
-    """The management API refused a call or did not answer; the message says which, in one line."""
-
-    def __init__(self, message: str, refused: bool) -> None:
-        super().__init__(message)
-        self.refused = refused  # the API answered, and said no (not: nothing answered)
-
-
-class ManagementAPI:
-    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
-
-    def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
-        self.vhost, self.username = node.virtual_host, node.credentials.username
-        self.url = (url or f"http://{node.host}:15672").rstrip("/")
-        token = base64.b64encode(f"{self.username}:{node.credentials.password}".encode()).decode()
-        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-
-    def queue(self, name: str) -> Optional[dict]:
-        return self.call("GET", "queues", name)
-
-    def policies(self, kind: str = "policies") -> list:
-        return self.call("GET", kind) or []
-
-    def set_policy(self, name: str, policy: dict) -> None:
-        self.call("PUT", "policies", name, policy)
-
-    def call(self, method: str, kind: str, name: Optional[str] = None, body: Optional[dict] = None):
-        """One request on the user's vhost: the decoded answer, or None for 404."""
-        import urllib.error  # imported here: most runs never call the API, and urllib.request costs start-up time
-        import urllib.parse
-        import urllib.request
-
-        path = "/".join(urllib.parse.quote(part, safe="") for part in (kind, self.vhost, name) if part is not None)
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/api/{path}", data, self.headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
-                answer = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and method == "GET":
-                return None
-            try:  # RabbitMQ says why: "Not management user", "Not administrator user", "Login failed", ...
-                reason = json.loads(exc.read()).get("reason", "")
-            except (ValueError, AttributeError, OSError):
-                reason = ""
-            reason = " ".join(str(reason).split()) or exc.reason
-            if exc.code in (401, 403, 404):  # 404: some versions hide a vhost the user has no permissions on
-                raise ManagementError(f"the management API refused user {self.username!r} on vhost {self.vhost!r} "
-                                      f"({reason})", refused=True) from None
-            raise ManagementError(f"the management API answered {exc.code} to {method} {kind} ({reason})",
-                                  refused=True) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ManagementError(f"no management API answers at {self.url} ({getattr(exc, 'reason', exc)}); "
-                                  "give --management-url", refused=False) from None
-        return json.loads(answer) if answer else None
-
-
-def policy_applies(policy: dict, queue: str) -> bool:
-    """Whether a policy (as the management API lists it) matches a queue of this name, as RabbitMQ matches it."""
-    try:
-        matches = re.search(policy.get("pattern", ""), queue) is not None
-    except re.error:  # Erlang's regular expressions are PCRE: the rare pattern Python cannot read is taken as no match
-        return False
-    return matches and policy.get("apply-to", "all") in ("all", "queues", "quorum_queues")
-
-
-def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict]:
-    """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
-    matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
-    return max(matching, key=lambda each: each.get("priority", 0), default=None)
-
-
-def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],
-                  note: Callable[[str], None]) -> "QueueSettings":
-    """Decide how the delivery limit and dead-letter target reach the queue, and set the policy if that is the way.
-
-    RabbitMQ advises a policy: it can change without deleting the queue, where arguments are fixed for its life. A
-    policy takes the policymaker tag, which the classroom's student accounts lack: then (--limits-by auto) they go
-    into the queue's arguments and `note` says why. A queue that holds them as arguments already keeps them there,
-    since the broker refuses a redeclaration without them. Only one policy applies to a queue: ours copies the
-    definition of the one it outranks, so an instructor's other settings stay.
-    """
-    ours = queue.limit_arguments()
-    if not ours or queue.limits_by == "argument":
-        return replace(queue, limits_by="argument")
-    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue.name
-    try:
-        existing = api.queue(queue.name)
-        if existing is not None and any(arg in ours for arg in existing.get("arguments") or {}):
-            if queue.limits_by == "policy":
-                raise BrokerError(f"queue {queue.name!r} holds its limits as queue arguments, which no policy can "
-                                  "replace: give --limits-by argument, or delete the queue first", EXIT_QUEUE_MISMATCH)
-            note(f"queue {queue.name!r} already holds its limits as arguments, so its {queue.limits_phrase()} "
-                 "go there too")
-            return replace(queue, limits_by="argument")
-        outranked = ruling_policy(api.policies(), queue.name, ignore=name)
-        definition = {**(outranked or {}).get("definition", {}), **{arg[2:]: value for arg, value in ours.items()}}
-        api.set_policy(name, {"pattern": f"^{re.escape(queue.name)}$", "apply-to": "queues",
-                              "priority": (outranked or {}).get("priority", 0) + 1, "definition": definition})
-    except ManagementError as exc:
-        why = f"{exc}: a policy needs the policymaker tag" if exc.refused else str(exc)
-        if queue.limits_by == "policy":
-            raise BrokerError(f"cannot set policy {name!r}: {why}", EXIT_POLICY_REFUSED) from None
-        note(f"{why}; queue {queue.name!r} gets its {queue.limits_phrase()} as arguments instead")
-        return replace(queue, limits_by="argument")
-    note(f"policy {name!r} on vhost {api.vhost!r} gives queue {queue.name!r} {queue.limits_phrase()}")
-    return replace(queue, limits_by="policy")
-
-
-def describe(params: pika.ConnectionParameters) -> str:
-    return f"{params.host}:{params.port}"
-
-
-def error_text(exc: BaseException) -> str:
-    return " ".join(map(str, exc.args)) or repr(exc)  # pika nests the cause in args; its str() is often empty
-
-
-def lost_mid_handshake(exc: BaseException) -> bool:
-    """pika calls any connection that closes during the AMQP handshake a "probable" authentication or access error. It
-    is the broker's refusal only when the broker's reply (403 or 530) is inside; a connection reset there is a broker
-    starting or stopping (seen while restarting a node), worth another try and not a wrong password."""
-    return isinstance(exc, (amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)) and \
-        not re.search(r"\((403|530)\)", error_text(exc))
-
-
-def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerError:
-    """Turn a pika or socket error met while connecting into one line a student can act on."""
-    where, vhost = describe(params), params.virtual_host
-    user = getattr(params.credentials, "username", "?")
-    text = error_text(exc)
-    if lost_mid_handshake(exc):
-        return BrokerError(f"cannot reach a broker at {where}: the connection was lost during the handshake (is the "
-                           "broker restarting?)", EXIT_UNREACHABLE)
-    if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
-        return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
-    if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
-        if "not found" in text:
-            return BrokerError(f"vhost {vhost!r} does not exist at {where}", EXIT_VHOST_REFUSED)
-        return BrokerError(f"user {user!r} has no permission on vhost {vhost!r} at {where}", EXIT_VHOST_REFUSED)
-    if isinstance(exc, amqp.IncompatibleProtocolError):
-        # Nothing AMQP came back: a port that speaks something else, or (behind a proxy such as Docker's) a
-        # broker that is starting or stopping. pika cannot tell them apart; the line names both.
-        return BrokerError(f"{where} took the connection but ended it before the AMQP 0-9-1 handshake: is that "
-                           "the right port, or a broker still starting or stopping?", EXIT_NOT_AMQP)
-    if isinstance(exc, socket.gaierror):
-        return BrokerError(f"cannot resolve host {params.host!r}", EXIT_UNREACHABLE)
-    if "SSL" in text or "certificate" in text.lower():
-        return BrokerError(f"TLS handshake with {where} failed: {text.strip('()')}", EXIT_NOT_AMQP)
-    causes = re.findall(r"\w+Error\(\d+, '([^']+)'\)", text)  # e.g. ConnectionRefusedError(111, 'Connection refused')
-    reason = causes[-1] if causes else re.sub(r"^\w+: ", "", text.strip("(),'\"")) or type(exc).__name__
-    return BrokerError(f"cannot reach a broker at {where}: {reason}", EXIT_UNREACHABLE)
-
-
-def is_transient(exc: BaseException, reconnecting: bool = False) -> bool:
-    """Worth another try: the broker is down, restarting or the network dropped; not a refusal.
-
-    A port that does not answer AMQP is a mistake on a first connection, but a broker shutting down mid-handshake
-    looks the same, so it is retried when reconnecting.
-    """
-    if lost_mid_handshake(exc):
-        return True
-    if isinstance(exc, (amqp.AuthenticationError, amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)):
-        return False
-    if isinstance(exc, amqp.ConnectionClosedByBroker):
-        return exc.reply_code not in (403, 530)
-    if isinstance(exc, amqp.IncompatibleProtocolError):
-        return reconnecting
-    return isinstance(exc, amqp.AMQPConnectionError) and "SSL" not in error_text(exc)
-
-
 def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Brokers, retry_for: float,
                quiet: bool = False, reconnecting: bool = False) -> T:
     """Run `action` on a node, retrying transient connection errors with backoff for at most `retry_for` seconds.
@@ -467,7 +660,7 @@ def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Broker
             click.echo(f"{reason}; retrying in {state.next_action.sleep:.1f}s", err=True)
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, reconnecting)),
+        retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_delay(retry_for),
         wait=tenacity.wait_exponential(multiplier=0.25, max=5),
         before_sleep=say_waiting,
@@ -482,165 +675,6 @@ def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Broker
 def open_connection(brokers: Brokers, retry_for: float = 30, quiet: bool = False,
                     reconnecting: bool = False) -> pika.BlockingConnection:
     return with_retry(pika.BlockingConnection, brokers, retry_for, quiet, reconnecting)
-
-
-def declare_refused(exc: amqp.ConnectionClosedByBroker, queue: str) -> BrokerError:
-    """The broker closed the whole connection in answer to our declaration: a refusal, not a network problem."""
-    if "transient_nonexcl_queues" in exc.reply_text:
-        return BrokerError(f"the broker refused queue {queue!r}: it does not permit transient (non-durable) queues; "
-                           "declare it durable (leave out --transient)", EXIT_QUEUE_REFUSED)
-    first_line = exc.reply_text.splitlines()[0] if exc.reply_text else ""
-    return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_code} {first_line}", EXIT_QUEUE_REFUSED)
-
-
-# RabbitMQ names a declared value in two ways: 'true' (or 'quorum'), or the value '5' of type 'signedint'; none
-# means the property was not set. 3.x and 4.x use both, for different properties.
-DECLARED_VALUE = r"(none|the value '[^']*' of type '\w+'|'[^']*')"
-INEQUIVALENT = re.compile(rf"inequivalent arg '([\w-]+)' .*: received {DECLARED_VALUE} but current is {DECLARED_VALUE}")
-NUMBER_TYPES = ("signedint", "long", "short", "byte", "unsignedbyte", "unsignedshort", "unsignedint")
-
-
-def declared_value(text: str) -> Optional[str]:
-    return None if text == "none" else text.split("'")[1]
-
-
-def as_declared(text: str, asked=None):
-    """The broker's value in the form queue_declare takes it (for probing with the existing queue's value).
-
-    A quoted value has no type: it is a number when this run asked for a number in its place.
-    """
-    if text == "none":
-        return None
-    value = text.split("'")[1]
-    kind = text.rsplit("'", 2)[-2] if text.startswith("the value") else "longstr"
-    numeric = kind in NUMBER_TYPES or (isinstance(asked, int) and not isinstance(asked, bool))
-    return int(value) if numeric and value.lstrip("-").isdigit() else value
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One property of a queue that differs between the broker and this run."""
-
-    arg: str
-    current: Optional[str]
-    asked: Optional[str]
-
-
-def queue_phrase(differences: list[Difference], side: str) -> str:
-    """'a durable quorum queue with x-delivery-limit 3', built from the differing properties' values on one side."""
-    adjectives, extras = [], []
-    for each in differences:
-        value = getattr(each, side)
-        if each.arg == "durable":
-            adjectives.append("durable" if value == "true" else "transient (non-durable)")
-        elif each.arg == "x-queue-type":
-            adjectives.append(value or "classic")
-        elif each.arg == "x-dead-letter-exchange":
-            extras.append("a dead-letter target" if value is not None else "no dead-letter target")
-        else:
-            extras.append(f"{each.arg} {value}" if value is not None else f"no {each.arg}")
-    return " ".join(["a", *adjectives, "queue"]) + (" with " + " and ".join(extras) if extras else "")
-
-
-def matching_flags(differences: list[Difference]) -> str:
-    """The command-line flags that declare the existing queue's values of these properties."""
-    flags = []
-    quorum = any(d.arg == "x-queue-type" and d.current == "quorum" for d in differences)
-    for each in differences:
-        arg, current = each.arg, each.current
-        if arg == "durable" and not quorum:  # a quorum queue is durable by itself
-            flags.append("leave out --transient" if current == "true" else "add --transient")
-        elif arg == "x-queue-type":
-            flags.append(f"use --queue-type {current or 'classic'}" if (current or "classic") in QUEUE_TYPES
-                         else f"these scripts do not declare {current} queues")
-        elif arg == "x-dead-letter-exchange":
-            if current is None:
-                flags.append("drop --dead-letter-queue")
-            elif not any(d.arg == "x-dead-letter-routing-key" for d in differences):
-                flags.append("add the --dead-letter-queue it was declared with")
-        elif arg in ("x-delivery-limit", "x-dead-letter-routing-key"):
-            flag = "--delivery-limit" if arg == "x-delivery-limit" else "--dead-letter-queue"
-            flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
-        elif arg != "durable":
-            flags.append(f"these scripts do not set {arg}: use the program that declared it")
-    return ", ".join(flags)
-
-
-def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
-                      open_channel: Optional[Callable[[], object]]) -> list[Difference]:
-    """Every property in which the existing queue differs from `declaration`.
-
-    The broker names one difference per refusal, so each found value is adopted and the declaration tried again on a
-    fresh channel (a declaration equal to the existing queue changes nothing) until the broker accepts it.
-    """
-    differences: list[Difference] = []
-    probe = {**declaration, "arguments": dict(declaration.get("arguments") or {})}
-    refusal = first
-    for _ in range(8):
-        found = INEQUIVALENT.search(refusal.reply_text)
-        if not found:
-            break
-        arg, asked, current = found.groups()
-        if any(seen.arg == arg for seen in differences):  # adopting its value did not settle it: stop probing
-            break
-        differences.append(Difference(arg, declared_value(current), declared_value(asked)))
-        if open_channel is None:
-            break
-        if arg == "durable":
-            probe["durable"] = declared_value(current) == "true"
-        elif as_declared(current) is None:
-            probe["arguments"].pop(arg, None)
-        else:
-            probe["arguments"][arg] = as_declared(current, probe["arguments"].get(arg))
-        try:
-            channel = open_channel()
-            channel.queue_declare(**probe)
-            channel.close()
-            break
-        except amqp.ChannelClosedByBroker as again:
-            refusal = again
-        except amqp.AMQPError:
-            break
-    return differences
-
-
-def home_node_down(exc: amqp.ChannelClosedByBroker, queue: str) -> Optional[BrokerError]:
-    """A classic queue whose cluster node is down answers NOT_FOUND, but it is not gone: say so, and where it is.
-
-    RabbitMQ 3.x names the node ("home node 'N' of durable queue ... is down or inaccessible"); 4.x says only that
-    the operation on the queue timed out."""
-    text = exc.reply_text or ""
-    found = re.search(r"home node '([^']+)' of durable queue", text)
-    if found:
-        where = f"lives on node {found.group(1)}, which is down or unreachable"
-    elif re.search(r"failed to perform operation on queue .* due to timeout", text):
-        where = "did not answer: the node it lives on is down or unreachable"
-    else:
-        return None
-    return BrokerError(f"queue {queue!r} {where}; its messages come back with that node (a quorum queue, "
-                       "--queue-type quorum, has copies on the other nodes)", EXIT_QUEUE_NODE_DOWN)
-
-
-def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Optional[dict] = None,
-                open_channel: Optional[Callable[[], object]] = None) -> BrokerError:
-    """Explain why the broker refused the queue: missing (NOT_FOUND), declared with other properties, or forbidden.
-
-    Given the refused declaration and a way to open channels, it names every property that differs, not only the
-    first one the broker reports.
-    """
-    if exc.reply_code == 404:
-        return home_node_down(exc, queue) or BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
-    if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
-        return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
-    differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
-    if not differences:
-        return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
-    return BrokerError(
-        f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
-        f"{queue_phrase(differences, 'asked')}: {matching_flags(differences)}, or delete the queue first "
-        f"(sender.py --delete-queue --queue {queue})",
-        EXIT_QUEUE_MISMATCH,
-    )
 
 
 def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672, vhost: str = "/",
@@ -894,7 +928,7 @@ class Publisher:
         if isinstance(error, amqp.ConnectionBlockedTimeout):
             raise BrokerError(f"the broker blocked publishing for over {params.blocked_connection_timeout:g}s "
                               f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
-        if self._published and is_transient(error, reconnecting=True):
+        if self._published and is_transient(error):
             raise ResumeAfterLoss(str(error) or type(error).__name__)
         raise error
 

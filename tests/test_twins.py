@@ -1,7 +1,7 @@
-"""The two scripts repeat their connection code by design (each runs alone); these tests keep the twins equal."""
+"""The two scripts carry the same connection code (embedded from labs/amqp/, see tests/test_embed.py) and declare
+their options the same way; these tests keep what the twins share honest."""
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import fields
 
@@ -9,29 +9,12 @@ import pytest
 
 import qprocessor
 import sender
-from tests.helpers import QPROCESSOR, SENDER
-
-START = "# --- connection code:"
-END = "# --- end of the connection code ---"
-
-
-def connection_block(path) -> str:
-    text = path.read_text(encoding="utf-8")
-    assert text.count(START) == 1 and text.count(END) == 1, f"{path.name} must mark its connection code once"
-    return text[text.index(START):text.index(END) + len(END)]
-
-
-def test_the_connection_code_is_the_same_in_both_scripts():
-    ours, theirs = connection_block(SENDER), connection_block(QPROCESSOR)
-    difference = "".join(difflib.unified_diff(ours.splitlines(True), theirs.splitlines(True), "sender.py",
-                                              "qprocessor.py"))
-    assert ours == theirs, "the twin blocks drifted apart:\n" + difference
+from labs.amqp import embed
 
 
 def test_the_block_names_no_script_as_its_only_home():
-    """A comment copied from one twin must not claim the code lives in the other script only."""
-    block = connection_block(SENDER)
-    assert not re.search(r"repeated in (sender|qprocessor)\.py", block)
+    """Both scripts embed the block: a comment in it must not claim the code lives in one script only."""
+    assert not re.search(r"repeated in (sender|qprocessor)\.py", embed.generated_block())
 
 
 @pytest.mark.parametrize("script, own", [(sender, sender.SenderSettings), (qprocessor, qprocessor.WorkerSettings)])
