@@ -38,6 +38,508 @@ import pika
 import tenacity
 from pika import exceptions as amqp
 
+# --- what is sent ---
+
+class Message(NamedTuple):
+    message_id: str
+    body: bytes
+
+
+# Unique across runs and cheap per message: one random prefix per process, then a counter.
+MESSAGE_IDS = map(f"{uuid.uuid4().hex[:16]}-{{}}".format, itertools.count(1))
+
+
+def new_message(body: "bytes | str") -> Message:
+    return Message(next(MESSAGE_IDS), body.encode("utf-8") if isinstance(body, str) else body)
+
+
+class MessageSource:
+    """The messages still to publish. take() returns what is ready now, never waiting; `finished` once no more will
+    come. Messages a lost connection left unconfirmed are put back in front."""
+
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        self._front: collections.deque[Message] = collections.deque()
+        self._rest: Iterator[Message] = iter(messages)
+        self._rest_done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._rest_done and not self._front
+
+    def put_back(self, messages: list[Message]) -> None:
+        self._front.extendleft(reversed(messages))
+
+    def take(self, count: int) -> list[Message]:
+        batch = [self._front.popleft() for _ in range(min(count, len(self._front)))]
+        if len(batch) < count and not self._rest_done:
+            batch += self._more(count - len(batch))
+        return batch
+
+    def _more(self, count: int) -> list[Message]:
+        more = list(itertools.islice(self._rest, count))
+        self._rest_done = len(more) < count
+        return more
+
+    def when_ready(self, wake: Callable[[], None]) -> None:
+        """`wake` is called, from any thread, when messages arrive after take() found none: streams need it."""
+
+
+class StreamSource(MessageSource):
+    """One message per non-empty line of a stream (standard input), published as each line arrives.
+
+    A thread reads the stream, so a slow pipe (tail -f) never stalls the connection: pika's loop keeps answering
+    heartbeats and confirms, and each line goes out as soon as it is read.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self._lines: "SimpleQueue[Optional[bytes]]" = SimpleQueue()
+        self._wake: Callable[[], None] = lambda: None
+        self._waiting = threading.Event()  # take() came back short: wake the publisher at the next line
+        threading.Thread(target=self._read, args=(stream,), name="line-reader", daemon=True).start()
+
+    def when_ready(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def _read(self, stream) -> None:
+        try:
+            for line in stream:
+                line = line.rstrip(b"\r\n")
+                if line:
+                    self._lines.put(line)
+                    self._notify()
+        finally:
+            self._lines.put(None)  # the end of the stream
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._waiting.is_set():
+            self._waiting.clear()
+            self._wake()
+
+    def _more(self, count: int) -> list[Message]:
+        batch: list[Message] = []
+        while len(batch) < count:
+            try:
+                line = self._lines.get_nowait()
+            except Empty:
+                self._waiting.set()
+                if self._lines.empty():  # else a line came in before the flag was up: it would wake no one
+                    break
+                continue
+            if line is None:
+                self._rest_done = True
+                break
+            batch.append(new_message(line))
+        return batch
+
+
+def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
+    """Bodies 1..count, each starting with its number and padded with dots to `length` characters."""
+    for number in range(1, count + 1):
+        yield str(number).ljust(length, ".")
+
+
+def message_properties(message: Message, persistent: bool) -> pika.BasicProperties:
+    return pika.BasicProperties(message_id=message.message_id,
+                                delivery_mode=pika.DeliveryMode.Persistent if persistent else None)
+
+
+# --- the publish loop ---
+
+_confirming_channels: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def send(channel, queue: str, body: "bytes | str", persistent: bool = False) -> str:
+    """Publish one message to `queue` and wait for the broker's confirm; return its message_id (for ipython).
+
+    Raises pika's UnroutableError when no queue by that name exists, NackError when the broker refuses it.
+    """
+    if channel not in _confirming_channels:  # confirm mode is switched on once per channel
+        channel.confirm_delivery()
+        _confirming_channels.add(channel)
+    message = new_message(body)
+    channel.basic_publish("", queue, message.body, message_properties(message, persistent), mandatory=True)
+    return message.message_id
+
+
+class Publisher:
+    """Publishes over pika's asynchronous SelectConnection, keeping up to `window` messages unconfirmed.
+
+    Waiting for each confirm in turn costs a round trip per message; a window of unconfirmed messages
+    (as RabbitMQ's PerfTest --confirm N) keeps the pipe full while still knowing exactly what is on the broker.
+    """
+
+    def __init__(self, brokers: Brokers, queue: QueueSettings, *, declare: bool = True,
+                 persistent: bool = False, confirm: bool = True, window: int = 1024,
+                 on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
+        self.brokers, self.queue, self.declare = brokers, queue, declare
+        self.persistent, self.confirm, self.window = persistent, confirm, window
+        self.on_sent, self.say = on_sent, say
+        self.report = Report()
+        self._source = MessageSource()
+        self._unconfirmed: dict[int, Message] = {}
+        self._returned: set[str] = set()
+
+    def run(self, messages: "Iterable[Message] | MessageSource", retry_for: float = 30, quiet: bool = False) -> Report:
+        """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
+        self._source = messages if isinstance(messages, MessageSource) else MessageSource(messages)
+        self._source.when_ready(self._wake)
+        self.report.started = time.monotonic()
+        self._resuming = False  # a connection was lost: say so when the next one opens
+        try:
+            reconnecting = False
+            while True:
+                try:
+                    with_retry(self._session, self.brokers, retry_for, quiet, reconnecting)
+                    return self.report
+                except ResumeAfterLoss as lost:
+                    reconnecting = self._resuming = True
+                    unconfirmed = list(self._unconfirmed.values())
+                    self.report.resent += len(unconfirmed)
+                    self.say(f"connection to {describe(self.brokers.current)} lost ({lost}) after "
+                             f"{self.report.confirmed} confirmed; reconnecting to resend {len(unconfirmed)} unconfirmed")
+                    self._source.put_back(unconfirmed)
+        finally:
+            self.report.finished = time.monotonic()
+
+    def _session(self, params: pika.ConnectionParameters) -> None:
+        """One connection's worth of publishing, to one node. Raises what ended it, unless it ended with all sent."""
+        self._params = params
+        self._unconfirmed, self._returned = {}, set()
+        self._next_tag, self._error, self._done, self._published = 1, None, False, False
+        self._publishing = False  # the queue is declared and confirms are on: messages may go
+        self._declaring: Optional[dict] = None  # the declaration awaiting the broker's answer
+        self._refused: Optional[tuple[amqp.ChannelClosedByBroker, dict]] = None
+        connection = pika.SelectConnection(params, on_open_callback=self._on_open,
+                                           on_open_error_callback=self._on_open_error,
+                                           on_close_callback=self._on_closed)
+        connection.add_on_connection_blocked_callback(
+            lambda _conn, frame: self.say(f"the broker is blocking publishers ({frame.method.reason}); waiting"))
+        connection.add_on_connection_unblocked_callback(lambda _conn, _frame: self.say("the broker unblocked; resuming"))
+        self._connection = connection
+        connection.ioloop.start()
+        if self._done:
+            return
+        if self._refused is not None:
+            raise self._explain_refused(*self._refused)
+        error = self._error
+        if isinstance(error, BrokerError):
+            raise error
+        if isinstance(error, amqp.ConnectionBlockedTimeout):
+            raise BrokerError(f"the broker blocked publishing for over {params.blocked_connection_timeout:g}s "
+                              f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
+        if self._published and is_transient(error):
+            raise ResumeAfterLoss(str(error) or type(error).__name__)
+        raise error
+
+    def _explain_refused(self, refusal: amqp.ChannelClosedByBroker, declaration: dict) -> BrokerError:
+        """A declaration the broker refused, explained with every differing property (probed on a new connection)."""
+        try:
+            probe = pika.BlockingConnection(self._params)
+        except amqp.AMQPError:
+            return queue_error(refusal, declaration["queue"])
+        try:
+            return queue_error(refusal, declaration["queue"], declaration, probe.channel)
+        finally:
+            close_quietly(probe)
+
+    def _on_open(self, connection) -> None:
+        if self._resuming:  # after a loss: say where publishing resumes (another node, in a cluster)
+            self.say(f"reconnected to {describe(self._params)}")
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection, error: BaseException) -> None:
+        # pika hands some failures (a TLS handshake) over as its internal workflow error: treat them all alike.
+        self._error = error if isinstance(error, amqp.AMQPConnectionError) else amqp.AMQPConnectionError(error)
+        connection.ioloop.stop()
+
+    def _on_closed(self, connection, reason: BaseException) -> None:
+        if self._error is None and not self._done:
+            declaring = self._declaring is not None and isinstance(reason, amqp.ConnectionClosedByBroker)
+            self._error = declare_refused(reason, self._declaring["queue"]) if declaring else reason
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        if self.declare:
+            self._declare_next(list(self.queue.declarations()))
+        else:
+            self._on_declared()
+
+    def _declare_next(self, declarations: list[dict]) -> None:
+        """Declare each queue in turn on the asynchronous channel, then start publishing."""
+        if not declarations:
+            self._on_declared()
+            return
+        declaration = declarations.pop(0)
+        self._declaring = declaration  # a connection closed now is the broker's answer to this declaration
+        self._channel.queue_declare(**declaration, callback=lambda _frame: self._declare_next(declarations))
+
+    def _on_declared(self) -> None:
+        self._declaring = None
+        self._publishing = True
+        if self.confirm:
+            self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
+        else:
+            self._publish_more()
+
+    def _on_channel_closed(self, channel, reason: BaseException) -> None:
+        if isinstance(reason, amqp.ChannelClosedByBroker) and self._error is None:
+            if self._declaring is not None:
+                self._refused = (reason, self._declaring)
+            else:
+                self._error = channel_error(reason, self.queue.name)
+        if self._connection.is_open:
+            self._connection.close()
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        self._returned.add(properties.message_id)
+
+    def _wake(self) -> None:
+        """Called from the stream's reader thread: publish the new lines from pika's own loop."""
+        self._connection.ioloop.add_callback_threadsafe(self._publish_more)
+
+    def _publish_more(self) -> None:
+        # The hot path: one properties object, re-stamped per message (basic_publish encodes it at once), and the
+        # counters kept in locals until the batch is out.
+        if not self._publishing or self._done or not self._channel.is_open:
+            return  # a wake-up before the queue is declared, or after the end
+        budget = self.window - len(self._unconfirmed) if self.confirm else self.window
+        publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
+        properties = message_properties(Message("", b""), self.persistent)
+        unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
+        # pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
+        # system call each; the batch's frames are gathered here instead and written at once, in the same order.
+        # A body that fits one frame is framed here (the method frame is the same for every message); a larger
+        # one goes through basic_publish, which splits it.
+        connection = self._connection
+        frames: list[bytes] = []
+        add, channel_number, largest = frames.append, self._channel.channel_number, connection._body_max_length
+        method_frame = pika.frame.Method(channel_number, pika.spec.Basic.Publish(routing_key=queue,
+                                                                                 mandatory=True)).marshal()
+        header_start, body_start, frame_end = struct.Struct(">BHIHxxQ").pack, struct.Struct(">BHI").pack, b"\xce"
+        connection._adapter_emit_data = add  # shadows the adapter's method for this batch only
+        try:
+            for message in self._source.take(max(budget, 0)):
+                properties.message_id = message.message_id
+                body = message.body
+                if 0 < len(body) <= largest:
+                    encoded = b"".join(properties.encode())
+                    add(method_frame)
+                    add(header_start(2, channel_number, len(encoded) + 12, 60, len(body)) + encoded + frame_end)
+                    add(body_start(3, channel_number, len(body)) + body + frame_end)
+                    connection.bytes_sent += len(method_frame) + len(encoded) + len(body) + 28
+                    connection.frames_sent += 3
+                else:
+                    publish("", queue, body, properties, mandatory=True)
+                sent += 1
+                if self.confirm:
+                    unconfirmed[tag] = message
+                    tag += 1
+                else:
+                    report.confirmed += 1
+                    self.on_sent(message)
+        finally:
+            del connection._adapter_emit_data
+            if frames:
+                connection._adapter_emit_data(b"".join(frames))
+        self._next_tag = tag
+        report.published += sent
+        self._published = self._published or sent > 0
+        if self._source.finished and not self._unconfirmed:  # all sent, and the broker has confirmed everything
+            self._done = True
+            self._connection.close()
+        elif not self.confirm and sent:
+            self._connection.ioloop.call_later(0, self._publish_more)  # let the loop flush the socket first
+
+    def _on_confirm(self, frame) -> None:
+        tag, multiple = frame.method.delivery_tag, frame.method.multiple
+        acked = isinstance(frame.method, pika.spec.Basic.Ack)
+        tags = [t for t in itertools.takewhile(lambda t: t <= tag, self._unconfirmed)] if multiple else [tag]
+        for confirmed_tag in tags:
+            message = self._unconfirmed.pop(confirmed_tag)
+            if not acked:
+                self.report.nacked += 1
+                self.say(f"the broker refused (nacked) message {message.message_id}")
+            elif message.message_id in self._returned:
+                self.report.unroutable += 1
+                self.say(f"unroutable: no queue named {self.queue.name!r} took message {message.message_id}")
+            else:
+                self.report.confirmed += 1
+                self.on_sent(message)
+        self._publish_more()
+
+
+EPILOG = """\b
+Examples:
+  ./sender.py --vhost alice --username alice "Hello World!" "a longer task....."
+  ./sender.py --count 12 --length 3 --durable --persistent
+  seq 1 100 | ./sender.py --queue numbers
+  ./sender.py --purge            ./sender.py --delete-queue [--force]
+  AMQP_URL=amqp://alice:secret@localhost/alice ./sender.py --count 100000 --quiet
+"""
+
+
+def main(messages: tuple[str, ...], connection: ConnectionSettings, queue: QueueSettings,
+         settings: SenderSettings) -> None:
+    """Send the messages (or --count generated ones, or standard input's lines) as the settings say: the command
+    line's work, once its options are parsed (see cli at the end of this file)."""
+    count, quiet = settings.count, settings.quiet
+    if settings.delete_queue and (messages or count or settings.purge):
+        raise click.UsageError("--delete-queue deletes and exits: give it no messages, --count or --purge")
+    if settings.force and not settings.delete_queue:
+        raise click.UsageError("--force only applies to --delete-queue")
+    if messages and count:
+        raise click.UsageError("give messages as arguments or --count, not both")
+    # Purge or delete alone never waits on standard input, which may be an open pipe (ssh, cron).
+    reads_stdin = not (messages or count or settings.purge or settings.delete_queue) and not sys.stdin.isatty()
+    if not (messages or count or reads_stdin or settings.delete_queue or settings.purge):
+        raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
+
+    brokers = connection.brokers()
+    for node in brokers.nodes:
+        node.blocked_connection_timeout = settings.blocked_timeout
+    if settings.delete_queue or settings.purge:
+        admin = open_connection(brokers, connection.retry_for, quiet)
+        try:
+            if settings.delete_queue:
+                held = delete_queue(admin.channel(), queue.name, settings.force)
+                click.echo(f"deleted queue {queue.name!r} on vhost {brokers.current.virtual_host!r} ({held} messages "
+                           "in it)")
+                if delete_own_policy(queue.name, brokers.current, connection.management_url):
+                    click.echo(f"deleted policy {POLICY_PREFIX + queue.name!r}, which set its limits")
+                return
+            click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
+        finally:
+            close_quietly(admin)
+        if not (messages or count):
+            return
+
+    if count or messages:
+        source = MessageSource(new_message(body) for body in (numbered_bodies(count, settings.length) if count
+                                                              else messages))
+    else:
+        source = StreamSource(sys.stdin.buffer)
+    if settings.declare:
+        queue = settle_limits(queue, brokers.current, connection.management_url,
+                              lambda line: click.echo(line, err=True))
+    publisher = Publisher(brokers, queue, declare=settings.declare, persistent=settings.persistent,
+                          confirm=settings.confirm, window=settings.confirm_window,
+                          say=lambda text: click.echo(text, err=True))
+    show_bar = not quiet and count and count >= PROGRESS_BAR_FROM
+    with (click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar
+          else contextlib.nullcontext()) as bar:
+        if show_bar:
+            publisher.on_sent = lambda _message: bar.update(1)
+        elif not quiet:
+            publisher.on_sent = lambda message: click.echo(f"sent {message.body.decode('utf-8', 'replace')!r}")
+        try:
+            report = publisher.run(source, connection.retry_for, quiet)
+        except (BrokerError, KeyboardInterrupt) as exc:
+            if publisher.report.published:  # say exactly how far it got before the failure
+                click.echo(publisher.report.summary(queue.name, brokers.current.virtual_host, settings.confirm),
+                           err=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
+                                  EXIT_INTERRUPTED) from None
+            raise
+    click.echo(report.summary(queue.name, brokers.current.virtual_host, settings.confirm))
+    if report.nacked or report.unroutable:
+        sys.exit(EXIT_NOT_CONFIRMED)
+
+
+
+# --- what the producer keeps: its report, its exit codes, the queue's administration ---
+
+EXIT_NOT_CONFIRMED = 7  # some messages were nacked or unroutable: they are not on the queue
+EXIT_QUEUE_IN_USE = 8  # --delete-queue refused: the queue has consumers (use --force)
+EXIT_BLOCKED = 10  # the broker blocked publishing (memory or disk alarm) for longer than --blocked-timeout
+EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
+
+PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
+
+
+@dataclass
+class Report:
+    """What became of the messages of one run."""
+
+    published: int = 0
+    confirmed: int = 0
+    nacked: int = 0
+    unroutable: int = 0
+    resent: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(self.finished - self.started, 1e-9)
+
+    def summary(self, queue: str, vhost: str, confirm: bool) -> str:
+        verb = "sent" if confirm else "published (unconfirmed)"
+        rate = self.confirmed / self.seconds
+        line = f"{verb} {self.confirmed} messages to queue {queue!r} on vhost {vhost!r} in {self.seconds:.2f}s ({rate:,.0f} msg/s)"
+        problems = [f"{n} {what}" for n, what in ((self.nacked, "nacked by the broker"),
+                                                   (self.unroutable, "unroutable (no such queue)"),
+                                                   (self.resent, "resent after a lost connection")) if n]
+        return line + ("; " + ", ".join(problems) if problems else "")
+
+
+class ResumeAfterLoss(Exception):
+    """The connection dropped mid-send; the unconfirmed messages will be published again."""
+
+
+def channel_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
+    """Explain why the broker closed the publishing channel."""
+    too_large = re.search(r"message size (\d+) is larger than configured max size (\d+)", exc.reply_text)
+    if too_large:
+        size, limit = too_large.groups()
+        return BrokerError(f"a message of {int(size):,} bytes is over the broker's limit of {int(limit):,} bytes",
+                           EXIT_TOO_LARGE)
+    return queue_error(exc, queue)
+
+
+def purge_queue(channel, queue: str) -> int:
+    """Remove every ready message from the queue; return how many were removed."""
+    try:
+        return channel.queue_purge(queue).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
+
+
+def delete_queue(channel, queue: str, force: bool = False) -> int:
+    """Delete the queue; refuse while consumers are attached unless `force`. Return how many messages it held."""
+    try:
+        consumers = channel.queue_declare(queue, passive=True).method.consumer_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
+    if consumers and not force:
+        raise BrokerError(f"queue {queue!r} has {consumers} consumer(s): stop them first, or add --force",
+                          EXIT_QUEUE_IN_USE)
+    # The consumer check above is the guard: quorum queues refuse queue.delete with if-unused (540 NOT_IMPLEMENTED,
+    # closing the connection), so the flag cannot close the small window between the check and the delete.
+    try:
+        return channel.queue_delete(queue).method.message_count
+    except amqp.ChannelClosedByBroker as exc:
+        raise queue_error(exc, queue) from None
+
+
+def delete_own_policy(queue: str, node: pika.ConnectionParameters, management_url: Optional[str]) -> bool:
+    """Delete the policy settle_limits() set for the queue, if there is one and the user may: a queue made again
+    under the same name must not inherit a delivery limit nobody asked for this time."""
+    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue
+    try:
+        if not any(each.get("name") == name for each in api.policies()):
+            return False
+        api.call("DELETE", "policies", name)
+    except ManagementError:
+        return False  # a user who may not see or delete policies cannot have set this one
+    return True
+
+
 # --- connection code: generated from labs/amqp/ by `python -m labs.amqp.embed`; edit it there, not here ---
 # (each script carries its own copy so that it runs when copied alone; tests/test_embed.py fails when this copy
 # differs from what labs/amqp/ generates)
@@ -701,421 +1203,7 @@ def close_quietly(connection: pika.BlockingConnection) -> None:
 # --- end of the connection code ---
 
 
-# --- the producer ---
-
-EXIT_NOT_CONFIRMED = 7  # some messages were nacked or unroutable: they are not on the queue
-EXIT_QUEUE_IN_USE = 8  # --delete-queue refused: the queue has consumers (use --force)
-EXIT_BLOCKED = 10  # the broker blocked publishing (memory or disk alarm) for longer than --blocked-timeout
-EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
-
-PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
-
-
-class Message(NamedTuple):
-    message_id: str
-    body: bytes
-
-
-# Unique across runs and cheap per message: one random prefix per process, then a counter.
-MESSAGE_IDS = map(f"{uuid.uuid4().hex[:16]}-{{}}".format, itertools.count(1))
-
-
-def new_message(body: "bytes | str") -> Message:
-    return Message(next(MESSAGE_IDS), body.encode("utf-8") if isinstance(body, str) else body)
-
-
-class MessageSource:
-    """The messages still to publish. take() returns what is ready now, never waiting; `finished` once no more will
-    come. Messages a lost connection left unconfirmed are put back in front."""
-
-    def __init__(self, messages: Iterable[Message] = ()) -> None:
-        self._front: collections.deque[Message] = collections.deque()
-        self._rest: Iterator[Message] = iter(messages)
-        self._rest_done = False
-
-    @property
-    def finished(self) -> bool:
-        return self._rest_done and not self._front
-
-    def put_back(self, messages: list[Message]) -> None:
-        self._front.extendleft(reversed(messages))
-
-    def take(self, count: int) -> list[Message]:
-        batch = [self._front.popleft() for _ in range(min(count, len(self._front)))]
-        if len(batch) < count and not self._rest_done:
-            batch += self._more(count - len(batch))
-        return batch
-
-    def _more(self, count: int) -> list[Message]:
-        more = list(itertools.islice(self._rest, count))
-        self._rest_done = len(more) < count
-        return more
-
-    def when_ready(self, wake: Callable[[], None]) -> None:
-        """`wake` is called, from any thread, when messages arrive after take() found none: streams need it."""
-
-
-class StreamSource(MessageSource):
-    """One message per non-empty line of a stream (standard input), published as each line arrives.
-
-    A thread reads the stream, so a slow pipe (tail -f) never stalls the connection: pika's loop keeps answering
-    heartbeats and confirms, and each line goes out as soon as it is read.
-    """
-
-    def __init__(self, stream) -> None:
-        super().__init__()
-        self._lines: "SimpleQueue[Optional[bytes]]" = SimpleQueue()
-        self._wake: Callable[[], None] = lambda: None
-        self._waiting = threading.Event()  # take() came back short: wake the publisher at the next line
-        threading.Thread(target=self._read, args=(stream,), name="line-reader", daemon=True).start()
-
-    def when_ready(self, wake: Callable[[], None]) -> None:
-        self._wake = wake
-
-    def _read(self, stream) -> None:
-        try:
-            for line in stream:
-                line = line.rstrip(b"\r\n")
-                if line:
-                    self._lines.put(line)
-                    self._notify()
-        finally:
-            self._lines.put(None)  # the end of the stream
-            self._notify()
-
-    def _notify(self) -> None:
-        if self._waiting.is_set():
-            self._waiting.clear()
-            self._wake()
-
-    def _more(self, count: int) -> list[Message]:
-        batch: list[Message] = []
-        while len(batch) < count:
-            try:
-                line = self._lines.get_nowait()
-            except Empty:
-                self._waiting.set()
-                if self._lines.empty():  # else a line came in before the flag was up: it would wake no one
-                    break
-                continue
-            if line is None:
-                self._rest_done = True
-                break
-            batch.append(new_message(line))
-        return batch
-
-
-def numbered_bodies(count: int, length: int = 0) -> Iterator[str]:
-    """Bodies 1..count, each starting with its number and padded with dots to `length` characters."""
-    for number in range(1, count + 1):
-        yield str(number).ljust(length, ".")
-
-
-def message_properties(message: Message, persistent: bool) -> pika.BasicProperties:
-    return pika.BasicProperties(message_id=message.message_id,
-                                delivery_mode=pika.DeliveryMode.Persistent if persistent else None)
-
-
-_confirming_channels: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def send(channel, queue: str, body: "bytes | str", persistent: bool = False) -> str:
-    """Publish one message to `queue` and wait for the broker's confirm; return its message_id (for ipython).
-
-    Raises pika's UnroutableError when no queue by that name exists, NackError when the broker refuses it.
-    """
-    if channel not in _confirming_channels:  # confirm mode is switched on once per channel
-        channel.confirm_delivery()
-        _confirming_channels.add(channel)
-    message = new_message(body)
-    channel.basic_publish("", queue, message.body, message_properties(message, persistent), mandatory=True)
-    return message.message_id
-
-
-@dataclass
-class Report:
-    """What became of the messages of one run."""
-
-    published: int = 0
-    confirmed: int = 0
-    nacked: int = 0
-    unroutable: int = 0
-    resent: int = 0
-    started: float = 0.0
-    finished: float = 0.0
-
-    @property
-    def seconds(self) -> float:
-        return max(self.finished - self.started, 1e-9)
-
-    def summary(self, queue: str, vhost: str, confirm: bool) -> str:
-        verb = "sent" if confirm else "published (unconfirmed)"
-        rate = self.confirmed / self.seconds
-        line = f"{verb} {self.confirmed} messages to queue {queue!r} on vhost {vhost!r} in {self.seconds:.2f}s ({rate:,.0f} msg/s)"
-        problems = [f"{n} {what}" for n, what in ((self.nacked, "nacked by the broker"),
-                                                   (self.unroutable, "unroutable (no such queue)"),
-                                                   (self.resent, "resent after a lost connection")) if n]
-        return line + ("; " + ", ".join(problems) if problems else "")
-
-
-class ResumeAfterLoss(Exception):
-    """The connection dropped mid-send; the unconfirmed messages will be published again."""
-
-
-class Publisher:
-    """Publishes over pika's asynchronous SelectConnection, keeping up to `window` messages unconfirmed.
-
-    Waiting for each confirm in turn costs a round trip per message; a window of unconfirmed messages
-    (as RabbitMQ's PerfTest --confirm N) keeps the pipe full while still knowing exactly what is on the broker.
-    """
-
-    def __init__(self, brokers: Brokers, queue: QueueSettings, *, declare: bool = True,
-                 persistent: bool = False, confirm: bool = True, window: int = 1024,
-                 on_sent: Callable[[Message], None] = lambda message: None, say: Callable[[str], None] = print) -> None:
-        self.brokers, self.queue, self.declare = brokers, queue, declare
-        self.persistent, self.confirm, self.window = persistent, confirm, window
-        self.on_sent, self.say = on_sent, say
-        self.report = Report()
-        self._source = MessageSource()
-        self._unconfirmed: dict[int, Message] = {}
-        self._returned: set[str] = set()
-
-    def run(self, messages: "Iterable[Message] | MessageSource", retry_for: float = 30, quiet: bool = False) -> Report:
-        """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
-        self._source = messages if isinstance(messages, MessageSource) else MessageSource(messages)
-        self._source.when_ready(self._wake)
-        self.report.started = time.monotonic()
-        self._resuming = False  # a connection was lost: say so when the next one opens
-        try:
-            reconnecting = False
-            while True:
-                try:
-                    with_retry(self._session, self.brokers, retry_for, quiet, reconnecting)
-                    return self.report
-                except ResumeAfterLoss as lost:
-                    reconnecting = self._resuming = True
-                    unconfirmed = list(self._unconfirmed.values())
-                    self.report.resent += len(unconfirmed)
-                    self.say(f"connection to {describe(self.brokers.current)} lost ({lost}) after "
-                             f"{self.report.confirmed} confirmed; reconnecting to resend {len(unconfirmed)} unconfirmed")
-                    self._source.put_back(unconfirmed)
-        finally:
-            self.report.finished = time.monotonic()
-
-    def _session(self, params: pika.ConnectionParameters) -> None:
-        """One connection's worth of publishing, to one node. Raises what ended it, unless it ended with all sent."""
-        self._params = params
-        self._unconfirmed, self._returned = {}, set()
-        self._next_tag, self._error, self._done, self._published = 1, None, False, False
-        self._publishing = False  # the queue is declared and confirms are on: messages may go
-        self._declaring: Optional[dict] = None  # the declaration awaiting the broker's answer
-        self._refused: Optional[tuple[amqp.ChannelClosedByBroker, dict]] = None
-        connection = pika.SelectConnection(params, on_open_callback=self._on_open,
-                                           on_open_error_callback=self._on_open_error,
-                                           on_close_callback=self._on_closed)
-        connection.add_on_connection_blocked_callback(
-            lambda _conn, frame: self.say(f"the broker is blocking publishers ({frame.method.reason}); waiting"))
-        connection.add_on_connection_unblocked_callback(lambda _conn, _frame: self.say("the broker unblocked; resuming"))
-        self._connection = connection
-        connection.ioloop.start()
-        if self._done:
-            return
-        if self._refused is not None:
-            raise self._explain_refused(*self._refused)
-        error = self._error
-        if isinstance(error, BrokerError):
-            raise error
-        if isinstance(error, amqp.ConnectionBlockedTimeout):
-            raise BrokerError(f"the broker blocked publishing for over {params.blocked_connection_timeout:g}s "
-                              f"(memory or disk alarm); {self.report.confirmed} messages were confirmed", EXIT_BLOCKED)
-        if self._published and is_transient(error):
-            raise ResumeAfterLoss(str(error) or type(error).__name__)
-        raise error
-
-    def _explain_refused(self, refusal: amqp.ChannelClosedByBroker, declaration: dict) -> BrokerError:
-        """A declaration the broker refused, explained with every differing property (probed on a new connection)."""
-        try:
-            probe = pika.BlockingConnection(self._params)
-        except amqp.AMQPError:
-            return queue_error(refusal, declaration["queue"])
-        try:
-            return queue_error(refusal, declaration["queue"], declaration, probe.channel)
-        finally:
-            close_quietly(probe)
-
-    def _on_open(self, connection) -> None:
-        if self._resuming:  # after a loss: say where publishing resumes (another node, in a cluster)
-            self.say(f"reconnected to {describe(self._params)}")
-        connection.channel(on_open_callback=self._on_channel_open)
-
-    def _on_open_error(self, connection, error: BaseException) -> None:
-        # pika hands some failures (a TLS handshake) over as its internal workflow error: treat them all alike.
-        self._error = error if isinstance(error, amqp.AMQPConnectionError) else amqp.AMQPConnectionError(error)
-        connection.ioloop.stop()
-
-    def _on_closed(self, connection, reason: BaseException) -> None:
-        if self._error is None and not self._done:
-            declaring = self._declaring is not None and isinstance(reason, amqp.ConnectionClosedByBroker)
-            self._error = declare_refused(reason, self._declaring["queue"]) if declaring else reason
-        connection.ioloop.stop()
-
-    def _on_channel_open(self, channel) -> None:
-        self._channel = channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
-        if self.declare:
-            self._declare_next(list(self.queue.declarations()))
-        else:
-            self._on_declared()
-
-    def _declare_next(self, declarations: list[dict]) -> None:
-        """Declare each queue in turn on the asynchronous channel, then start publishing."""
-        if not declarations:
-            self._on_declared()
-            return
-        declaration = declarations.pop(0)
-        self._declaring = declaration  # a connection closed now is the broker's answer to this declaration
-        self._channel.queue_declare(**declaration, callback=lambda _frame: self._declare_next(declarations))
-
-    def _on_declared(self) -> None:
-        self._declaring = None
-        self._publishing = True
-        if self.confirm:
-            self._channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._publish_more())
-        else:
-            self._publish_more()
-
-    def _on_channel_closed(self, channel, reason: BaseException) -> None:
-        if isinstance(reason, amqp.ChannelClosedByBroker) and self._error is None:
-            if self._declaring is not None:
-                self._refused = (reason, self._declaring)
-            else:
-                self._error = channel_error(reason, self.queue.name)
-        if self._connection.is_open:
-            self._connection.close()
-
-    def _on_return(self, _channel, _method, properties, _body) -> None:
-        self._returned.add(properties.message_id)
-
-    def _wake(self) -> None:
-        """Called from the stream's reader thread: publish the new lines from pika's own loop."""
-        self._connection.ioloop.add_callback_threadsafe(self._publish_more)
-
-    def _publish_more(self) -> None:
-        # The hot path: one properties object, re-stamped per message (basic_publish encodes it at once), and the
-        # counters kept in locals until the batch is out.
-        if not self._publishing or self._done or not self._channel.is_open:
-            return  # a wake-up before the queue is declared, or after the end
-        budget = self.window - len(self._unconfirmed) if self.confirm else self.window
-        publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
-        properties = message_properties(Message("", b""), self.persistent)
-        unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
-        # pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
-        # system call each; the batch's frames are gathered here instead and written at once, in the same order.
-        # A body that fits one frame is framed here (the method frame is the same for every message); a larger
-        # one goes through basic_publish, which splits it.
-        connection = self._connection
-        frames: list[bytes] = []
-        add, channel_number, largest = frames.append, self._channel.channel_number, connection._body_max_length
-        method_frame = pika.frame.Method(channel_number, pika.spec.Basic.Publish(routing_key=queue,
-                                                                                 mandatory=True)).marshal()
-        header_start, body_start, frame_end = struct.Struct(">BHIHxxQ").pack, struct.Struct(">BHI").pack, b"\xce"
-        connection._adapter_emit_data = add  # shadows the adapter's method for this batch only
-        try:
-            for message in self._source.take(max(budget, 0)):
-                properties.message_id = message.message_id
-                body = message.body
-                if 0 < len(body) <= largest:
-                    encoded = b"".join(properties.encode())
-                    add(method_frame)
-                    add(header_start(2, channel_number, len(encoded) + 12, 60, len(body)) + encoded + frame_end)
-                    add(body_start(3, channel_number, len(body)) + body + frame_end)
-                    connection.bytes_sent += len(method_frame) + len(encoded) + len(body) + 28
-                    connection.frames_sent += 3
-                else:
-                    publish("", queue, body, properties, mandatory=True)
-                sent += 1
-                if self.confirm:
-                    unconfirmed[tag] = message
-                    tag += 1
-                else:
-                    report.confirmed += 1
-                    self.on_sent(message)
-        finally:
-            del connection._adapter_emit_data
-            if frames:
-                connection._adapter_emit_data(b"".join(frames))
-        self._next_tag = tag
-        report.published += sent
-        self._published = self._published or sent > 0
-        if self._source.finished and not self._unconfirmed:  # all sent, and the broker has confirmed everything
-            self._done = True
-            self._connection.close()
-        elif not self.confirm and sent:
-            self._connection.ioloop.call_later(0, self._publish_more)  # let the loop flush the socket first
-
-    def _on_confirm(self, frame) -> None:
-        tag, multiple = frame.method.delivery_tag, frame.method.multiple
-        acked = isinstance(frame.method, pika.spec.Basic.Ack)
-        tags = [t for t in itertools.takewhile(lambda t: t <= tag, self._unconfirmed)] if multiple else [tag]
-        for confirmed_tag in tags:
-            message = self._unconfirmed.pop(confirmed_tag)
-            if not acked:
-                self.report.nacked += 1
-                self.say(f"the broker refused (nacked) message {message.message_id}")
-            elif message.message_id in self._returned:
-                self.report.unroutable += 1
-                self.say(f"unroutable: no queue named {self.queue.name!r} took message {message.message_id}")
-            else:
-                self.report.confirmed += 1
-                self.on_sent(message)
-        self._publish_more()
-
-
-def channel_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:
-    """Explain why the broker closed the publishing channel."""
-    too_large = re.search(r"message size (\d+) is larger than configured max size (\d+)", exc.reply_text)
-    if too_large:
-        size, limit = too_large.groups()
-        return BrokerError(f"a message of {int(size):,} bytes is over the broker's limit of {int(limit):,} bytes",
-                           EXIT_TOO_LARGE)
-    return queue_error(exc, queue)
-
-
-def purge_queue(channel, queue: str) -> int:
-    """Remove every ready message from the queue; return how many were removed."""
-    try:
-        return channel.queue_purge(queue).method.message_count
-    except amqp.ChannelClosedByBroker as exc:
-        raise queue_error(exc, queue) from None
-
-
-def delete_queue(channel, queue: str, force: bool = False) -> int:
-    """Delete the queue; refuse while consumers are attached unless `force`. Return how many messages it held."""
-    try:
-        consumers = channel.queue_declare(queue, passive=True).method.consumer_count
-    except amqp.ChannelClosedByBroker as exc:
-        raise queue_error(exc, queue) from None
-    if consumers and not force:
-        raise BrokerError(f"queue {queue!r} has {consumers} consumer(s): stop them first, or add --force",
-                          EXIT_QUEUE_IN_USE)
-    # The consumer check above is the guard: quorum queues refuse queue.delete with if-unused (540 NOT_IMPLEMENTED,
-    # closing the connection), so the flag cannot close the small window between the check and the delete.
-    try:
-        return channel.queue_delete(queue).method.message_count
-    except amqp.ChannelClosedByBroker as exc:
-        raise queue_error(exc, queue) from None
-
-
-EPILOG = """\b
-Examples:
-  ./sender.py --vhost alice --username alice "Hello World!" "a longer task....."
-  ./sender.py --count 12 --length 3 --durable --persistent
-  seq 1 100 | ./sender.py --queue numbers
-  ./sender.py --purge            ./sender.py --delete-queue [--force]
-  AMQP_URL=amqp://alice:secret@localhost/alice ./sender.py --count 100000 --quiet
-"""
-
+# --- the command line: after the connection code, whose setting() declares each option with its field ---
 
 @dataclass(frozen=True)
 class SenderSettings:
@@ -1145,92 +1233,16 @@ class SenderSettings:
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the summary line.")
 
 
-def delete_own_policy(queue: str, node: pika.ConnectionParameters, management_url: Optional[str]) -> bool:
-    """Delete the policy settle_limits() set for the queue, if there is one and the user may: a queue made again
-    under the same name must not inherit a delivery limit nobody asked for this time."""
-    api, name = ManagementAPI(node, management_url), POLICY_PREFIX + queue
-    try:
-        if not any(each.get("name") == name for each in api.policies()):
-            return False
-        api.call("DELETE", "policies", name)
-    except ManagementError:
-        return False  # a user who may not see or delete policies cannot have set this one
-    return True
-
-
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @command_options(ConnectionSettings, QueueSettings, SenderSettings)
 @click.argument("messages", nargs=-1)
-def main(messages: tuple[str, ...], **options) -> None:
+def cli(messages: tuple[str, ...], **options) -> None:
     """Send MESSAGES to a queue: the arguments, --count generated ones, or one per line of standard input.
 
     Every option can also come from the environment variable shown beside it.
     """
-    connection, queue = parse(ConnectionSettings, options), parse(QueueSettings, options)
-    settings = parse(SenderSettings, options)
-    count, quiet = settings.count, settings.quiet
-    if settings.delete_queue and (messages or count or settings.purge):
-        raise click.UsageError("--delete-queue deletes and exits: give it no messages, --count or --purge")
-    if settings.force and not settings.delete_queue:
-        raise click.UsageError("--force only applies to --delete-queue")
-    if messages and count:
-        raise click.UsageError("give messages as arguments or --count, not both")
-    # Purge or delete alone never waits on standard input, which may be an open pipe (ssh, cron).
-    reads_stdin = not (messages or count or settings.purge or settings.delete_queue) and not sys.stdin.isatty()
-    if not (messages or count or reads_stdin or settings.delete_queue or settings.purge):
-        raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
-
-    brokers = connection.brokers()
-    for node in brokers.nodes:
-        node.blocked_connection_timeout = settings.blocked_timeout
-    if settings.delete_queue or settings.purge:
-        admin = open_connection(brokers, connection.retry_for, quiet)
-        try:
-            if settings.delete_queue:
-                held = delete_queue(admin.channel(), queue.name, settings.force)
-                click.echo(f"deleted queue {queue.name!r} on vhost {brokers.current.virtual_host!r} ({held} messages "
-                           "in it)")
-                if delete_own_policy(queue.name, brokers.current, connection.management_url):
-                    click.echo(f"deleted policy {POLICY_PREFIX + queue.name!r}, which set its limits")
-                return
-            click.echo(f"purged {purge_queue(admin.channel(), queue.name)} messages from queue {queue.name!r}")
-        finally:
-            close_quietly(admin)
-        if not (messages or count):
-            return
-
-    if count or messages:
-        source = MessageSource(new_message(body) for body in (numbered_bodies(count, settings.length) if count
-                                                              else messages))
-    else:
-        source = StreamSource(sys.stdin.buffer)
-    if settings.declare:
-        queue = settle_limits(queue, brokers.current, connection.management_url,
-                              lambda line: click.echo(line, err=True))
-    publisher = Publisher(brokers, queue, declare=settings.declare, persistent=settings.persistent,
-                          confirm=settings.confirm, window=settings.confirm_window,
-                          say=lambda text: click.echo(text, err=True))
-    show_bar = not quiet and count and count >= PROGRESS_BAR_FROM
-    with (click.progressbar(length=count, label="sending", file=sys.stderr) if show_bar
-          else contextlib.nullcontext()) as bar:
-        if show_bar:
-            publisher.on_sent = lambda _message: bar.update(1)
-        elif not quiet:
-            publisher.on_sent = lambda message: click.echo(f"sent {message.body.decode('utf-8', 'replace')!r}")
-        try:
-            report = publisher.run(source, connection.retry_for, quiet)
-        except (BrokerError, KeyboardInterrupt) as exc:
-            if publisher.report.published:  # say exactly how far it got before the failure
-                click.echo(publisher.report.summary(queue.name, brokers.current.virtual_host, settings.confirm),
-                           err=True)
-            if isinstance(exc, KeyboardInterrupt):
-                raise BrokerError(f"interrupted: {publisher.report.confirmed} messages confirmed",
-                                  EXIT_INTERRUPTED) from None
-            raise
-    click.echo(report.summary(queue.name, brokers.current.virtual_host, settings.confirm))
-    if report.nacked or report.unroutable:
-        sys.exit(EXIT_NOT_CONFIRMED)
+    main(messages, parse(ConnectionSettings, options), parse(QueueSettings, options), parse(SenderSettings, options))
 
 
 if __name__ == "__main__":
-    main()
+    cli()

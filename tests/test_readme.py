@@ -24,6 +24,6 @@ def test_every_exit_code_of_a_script_has_a_row_in_the_exit_code_table(script):
 
 @pytest.mark.parametrize("script", [sender, qprocessor], ids=["sender", "qprocessor"])
 def test_every_option_of_a_script_is_in_the_readme(script):
-    options = {opt for param in script.main.params for opt in param.opts if opt.startswith("--")} - {"--help"}
+    options = {opt for param in script.cli.params for opt in param.opts if opt.startswith("--")} - {"--help"}
     missing = sorted(opt for opt in options if not re.search(re.escape(opt) + r"(?![\w-])", README))
     assert not missing, f"options of {script.__name__}.py the README does not document: {missing}"

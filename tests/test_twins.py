@@ -22,7 +22,7 @@ def test_every_option_of_a_script_lands_in_a_settings_object(script, own):
     """An option that no settings class declares would be parsed by click and then silently ignored."""
     declared = {script.option_name(group, each.name)
                 for group in (script.ConnectionSettings, script.QueueSettings, own) for each in fields(group)}
-    options = {param.name for param in script.main.params if param.param_type_name == "option"} - {"help"}
+    options = {param.name for param in script.cli.params if param.param_type_name == "option"} - {"help"}
     assert options == declared
 
 
