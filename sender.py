@@ -18,6 +18,7 @@ import collections
 import contextlib
 import itertools
 import json
+import os
 import random
 import re
 import socket
@@ -180,6 +181,13 @@ class Publisher:
         self._source = MessageSource()
         self._unconfirmed: dict[int, Message] = {}
         self._returned: set[str] = set()
+        self._framing: Optional[bool] = None  # this connection's fast path: None until its first message checks it
+        self.plain_reason: Optional[str] = None  # why the plain path ran, once it has (said once a run)
+
+    @property
+    def publish_path(self) -> str:
+        """Which way the messages went: the fast path's batches, or pika's basic_publish and why."""
+        return f"basic_publish ({self.plain_reason})" if self.plain_reason else "hand-framed batches"
 
     def run(self, messages: "Iterable[Message] | MessageSource", retry_for: float = 30, quiet: bool = False) -> Report:
         """Publish every message; resume with the unconfirmed ones whenever the connection drops."""
@@ -262,6 +270,10 @@ class Publisher:
 
     def _on_channel_open(self, channel) -> None:
         self._channel = channel
+        missing = missing_framing_internals(self._connection)
+        self._framing = None  # a new connection: its first message checks the fast path again
+        if missing:
+            self._plain_publish(missing)
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self.declare:
@@ -303,57 +315,96 @@ class Publisher:
         self._connection.ioloop.add_callback_threadsafe(self._publish_more)
 
     def _publish_more(self) -> None:
-        # The hot path: one properties object, re-stamped per message (basic_publish encodes it at once), and the
-        # counters kept in locals until the batch is out.
+        """Publish as many messages as the window allows: framed here in one write per batch when this connection's
+        pika allows it (_publish_framed), else each through pika's basic_publish."""
         if not self._publishing or self._done or not self._channel.is_open:
             return  # a wake-up before the queue is declared, or after the end
         budget = self.window - len(self._unconfirmed) if self.confirm else self.window
-        publish, queue, report = self._channel.basic_publish, self.queue.name, self.report
-        properties = message_properties(Message("", b""), self.persistent)
-        unconfirmed, tag, sent = self._unconfirmed, self._next_tag, 0
-        # pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
-        # system call each; the batch's frames are gathered here instead and written at once, in the same order.
-        # A body that fits one frame is framed here (the method frame is the same for every message); a larger
-        # one goes through basic_publish, which splits it.
-        connection = self._connection
-        frames: list[bytes] = []
-        add, channel_number, largest = frames.append, self._channel.channel_number, connection._body_max_length
-        method_frame = pika.frame.Method(channel_number, pika.spec.Basic.Publish(routing_key=queue,
-                                                                                 mandatory=True)).marshal()
-        header_start, body_start, frame_end = struct.Struct(">BHIHxxQ").pack, struct.Struct(">BHI").pack, b"\xce"
-        connection._adapter_emit_data = add  # shadows the adapter's method for this batch only
-        try:
-            for message in self._source.take(max(budget, 0)):
+        batch = self._source.take(max(budget, 0))
+        plain = batch if self._framing is False else self._publish_framed(batch)
+        if plain:  # the plain path: pika frames and writes each message itself
+            publish, queue = self._channel.basic_publish, self.queue.name
+            properties = message_properties(Message("", b""), self.persistent)
+            for message in plain:
                 properties.message_id = message.message_id
-                body = message.body
-                if 0 < len(body) <= largest:
-                    encoded = b"".join(properties.encode())
-                    add(method_frame)
-                    add(header_start(2, channel_number, len(encoded) + 12, 60, len(body)) + encoded + frame_end)
-                    add(body_start(3, channel_number, len(body)) + body + frame_end)
-                    connection.bytes_sent += len(method_frame) + len(encoded) + len(body) + 28
-                    connection.frames_sent += 3
-                else:
-                    publish("", queue, body, properties, mandatory=True)
-                sent += 1
-                if self.confirm:
-                    unconfirmed[tag] = message
-                    tag += 1
-                else:
-                    report.confirmed += 1
-                    self.on_sent(message)
-        finally:
-            del connection._adapter_emit_data
-            if frames:
-                connection._adapter_emit_data(b"".join(frames))
-        self._next_tag = tag
-        report.published += sent
-        self._published = self._published or sent > 0
+                publish("", queue, message.body, properties, mandatory=True)
+        report = self.report
+        if self.confirm:  # delivery tags count the channel's publishes from 1, in order
+            tag = self._next_tag
+            self._unconfirmed.update(zip(range(tag, tag + len(batch)), batch))
+            self._next_tag = tag + len(batch)
+        else:
+            report.confirmed += len(batch)
+            for message in batch:
+                self.on_sent(message)
+        report.published += len(batch)
+        self._published = self._published or bool(batch)
         if self._source.finished and not self._unconfirmed:  # all sent, and the broker has confirmed everything
             self._done = True
             self._connection.close()
-        elif not self.confirm and sent:
+        elif not self.confirm and batch:
             self._connection.ioloop.call_later(0, self._publish_more)  # let the loop flush the socket first
+
+    def _publish_framed(self, batch: list[Message]) -> list[Message]:
+        """The fast path: frame the batch's messages here and hand them to the socket in one write.
+
+        pika hands each frame (method, header, body: three a message) to the socket as its own write, a send()
+        system call each; the batch's frames are gathered instead, by shadowing the connection's private
+        _adapter_emit_data for the batch, and written at once in the same order. A body that fits one frame is
+        framed here (the method frame is the same for every message); a larger one goes through basic_publish, which
+        splits it. Private internals, so behind a guard (STYLE 24): _on_channel_open checked that they exist, and the
+        first message of each connection goes through pika's own basic_publish while its frames are compared with
+        ours. Returns the messages left to the plain path: after a failed comparison, the rest of the batch.
+        """
+        connection, channel_number, queue = self._connection, self._channel.channel_number, self.queue.name
+        publish, largest = self._channel.basic_publish, connection._body_max_length
+        properties = message_properties(Message("", b""), self.persistent)  # re-stamped per message
+        method_frame = pika.frame.Method(channel_number, pika.spec.Basic.Publish(routing_key=queue,
+                                                                                 mandatory=True)).marshal()
+        header_start, body_start, frame_end = struct.Struct(">BHIHxxQ").pack, struct.Struct(">BHI").pack, b"\xce"
+
+        def framed(body: bytes) -> tuple[bytes, bytes, bytes]:
+            encoded = b"".join(properties.encode())
+            return (method_frame, header_start(2, channel_number, len(encoded) + 12, 60, len(body)) + encoded + frame_end,
+                    body_start(3, channel_number, len(body)) + body + frame_end)
+
+        frames: list[bytes] = []
+        add, verified, framed_here, framed_bytes = frames.extend, self._framing, 0, 0
+        connection._adapter_emit_data = frames.append  # shadows the adapter's method for this batch only
+        try:
+            for index, message in enumerate(batch):
+                properties.message_id = message.message_id
+                body = message.body
+                if not 0 < len(body) <= largest:
+                    publish("", queue, body, properties, mandatory=True)
+                elif verified:
+                    three = framed(body)
+                    add(three)
+                    framed_here += 1
+                    framed_bytes += len(three[0]) + len(three[1]) + len(three[2])
+                else:  # the connection's first: pika's own frames for it must be exactly ours, counted as ours are
+                    start, counted = len(frames), connection.frames_sent
+                    publish("", queue, body, properties, mandatory=True)
+                    verified = frames[start:] == list(framed(body)) and connection.frames_sent == counted + 3
+                    if not verified:
+                        self._plain_publish("pika's frames for a message differ from the fast path's, or do not "
+                                            "pass through Connection._adapter_emit_data")
+                        return batch[index + 1:]
+                    self._framing = True
+        finally:
+            del connection._adapter_emit_data
+            connection.bytes_sent += framed_bytes  # pika's statistics, kept as if pika had framed them
+            connection.frames_sent += 3 * framed_here
+            if frames:
+                connection._adapter_emit_data(b"".join(frames))
+        return []
+
+    def _plain_publish(self, reason: str) -> None:
+        """Fall back to basic_publish for the rest of this connection, saying why once a run."""
+        self._framing = False
+        if self.plain_reason is None:
+            self.plain_reason = reason
+            self.say(f"publishing through pika's basic_publish, one write a frame ({reason})")
 
     def _on_confirm(self, frame) -> None:
         tag, multiple = frame.method.delivery_tag, frame.method.multiple
@@ -380,6 +431,7 @@ Examples:
   seq 1 100 | ./sender.py --queue numbers
   ./sender.py --purge            ./sender.py --delete-queue [--force]
   AMQP_URL=amqp://alice:secret@localhost/alice ./sender.py --count 100000 --quiet
+  LABKIT_PLAIN_PUBLISH=1 ./sender.py --count 1000   (every message through pika's basic_publish: slower)
 """
 
 
@@ -490,6 +542,26 @@ class Report:
 
 class ResumeAfterLoss(Exception):
     """The connection dropped mid-send; the unconfirmed messages will be published again."""
+
+
+PLAIN_PUBLISH = "LABKIT_PLAIN_PUBLISH"  # set to 1: the fast path is off, every message goes through basic_publish
+
+
+def missing_framing_internals(connection) -> Optional[str]:
+    """What the fast path (Publisher._publish_framed) needs of pika's connection and does not find there, or that it
+    is turned off; None when all is there. Checked once a connection; what the internals do is checked by its
+    first message."""
+    if os.environ.get(PLAIN_PUBLISH) == "1":
+        return f"{PLAIN_PUBLISH}=1"
+    pika_version = f"pika {getattr(pika, '__version__', '?')}"
+    emit = getattr(type(connection), "_adapter_emit_data", None)
+    if not callable(emit) or "_adapter_emit_data" in vars(connection):  # a method of the class, to shadow and restore
+        return f"{pika_version} has no Connection._adapter_emit_data method"
+    missing = [name for name in ("_body_max_length", "bytes_sent", "frames_sent")
+               if not isinstance(getattr(connection, name, None), int)]
+    if missing:
+        return f"{pika_version} has no Connection.{', '.join(missing)} as the fast path knows it"
+    return None
 
 
 def channel_error(exc: amqp.ChannelClosedByBroker, queue: str) -> BrokerError:

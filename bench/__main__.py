@@ -19,6 +19,7 @@ import collections
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import statistics
@@ -152,12 +153,24 @@ class Bench:
                 ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options]),
                 (f"plain publish ({mode})", [sys.executable, str(PLAIN_PUBLISH), self.url, queue, n, mode]),
                 lambda: self.reset(queue), queue))  # noqa: B023 (called within this iteration)
+        path = self.publish_path()
+        for row in rows:
+            row["publish path"] = path
         confirmed = rows[1]["sender.py msg/s"]
         rows.append({"what": "sender.py confirmed vs plain unconfirmed", "sender.py msg/s": confirmed,
                      "plain pika msg/s": rows[0]["plain pika msg/s"], "ratio": confirmed / rows[0]["plain pika msg/s"],
                      "queue type": rows[1]["queue type"], "rabbitmq": self.version})
         rows.append(self.pipelined())
         return rows
+
+    def publish_path(self) -> str:
+        """Which way sender.py publishes with this pika and environment: its fast path's batches, or basic_publish
+        when its guard (or LABKIT_PLAIN_PUBLISH=1) turns the fast path off, which it says on stderr."""
+        self.reset("publish-path")
+        result = subprocess.run([sys.executable, str(SENDER), "--queue", "publish-path", "probe"], env=self.env(),
+                                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        said = re.search(r"publishing through pika's basic_publish, one write a frame \((.*)\)", result.stderr)
+        return f"basic_publish ({said.group(1)})" if said else "hand-framed batches"
 
     def pipelined(self, queue_type: str = "classic") -> dict:
         """The strongest peer: what a careful pika programmer writes for confirmed, persistent publishing."""
@@ -459,7 +472,8 @@ def table(results: dict) -> str:
             peer_best = f" / {fmt(row['peer best msg/s'])}" if "peer best msg/s" in row else ""
             spread = f"{row['spread'][0]:.2f}x to {row['spread'][1]:.2f}x" if "spread" in row else ""
             peer = f" ({row['peer']})" if "peer" in row else ""
-            lines.append(f"| {where} | {row['what']} | {fmt(ours)}{best} msg/s | {fmt(row['plain pika msg/s'])}"
+            path = f" ({row['publish path']})" if "publish path" in row else ""
+            lines.append(f"| {where} | {row['what']} | {fmt(ours)}{best} msg/s{path} | {fmt(row['plain pika msg/s'])}"
                          f"{peer_best} msg/s{peer} | {row['ratio']:.2f}x | {spread} |")
         elif "ideal" in row:
             lines.append(f"| {where} | {row['what']} | {row['seconds']:.2f} s | {row['ideal']:.2f} s (ideal) | "
