@@ -17,7 +17,6 @@ Run it as a script (./qprocessor.py --help) or import it in ipython:
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
 import os
@@ -52,7 +51,8 @@ def work(body: bytes) -> None:
     its message, not acknowledged, goes back to the queue.
     """
     # Fake work, as in RabbitMQ's tutorial (a second per dot there): a second per character of the body.
-    time.sleep(len(body) * SECONDS_PER_CHAR)
+    if SECONDS_PER_CHAR:  # even sleep(0) costs a system call, felt by a load test's thousands of messages a second
+        time.sleep(len(body) * SECONDS_PER_CHAR)
 
 
 class Delivery(NamedTuple):
@@ -103,7 +103,7 @@ def with_lab_switches(work_step: Callable[[Delivery], None], settings: WorkerSet
 LOSE_MODES = ("drop", "crash", "requeue")
 FAIL_MODES = ("requeue", "reject", "crash")
 DEFAULT_QUORUM_DELIVERY_LIMIT = 20  # what RabbitMQ 4.x applies to a quorum queue declared without a limit
-QUICK_WORK = 0.01  # seconds: work done sooner leaves the acks of the messages before it to be sent in one batch
+QUICK_WORK = 0.01  # seconds: work done sooner is simply waited for, and the acks before it still go in one batch
 
 
 def receive(channel, queue: str = "hello", acknowledge: bool = True) -> Optional[bytes]:
@@ -241,8 +241,10 @@ class Worker:
     def run_work(self, delivery: Delivery) -> None:
         """work() on the delivery's body in the work thread, while this thread keeps serving the connection.
 
-        The work thread hands its outcome back through add_callback_threadsafe, which wakes process_data_events
-        at once; the ack then goes out from this, the connection's, thread (pika's channels are not thread-safe).
+        Quick work (a load test's) ends within QUICK_WORK and is simply waited for. Longer work is waited for inside
+        process_data_events, which answers the broker meanwhile; the work thread wakes it through
+        add_callback_threadsafe, pika's one thread-safe call. Either way the ack then goes out from this, the
+        connection's, thread (pika's channels are not thread-safe), and only on an open channel (abandon() below).
         A stop signal, a closed channel or a cancelled consumer cuts the wait short: Abandoned."""
         connection, channel = self.connection, self.channel
         if not self.settings.quiet:
@@ -252,21 +254,21 @@ class Worker:
         if self._work_thread is None:
             self._work_thread = WorkThread()
         job = self._work_thread.start(work, delivery.body, connection)
-        waited = False
-        while True:
-            if self.stopping or not channel.is_open or self.cancelled:
-                if not job.done:  # it goes on in the background: the next message gets a thread of its own
-                    self._work_thread.retire()
-                    self._work_thread = None
-                raise Abandoned
-            if job.done:
-                break
-            connection.process_data_events(time_limit=0.2 if waited else QUICK_WORK)  # returns once the work is done
-            if not waited and not job.done:
-                self.flush_acks(channel)  # the work takes a while: what is done is acked before waiting for it
-                waited = True
+        if not job.over.acquire(timeout=QUICK_WORK) and not job.watch():
+            self.flush_acks(channel)  # the work takes a while: what is done is acked before waiting for it
+            while not job.done and not self.cut_short(channel):
+                connection.process_data_events(time_limit=0.2)  # returns at once when the work thread wakes it
+        if self.cut_short(channel):
+            if not job.done:  # it goes on in the background: the next message gets a thread of its own
+                self._work_thread.retire()
+                self._work_thread = None
+            raise Abandoned
         if job.error is not None:
             raise job.error
+
+    def cut_short(self, channel) -> bool:
+        """A stop signal, a channel the broker closed or a consumer it cancelled: the message in hand is given up."""
+        return self.stopping or not channel.is_open or self.cancelled
 
     def abandon(self, connection, channel, delivery: Delivery) -> str:
         """Give up the message in hand: a stop signal, a channel the broker closed, or a consumer it cancelled."""
@@ -552,15 +554,43 @@ class QueueLimits(NamedTuple):
 
 
 class Job:
-    """One run of work() in the work thread; `done` and `error` are set on the connection's thread."""
+    """One run of work() in the work thread. Its end wakes the connection's thread: through `over`, a lock held
+    until then, while that thread waits a moment for quick work; through add_callback_threadsafe, which wakes
+    process_data_events, once that thread serves the broker meanwhile (`watch()`)."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("function", "body", "connection", "error", "done", "over", "_watched", "_mutex")
 
-    def __init__(self) -> None:
-        self.done, self.error = False, None
+    def __init__(self, function: Callable[[bytes], None], body: bytes, connection: pika.BlockingConnection) -> None:
+        self.function, self.body, self.connection = function, body, connection
+        self.error: Optional[BaseException] = None
+        self.done, self._watched = False, False
+        self.over, self._mutex = threading.Lock(), threading.Lock()
+        self.over.acquire()
 
-    def finish(self, error: Optional[BaseException]) -> None:
-        self.done, self.error = True, error
+    def run(self) -> None:
+        """In the work thread: run the work, then wake whoever waits for it."""
+        try:
+            self.function(self.body)
+        except BaseException as exc:  # raised again on the connection's thread, which decides what it means
+            self.error = exc
+        with self._mutex:
+            self.done, watched = True, self._watched
+        self.over.release()
+        if watched:
+            try:  # pika's one thread-safe call: wakes process_data_events on the connection's thread
+                self.connection.add_callback_threadsafe(self.woken)
+            except amqp.AMQPError:
+                pass  # the connection closed meanwhile: the message was abandoned, nobody waits for this outcome
+
+    def watch(self) -> bool:
+        """From now on the work's end wakes process_data_events; True when it is over already."""
+        with self._mutex:
+            self._watched = True
+            return self.done
+
+    @staticmethod
+    def woken() -> None:
+        """Nothing to do on the connection's thread: being called is what ends process_data_events' wait."""
 
 
 class WorkThread:
@@ -574,8 +604,8 @@ class WorkThread:
         threading.Thread(target=self._serve, name="work", daemon=True).start()
 
     def start(self, function: Callable[[bytes], None], body: bytes, connection: pika.BlockingConnection) -> Job:
-        job = Job()
-        self._jobs.put((job, function, body, connection))
+        job = Job(function, body, connection)
+        self._jobs.put(job)
         return job
 
     def retire(self) -> None:
@@ -583,20 +613,8 @@ class WorkThread:
         self._jobs.put(None)
 
     def _serve(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            job, function, body, connection = item
-            error: Optional[BaseException] = None
-            try:
-                function(body)
-            except BaseException as exc:  # raised again on the connection's thread, which decides what it means
-                error = exc
-            try:  # pika's one thread-safe call: runs job.finish on the connection's thread, and wakes it
-                connection.add_callback_threadsafe(functools.partial(job.finish, error))
-            except amqp.AMQPError:
-                pass  # the connection closed meanwhile: the message was abandoned, nobody waits for this outcome
+        for job in iter(self._jobs.get, None):
+            job.run()
 
 
 # --- connection code: generated from labs/amqp/ by `python -m labs.amqp.embed`; edit it there, not here ---
