@@ -125,11 +125,32 @@ def test_a_queue_declared_otherwise_names_the_property_and_the_matching_flags(sp
 
 
 def test_a_port_that_is_not_amqp(space, broker):
+    """It looks like a broker still starting, so it is retried (see the next test); once --retry-for has run out,
+    exit 9 names both. (The management port answers pika's greeting only when its HTTP request timeout ends, some
+    seconds: --retry-for 0 keeps this test to one attempt.)"""
     if broker.local is None:
         pytest.skip("needs the local node's management port as a known non-AMQP port")
     url = f"amqp://guest:guest@127.0.0.1:{broker.local.management_port}/"
-    result = space.send("x", check=False, env=space.env(AMQP_URL=url))
+    result = space.send("--retry-for", "0", "x", check=False, env=space.env(AMQP_URL=url))
     assert_one_line_error(result, 9, "ended it before the AMQP 0-9-1 handshake: is that the right port")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_broker_that_ends_the_first_connections_before_the_handshake_is_retried(space, script):
+    """A broker starting up (behind a proxy such as Docker's) takes connections and ends them before the AMQP
+    handshake: the first connection must retry it within --retry-for, as it retries a refused one."""
+    if script == "run_worker":
+        space.send("x")
+    proxy = CuttableProxy(space.broker.port, space.broker.host)
+    try:
+        proxy.end_before_handshake(2)
+        url = space.url.replace(f":{space.broker.port}/", f":{proxy.port}/")
+        result = run(space, script, "--retry-for", "30", "x" if script == "send" else "--max-messages=1",
+                     AMQP_URL=url)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("ended it before the AMQP 0-9-1 handshake") == 2, result.stderr
 
 
 @pytest.mark.parametrize("url", ["http://localhost/", "amqp://guest:guest@localhost:notaport/"])
