@@ -203,7 +203,7 @@ class Worker:
         delivery = self.received(method, properties, body)
         started = time.monotonic()
         try:
-            self.work_on(delivery)
+            self.work_on(delivery)  # work() in the work thread (run_work), the lab switches around it
         except Lost:
             self.flush_acks(channel)
             return self.lose(channel, delivery)
