@@ -13,6 +13,7 @@ from typing import Optional
 
 import pytest
 
+from labs.amqp.connection import Event
 from labs.brokers.cluster import Cluster, free_base_port
 from labs.brokers.container import docker_available
 from labs.brokers.local_node import rabbitmq_installed
@@ -55,7 +56,7 @@ def start_worker(env, name: str, events, queue: str = "jobs", seconds_per_char: 
 
 
 def done_counts(events: EventLog) -> collections.Counter:
-    return collections.Counter(e["body"] for e in events.read() if e["event"] == "done")
+    return collections.Counter(e["body"] for e in events.read() if e["event"] == Event.DONE)
 
 
 @pytest.mark.slow(seconds=100)  # 60 s of it RabbitMQ 4.x's own wait before it refuses the classic queue
@@ -112,7 +113,7 @@ def test_each_node_killed_in_turn_and_a_network_cut_lose_nothing_confirmed(clust
         return sum(done_counts(events).values())
 
     def received_by(worker: str) -> bool:
-        return any(e["event"] == "received" and e["worker"] == worker for e in events.read())
+        return any(e["event"] == Event.RECEIVED and e["worker"] == worker for e in events.read())
 
     try:
         # Cut only a working connection: one still in its first handshake would be a reset the worker takes for a

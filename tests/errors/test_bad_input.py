@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from labs.amqp.connection import Event
 from labs.brokers.container import docker_available, running_container_node
 from labs.settings import child_environment
 from tests.helpers import SENDER, assert_one_line_error, require, wait_until
@@ -17,7 +18,7 @@ def test_a_non_utf8_body_is_processed_without_crashing_the_worker(space):
     assert sent.returncode == 0 and b"sent 1 messages" in sent.stdout
     worker = space.start_worker("tolerant", "--seconds-per-char", "0", "--max-messages", "1")
     assert worker.wait(30) == 0
-    assert worker.bodies("done") == ["caf\ufffd \ufffd\ufffd"]  # shown with replacement characters
+    assert worker.bodies(Event.DONE) == ["caf\ufffd \ufffd\ufffd"]  # shown with replacement characters
     assert "Traceback" not in worker.output
 
 
@@ -25,7 +26,7 @@ def test_an_empty_body_is_sent_and_processed_with_no_work(space):
     assert "sent 1 messages" in space.send("").stdout
     worker = space.start_worker("empty", "--max-messages", "1")
     assert worker.wait(30) == 0
-    assert worker.bodies("done") == [""]
+    assert worker.bodies(Event.DONE) == [""]
 
 
 def test_an_unroutable_message_is_reported_not_counted_as_sent(space):

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import assert_one_line_error
 
 LIMITS = ("--queue-type", "quorum", "--delivery-limit", "2", "--dead-letter-queue", "q-dead")
@@ -50,9 +51,9 @@ def test_the_policy_dead_letters_a_poison_message_after_its_limit(space):
     worker = space.start_worker("w", "--queue", "q", *LIMITS, "--acknowledge", "--prefetch", "1",
                                 "--seconds-per-char", "0", "--fail-on", "poison", "--idle-exit", "2")
     assert worker.process.wait(60) == 0
-    assert worker.bodies("done") == ["good"]
-    assert worker.bodies("dead-lettered") == ["poison"]  # tried 3 times: the first delivery and 2 more
-    assert len(worker.bodies("requeued")) == 2
+    assert worker.bodies(Event.DONE) == ["good"]
+    assert worker.bodies(Event.DEAD_LETTERED) == ["poison"]  # tried 3 times: the first delivery and 2 more
+    assert len(worker.bodies(Event.REQUEUED)) == 2
     assert space.ready("q-dead") == 1 and space.ready("q") == 0
 
 
@@ -120,8 +121,8 @@ def test_the_worker_counts_a_message_past_an_instructors_limit_as_lost(space):
     worker = space.start_worker("w", "--queue", "q", "--queue-type", "quorum", "--acknowledge", "--prefetch", "1",
                                 "--seconds-per-char", "0", "--fail-on", "poison", "--idle-exit", "2")
     assert worker.process.wait(60) == 0
-    assert len(worker.bodies("requeued")) == 2
-    lost = worker.events("lost")
+    assert len(worker.bodies(Event.REQUEUED)) == 2
+    lost = worker.events(Event.LOST)
     assert [each["body"] for each in lost] == ["poison"] and lost[0]["mode"] == "delivery limit"
     assert "it reached the delivery limit of 2" in worker.output
     summary = worker.output.splitlines()[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import wait_until
 from tests.proxy import CuttableProxy
 
@@ -38,7 +39,7 @@ def test_the_worker_fails_over_when_its_node_goes_away(space, nodes):
     space.send("--queue", "jobs", "--count", "8", "--length", "2")
     worker = space.start_worker("mover", "--queue", "jobs", "--acknowledge", "--prefetch", "1", "--seconds-per-char",
                                 "0.2", "--idle-exit", "3", env=space.env(AMQP_URL=urls(space, [p.port for p in nodes])))
-    worker.wait_for_events("done", 2)
+    worker.wait_for_events(Event.DONE, 2)
     used, other = (nodes[0], nodes[1]) if nodes[0].open_connections else (nodes[1], nodes[0])
     used.close()  # the node dies: its connections are cut and nothing answers there any more
 
@@ -48,7 +49,7 @@ def test_the_worker_fails_over_when_its_node_goes_away(space, nodes):
     moves = [(e["event"], e["node"]) for e in worker.events() if e["event"] in ("connected", "disconnected")]
     assert moves == [("connected", f"127.0.0.1:{used.port}"), ("disconnected", f"127.0.0.1:{used.port}"),
                      ("connected", f"127.0.0.1:{other.port}")], moves
-    assert set(worker.bodies("done")) == {str(n).ljust(2, ".") for n in range(1, 9)}  # every message, none lost
+    assert set(worker.bodies(Event.DONE)) == {str(n).ljust(2, ".") for n in range(1, 9)}  # every message, none lost
     wait_until(lambda: space.ready("jobs") == 0, 10, "an empty queue")
 
 

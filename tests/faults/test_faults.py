@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import SENDER, wait_until
 from tests.proxy import CuttableProxy
 
@@ -45,7 +46,7 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
         workers[name] = worker
 
     def done() -> set[str]:
-        return {body for worker in incarnations for body in worker.bodies("done")}
+        return {body for worker in incarnations for body in worker.bodies(Event.DONE)}
 
     try:
         for name in workers:
@@ -75,13 +76,13 @@ def test_no_confirmed_message_is_lost_under_kills_restarts_and_cuts(space, resta
             worker.signal(signal.SIGTERM)
         proxy.close()
 
-    processed = [body for worker in incarnations for body in worker.bodies("done")]
+    processed = [body for worker in incarnations for body in worker.bodies(Event.DONE)]
     duplicates = len(processed) - len(set(processed))
     lost = len(bodies - set(processed))
     print(f"\nfault injection: {MESSAGES} messages, {kills} kills, {restarts} broker restart(s), {proxy.cuts} cuts, "
           f"{lost} lost, {duplicates} duplicates, {len(incarnations)} worker processes")
     assert lost == 0
-    cut_off = [w.events("disconnected") for w in incarnations if w.name.startswith("w3")]
+    cut_off = [w.events(Event.DISCONNECTED) for w in incarnations if w.name.startswith("w3")]
     assert sum(map(len, cut_off)) >= proxy.cuts + restarts, "the proxied worker saw each cut and the restart"
 
 
@@ -164,7 +165,7 @@ def test_sender_resends_what_was_unconfirmed_when_the_broker_is_killed_mid_send(
     worker = space.start_worker("drain", "--queue", "bulk", "--durable", "--acknowledge", "--prefetch", "500",
                                 "--seconds-per-char", "0", "--quiet", "--idle-exit", "2")
     assert worker.wait(180) == 0
-    received = worker.bodies("done")
+    received = worker.bodies(Event.DONE)
     assert set(received) == {str(n) for n in range(1, count + 1)}
     print(f"\nsender across a kill: {count} confirmed, {resent.group(1)} resent, "
           f"{len(received) - count} duplicates in the queue")

@@ -6,6 +6,7 @@ import re
 import pika
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.restart
@@ -43,12 +44,12 @@ def test_worker_reconnects_after_a_broker_restart_and_finishes_the_queue(space, 
     space.send("--queue", "jobs", "--durable", "--persistent", "--count", "8", "--length", "3")
     worker = space.start_worker("survivor", "--queue", "jobs", "--durable", "--acknowledge", "--prefetch", "1",
                                 "--seconds-per-char", "0.1", "--idle-exit", "3", "--retry-for", "60")
-    worker.wait_for_events("done", 1)
+    worker.wait_for_events(Event.DONE, 1)
 
     restartable.restart()
 
     assert worker.wait(120) == 0
     assert re.search(r"connection to 127.0.0.1:\d+ lost", worker.output) and "reconnected to 127.0.0.1:" in worker.output
-    done = set(worker.bodies("done"))
+    done = set(worker.bodies(Event.DONE))
     assert done == {str(n).ljust(3, ".") for n in range(1, 9)}
     wait_until(lambda: space.ready("jobs") == 0, 10, "an empty queue")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import pytest
 
+from labs.amqp.connection import Event
 from labs.brokers.rabbitmqctl import RabbitmqctlFailed, read_rabbit_env, restore_rabbit_env
 from labs.exit_codes import EXIT_OK
 from labs.scenarios.registry import LABS, Lab
@@ -128,11 +129,11 @@ def test_lab_3s_report_counts_what_its_event_log_shows(broker):
     run, = context.runs
     events = run.log.read()
     kinds = [e["event"] for e in events]
-    done = {e["body"] for e in events if e["event"] == "done"}
+    done = {e["body"] for e in events if e["event"] == Event.DONE}
     logged = {"sent": len(run.sent), "processed": len(done), "lost": kinds.count("lost"),
               "requeued": kinds.count("requeued"), "failed": kinds.count("failed"),
               "dead_lettered": kinds.count("dead-lettered"),
-              "redelivered": sum(1 for e in events if e["event"] == "received" and e["redelivered"]),
+              "redelivered": sum(1 for e in events if e["event"] == Event.RECEIVED and e["redelivered"]),
               "never_processed": sum(1 for body in run.sent if body not in done)}
     found = REPORT_COUNTS.search(printed)
     assert found, printed
@@ -142,4 +143,4 @@ def test_lab_3s_report_counts_what_its_event_log_shows(broker):
     for worker in {e["worker"] for e in events}:
         per_worker = re.search(rf"^ +{re.escape(worker)} +processed +(\d+) ", printed, re.M)
         assert per_worker and int(per_worker.group(1)) == sum(
-            1 for e in events if e["event"] == "done" and e["worker"] == worker), printed
+            1 for e in events if e["event"] == Event.DONE and e["worker"] == worker), printed

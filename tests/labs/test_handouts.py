@@ -16,6 +16,7 @@ from typing import Optional
 
 import pytest
 
+from labs.amqp.connection import Event
 from labs.brokers.rabbitmqctl import RabbitmqctlFailed
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
@@ -236,7 +237,7 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
             return False
         for command in commands:
             events = read_events(running[command.text].events)  # skips a line still being written
-            if events and events[-1]["event"] == "received":
+            if events and events[-1]["event"] == Event.RECEIVED:
                 return False
         return True
 

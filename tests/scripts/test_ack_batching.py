@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 
+from labs.amqp.connection import Event
 from tests.helpers import wait_until
 
 
@@ -25,10 +26,10 @@ def test_a_worker_killed_mid_work_at_prefetch_100_acked_only_finished_messages(s
     space.send("--queue", "killed", "--count", "40", "--length", "3")
     worker = space.start_worker("killed", "--queue", "killed", "--acknowledge", "--prefetch", "100",
                                 "--seconds-per-char", "0.02")
-    worker.wait_for_events("done", 5)
+    worker.wait_for_events(Event.DONE, 5)
     worker.signal(signal.SIGKILL)
     worker.wait(10)
-    done, received = set(worker.bodies("done")), worker.bodies("received")
+    done, received = set(worker.bodies(Event.DONE)), worker.bodies(Event.RECEIVED)
     sent = [str(n).ljust(3, ".") for n in range(1, 41)]
     not_done = [body for body in sent if body not in done]
     assert len(received) > len(done) and len(not_done) >= 20, (received, done)  # killed mid-work, early on
@@ -50,7 +51,7 @@ def test_a_lost_delivery_stays_unacked_while_the_ones_after_it_are_acked_in_batc
                                 "--seconds-per-char", "0", "--lose-every", "3", "--lose-mode", "drop",
                                 "--max-messages", "30")
     assert worker.wait(30) == 0
-    assert worker.bodies("lost") == [str(n) for n in range(3, 31, 3)]
+    assert worker.bodies(Event.LOST) == [str(n) for n in range(3, 31, 3)]
     assert "summary: received 30, processed 20, lost 10" in worker.output
     wait_until(lambda: space.ready("held") == 10, 10, "the 10 dropped messages back in the queue")
     assert sorted(drain(space, "held"), key=int) == [str(n) for n in range(3, 31, 3)]

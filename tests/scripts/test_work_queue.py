@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import all_bodies, wait_until
 from tests.proxy import CuttableProxy
 
@@ -30,7 +31,7 @@ def test_every_message_carries_a_unique_id(space):
     space.send("--count", "50", "--length", "4")
     worker = space.start_worker("w", *FAST, "--max-messages", "50")
     assert worker.wait() == 0
-    received = worker.events("received")
+    received = worker.events(Event.RECEIVED)
     assert [r["body"] for r in received] == [str(n).ljust(4, ".") for n in range(1, 51)]
     ids = [r["message_id"] for r in received]
     assert len(set(ids)) == 50 and all(ids)
@@ -55,8 +56,8 @@ def test_three_workers_share_a_queue_round_robin(space):
 
     space.send("--count", "9")
 
-    wait_until(lambda: len(all_bodies(workers, "done")) == 9, 30, "9 messages done")
-    shares = sorted(sorted(int(body) for body in w.bodies("done")) for w in workers)
+    wait_until(lambda: len(all_bodies(workers, Event.DONE)) == 9, 30, "9 messages done")
+    shares = sorted(sorted(int(body) for body in w.bodies(Event.DONE)) for w in workers)
     # The broker deals messages out in turn: each worker gets every third one.
     assert shares == [[1, 4, 7], [2, 5, 8], [3, 6, 9]]
 
@@ -66,8 +67,8 @@ def test_auto_ack_with_lose_every_3_loses_every_third_message_for_good(space):
     worker = space.start_worker("careless", *FAST, "--lose-every", "3", "--max-messages", "12")
 
     assert worker.wait() == 0
-    assert worker.bodies("lost") == ["3", "6", "9", "12"]
-    assert worker.bodies("done") == ["1", "2", "4", "5", "7", "8", "10", "11"]
+    assert worker.bodies(Event.LOST) == ["3", "6", "9", "12"]
+    assert worker.bodies(Event.DONE) == ["1", "2", "4", "5", "7", "8", "10", "11"]
     assert "summary: received 12, processed 8, lost 4" in worker.output
     stats = wait_until(lambda: (s := space.queue_stats("hello")).get("messages") == 0 and s, 10, "empty queue")
     assert stats["messages_unacknowledged"] == 0  # gone for good: nothing will bring them back
@@ -86,10 +87,10 @@ def test_with_acknowledge_every_lost_message_comes_back(space, mode):
     workers = [*losers, steady]
 
     sent = [str(n).ljust(2, ".") for n in range(1, 13)]
-    assert sorted(set(all_bodies(workers, "done"))) == sorted(sent), "every message processed by some worker"
-    lost = all_bodies(losers, "requeued" if mode == "requeue" else "lost")
+    assert sorted(set(all_bodies(workers, Event.DONE))) == sorted(sent), "every message processed by some worker"
+    lost = all_bodies(losers, Event.REQUEUED if mode == "requeue" else "lost")
     assert lost, "the losers lost nothing: the test proves nothing"
-    redelivered = {r["body"] for w in workers for r in w.events("received") if r["redelivered"]}
+    redelivered = {r["body"] for w in workers for r in w.events(Event.RECEIVED) if r["redelivered"]}
     assert set(lost) <= redelivered, "each lost message came back flagged redelivered"
     if mode == "crash":
         assert any(w.process.returncode == -signal.SIGKILL for w in losers)
@@ -109,12 +110,12 @@ def test_prefetch_1_spreads_uneven_work_where_no_prefetch_does_not(space):
                                       "0.03", *options) for n in range(2)]
         space.wait_for_consumers(queue, 2)
         space.send("--queue", queue, *bodies)
-        wait_until(lambda: len(all_bodies(workers, "done")) == len(bodies), 60, f"the work on {queue!r}")
+        wait_until(lambda: len(all_bodies(workers, Event.DONE)) == len(bodies), 60, f"the work on {queue!r}")
         for worker in workers:
             worker.signal(signal.SIGTERM)
             assert worker.wait(20) == 0
-        assert sorted(all_bodies(workers, "done")) == sorted(bodies)
-        return sorted(sum(body.startswith("L") for body in w.bodies("done")) for w in workers)
+        assert sorted(all_bodies(workers, Event.DONE)) == sorted(bodies)
+        return sorted(sum(body.startswith("L") for body in w.bodies(Event.DONE)) for w in workers)
 
     assert long_ones_per_worker(queue="unfair") == [0, 4]
     assert long_ones_per_worker("--prefetch", "1", queue="fair") == [2, 2]
@@ -126,20 +127,20 @@ def test_a_long_message_under_a_short_heartbeat_completes(space):
     worker = space.start_worker("patient", "--acknowledge", "--heartbeat", "2", "--seconds-per-char", "0.9",
                                 "--max-messages", "1")
     assert worker.wait(60) == 0
-    assert worker.bodies("done") == ["long-work"]
+    assert worker.bodies(Event.DONE) == ["long-work"]
     assert " lost (" not in worker.output  # no "connection to ... lost (...)"
-    assert not any(r["redelivered"] for r in worker.events("received"))
+    assert not any(r["redelivered"] for r in worker.events(Event.RECEIVED))
 
 
 def test_sigterm_abandons_the_current_message_which_goes_back_to_the_queue(space):
     space.send("a-very-long-task")
     worker = space.start_worker("stopper", "--acknowledge", "--seconds-per-char", "10")
-    worker.wait_for_events("received", 1)
+    worker.wait_for_events(Event.RECEIVED, 1)
 
     worker.signal(signal.SIGTERM)
 
     assert worker.wait(20) == 0
-    assert worker.bodies("abandoned") == ["a-very-long-task"]
+    assert worker.bodies(Event.ABANDONED) == ["a-very-long-task"]
     assert "summary: received 1, processed 0" in worker.output
     wait_until(lambda: space.ready("hello") == 1, 10, "the abandoned message back in the queue")
 
@@ -152,7 +153,7 @@ def test_a_second_signal_exits_at_once(space, broker):
         space.send("another-long-task")
         through_proxy = space.env(AMQP_URL=space.url.replace(f":{broker.port}/", f":{proxy.port}/"))
         worker = space.start_worker("impatient", "--acknowledge", "--seconds-per-char", "10", env=through_proxy)
-        worker.wait_for_events("received", 1)
+        worker.wait_for_events(Event.RECEIVED, 1)
         proxy.freeze()
         worker.signal(signal.SIGINT)
         wait_until(lambda: "stopping" in worker.output, 10, "the first signal to be noticed")
@@ -178,8 +179,8 @@ def test_auto_ack_worker_reports_pushed_messages_it_exits_without_processing(spa
     space.send("--count", "5")
     worker = space.start_worker("hasty", "--seconds-per-char", "0.05", "--max-messages", "2")
     assert worker.wait() == 0
-    assert worker.bodies("done") == ["1", "2"]
-    assert worker.bodies("lost") == ["3", "4", "5"]
+    assert worker.bodies(Event.DONE) == ["1", "2"]
+    assert worker.bodies(Event.LOST) == ["3", "4", "5"]
     assert "lost 3 messages already delivered to this worker" in worker.output
     assert space.ready("hello") == 0
 

@@ -5,6 +5,7 @@ import json
 import re
 import signal
 
+from labs.amqp.connection import Event
 from labs.drive.event_log import EventLog, read_events
 
 SUMMARY = re.compile(r"\[(?P<name>[\w-]+)\] summary: received (?P<received>\d+), processed (?P<processed>\d+), "
@@ -25,7 +26,7 @@ def test_events_dash_writes_parseable_json_lines_to_stdout(space):
     for record in records:
         assert record["worker"] == "json" and record["message_id"] and record["redelivered"] is False
         assert isinstance(record["time"], float)
-    assert all(isinstance(r["seconds"], (int, float)) for r in records if r["event"] == "done")
+    assert all(isinstance(r["seconds"], (int, float)) for r in records if r["event"] == Event.DONE)
     assert records[-1]["mode"] == "drop"
     # Every other stdout line is the worker's own labelled output.
     assert all(line.startswith("{") or line.startswith("[json] ") for line in result.stdout.splitlines())
@@ -54,7 +55,7 @@ def test_quiet_worker_still_logs_its_events_to_a_file(space):
     space.send("--count", "2")
     worker = space.start_worker("filed", "--quiet", "--seconds-per-char", "0", "--max-messages", "2")
     assert worker.wait() == 0
-    assert worker.bodies("done") == ["1", "2"]
+    assert worker.bodies(Event.DONE) == ["1", "2"]
     assert worker.output.strip().splitlines() == ["[filed] summary: received 2, processed 2, lost 0, requeued 0, "
                                                   "redelivered 0, abandoned 0"]
 
@@ -106,7 +107,7 @@ def event_counts(worker) -> dict[str, int]:
     kinds = [e["event"] for e in events]
     return {"received": kinds.count("received"), "processed": kinds.count("done"), "lost": kinds.count("lost"),
             "requeued": kinds.count("requeued"),
-            "redelivered": sum(1 for e in events if e["event"] == "received" and e["redelivered"]),
+            "redelivered": sum(1 for e in events if e["event"] == Event.RECEIVED and e["redelivered"]),
             "abandoned": kinds.count("abandoned"), "failed": kinds.count("failed"),
             "dead_lettered": kinds.count("dead-lettered")}
 
@@ -117,7 +118,7 @@ def test_each_workers_summary_matches_its_own_event_log_count_for_count(space):
     space.send("--count", "12")
     # Given a worker stopped mid-work: it abandons message 1, which goes back to the queue (redelivered later).
     slow = space.start_worker("abandons", "--acknowledge", "--prefetch", "1", "--seconds-per-char", "5")
-    slow.wait_for_events("received", 1)
+    slow.wait_for_events(Event.RECEIVED, 1)
     slow.signal(signal.SIGTERM)
     assert slow.wait() == 0, slow.output
     # One after the other, so each gets what the one before left: a worker that drops every 3rd delivery and

@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import ROOT
 
 PRELUDE = """
@@ -114,7 +115,7 @@ def test_delete_queue_refuses_while_a_consumer_is_attached_unless_forced(space):
     space.send("--queue", "busy", "one", "two")
     worker = space.start_worker("holder", "--queue", "busy", "--acknowledge", "--prefetch", "1",
                                 "--seconds-per-char", "10")
-    worker.wait_for_events("received", 1)
+    worker.wait_for_events(Event.RECEIVED, 1)
     got = ipython(space, """
         ch = channel()
         print(json.dumps({"refused": outcome(lambda: sender.delete_queue(ch, "busy")),

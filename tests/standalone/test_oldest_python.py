@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from labs.amqp.connection import Event
 from tests.helpers import ROOT, Space, wait_until
 from tests.old_python import OldPython, Unavailable, chroot_env, old_python, parse_floor, script_requirements
 
@@ -108,7 +109,7 @@ def test_the_scripts_send_and_receive_on_the_oldest_python(space, oldest, upload
     for body in bodies:
         assert f"received {body!r}" in got.stdout, got.stdout
     done = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
-    assert [e["body"] for e in done if e["event"] == "done"] == bodies, done
+    assert [e["body"] for e in done if e["event"] == Event.DONE] == bodies, done
     # Acked, not merely delivered: an unacked message would be back in the queue once the worker's connection closed.
     wait_until(lambda: space.consumers("old-python") == 0, 10, "the worker's consumer to go")
     assert space.ready("old-python") == 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from labs.amqp.connection import Event
 from tests.helpers import QPROCESSOR, wait_until
 
 COUNT = 12
@@ -71,9 +72,9 @@ def test_a_students_own_work_runs_once_for_every_message_with_acks_redelivery_pr
     records = [json.loads(line) for line in events.read_text().splitlines()]
     kinds = [record["event"] for record in records]
     assert kinds.count("received") == COUNT + 3 and kinds.count("requeued") == 3
-    assert sorted((r["body"] for r in records if r["event"] == "done"), key=int) == bodies
-    requeued = sorted(r["body"] for r in records if r["event"] == "requeued")
-    assert sorted(r["body"] for r in records if r["event"] == "received" and r["redelivered"]) == requeued
+    assert sorted((r["body"] for r in records if r["event"] == Event.DONE), key=int) == bodies
+    requeued = sorted(r["body"] for r in records if r["event"] == Event.REQUEUED)
+    assert sorted(r["body"] for r in records if r["event"] == Event.RECEIVED and r["redelivered"]) == requeued
     assert "summary: received 15, processed 12, lost 0, requeued 3, redelivered 3, abandoned 0" in out
     # ... and every message was acked: none came back when the worker's connection closed
     assert space.ready("tasks") == 0

@@ -1,6 +1,7 @@
 """Lab 5, Fair dispatch: prefetch 1 against uneven work."""
 from __future__ import annotations
 
+from labs.amqp.connection import Event
 from labs.scenarios.helpers import IDLE_UNTIL_SENT
 from labs.scenarios.runner import Context
 
@@ -18,7 +19,7 @@ def fair_dispatch(lab: Context) -> None:
         run.send(*bodies, bodies=bodies)
         run.finish()
         tally = run.tally()
-        longs = sorted(sum(b.startswith("L") for b in tally.bodies("done", w)) for w in tally.per_worker())
+        longs = sorted(sum(b.startswith("L") for b in tally.bodies(Event.DONE, w)) for w in tally.per_worker())
         results[label] = (longs, tally.makespan)
     ideal = total_work / 2
     (unfair_longs, unfair_span), (fair_longs, fair_span) = results["no prefetch"], results["prefetch 1"]
