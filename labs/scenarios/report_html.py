@@ -112,12 +112,15 @@ def depth(run: Run, events: Sequence[dict]) -> list[tuple[float, int, int]]:
         sent = run.sent_at[index] if index < len(run.sent_at) else start
         changes.append((min(sent, first_seen.get(body, sent)), 1, 0))
     for delivery in deliveries(events):
-        if delivery.outcome != "unfinished":
-            changes.append((delivery.start, 0, 1))
+        changes.append((delivery.start, 0, 1))
+        if delivery.outcome != "unfinished":  # one with no ending stays in its worker's hands to the log's end
             changes.append((delivery.end, -(delivery.outcome in SETTLED), -1))
-    points, outstanding, held = [], 0, 0
+    points: list[tuple[float, int, int]] = []
+    outstanding = held = 0
     for moment, change, hands in sorted(changes, key=lambda c: (c[0], -c[1])):
         outstanding, held = outstanding + change, held + hands
+        if points and points[-1][0] == moment:  # one point per moment: the counts once all its changes are in
+            points.pop()
         points.append((moment, outstanding, max(outstanding - held, 0)))
     return points
 
