@@ -41,7 +41,8 @@ rect.unfinished{fill:#fff;stroke:#555;stroke-dasharray:2 2}.redelivered{fill:#1e
 .disconnected{stroke:#d0021b;stroke-width:1.5}.connected{stroke:#1e8f4e;stroke-width:1}
 .axis{stroke:#999}.grid{stroke:#eee}.moment{stroke:#b00020;stroke-dasharray:4 3}
 .span{stroke:#333;stroke-width:2}.ideal{stroke:#1e8f4e;stroke-width:2}
-.outstanding{fill:none;stroke:#3b7dd8;stroke-width:1.5}.ready{fill:none;stroke:#f5a623;stroke-width:1.5}
+.outstanding{fill:none;stroke:#3b7dd8;stroke-width:2.5}
+.ready{fill:none;stroke:#e67e00;stroke-width:1.5;stroke-dasharray:5 3}
 """
 WIDTH, LEFT, RIGHT, ROW, BAR = 960, 110, 20, 18, 12
 
@@ -132,10 +133,11 @@ class Scale:
         self.start, self.seconds = start, max(end - start, 1e-3)
 
     def x(self, moment: float) -> float:
-        return LEFT + (moment - self.start) / self.seconds * (WIDTH - LEFT - RIGHT)
+        """Pixels from the left; a moment before the start is drawn at the left edge."""
+        return LEFT + max(moment - self.start, 0.0) / self.seconds * (WIDTH - LEFT - RIGHT)
 
     def ticks(self) -> list[float]:
-        step = next(s for s in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1e9)
+        step = next(s for s in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1e9)
                     if self.seconds / s <= 12)
         return [n * step for n in range(int(self.seconds / step) + 1)]
 
@@ -161,9 +163,11 @@ def marker(outcome: str, x: float, y: float) -> str:
         return (f'<path data-mark="crashed" d="M{x - 4:.1f},{y + 2} l8,8 m0,-8 l-8,8" '
                 f'style="stroke:#111;stroke-width:2"/>')
     if outcome == "requeued":
-        return f'<polygon class="requeued" data-mark="requeued" points="{x:.1f},{y} {x - 6:.1f},{y + BAR / 2} {x:.1f},{y + BAR}"/>'
+        return (f'<polygon class="requeued" data-mark="requeued" '
+                f'points="{x:.1f},{y} {x - 6:.1f},{y + BAR / 2} {x:.1f},{y + BAR}"/>')
     if outcome == "dead-lettered":
-        return f'<rect class="dead-lettered" data-mark="dead-lettered" x="{x - 3:.1f}" y="{y + 3}" width="6" height="6"/>'
+        return (f'<rect class="dead-lettered" data-mark="dead-lettered" x="{x - 3:.1f}" y="{y + 3}" width="6" '
+                f'height="6"/>')
     if outcome == "abandoned":
         return (f'<polygon class="abandoned" data-mark="abandoned" '
                 f'points="{x:.1f},{y} {x + 4:.1f},{y + BAR / 2} {x:.1f},{y + BAR} {x - 4:.1f},{y + BAR / 2}"/>')
@@ -171,9 +175,14 @@ def marker(outcome: str, x: float, y: float) -> str:
 
 
 def extent(run: Run) -> tuple[float, float]:
-    """When the run's first and last recorded moments were: events, sender.py's returns, the lab's moments."""
-    moments = [e["time"] for e in run.log.read()] + list(run.sent_at) + [t for t, _ in run.moments]
-    return (min(moments), max(moments)) if moments else (0.0, 0.0)
+    """The span a run's drawings show: from its first delivery to its last ending or the lab's last moment. What
+    came before (workers connecting, sender.py's run) is drawn at the left edge: a poison message's 40 deliveries in
+    a few milliseconds would otherwise be a sliver after a second of waiting for the worker to start."""
+    events = run.log.read()
+    found = deliveries(events)
+    moments = [d.start for d in found] + [d.end for d in found] + [t for t, _ in run.moments]
+    moments = moments or [e["time"] for e in events] or [0.0]
+    return min(moments), max(moments)
 
 
 def timeline(run: Run, seconds: Optional[float] = None, with_legend: bool = False) -> str:
@@ -302,9 +311,9 @@ DEPTH_NOTE = ("Queue depth derived from the event logs, not sampled from the bro
               "worker's buffer but not yet taken in hand count as ready; a crashed worker's message stays "
               "outstanding (with --acknowledge it comes back).")
 PAGE_NOTE = ("Each timeline is drawn from the workers' event logs (qprocessor.py --events): a row per worker, a bar "
-             "per delivery from received to how it ended; hover a bar for its message. The timelines of one lab "
-             "share a time scale, so their lengths compare, but for a run under a quarter of the longest, drawn on "
-             "its own.")
+             "per delivery from received to how it ended; hover a bar for its message. Time runs from a run's first "
+             "delivery (what came before is drawn at the left edge). The timelines of one lab share a time scale, so "
+             "their lengths compare, but for a run under a quarter of the longest, drawn on its own.")
 
 
 def run_section(run: Run, seconds: Optional[float]) -> str:
