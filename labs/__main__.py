@@ -56,7 +56,7 @@ def list_labs() -> None:
                    "there for the lab. Without it: the cluster on 5701-5703 if up, or one on free ports.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
-                   "event logs (one self-contained page: no network, no JavaScript).")
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
 def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str],
         base_port: Optional[int], report_path: Optional[Path]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
@@ -156,7 +156,7 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
               help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
-                   "event logs (one self-contained page: no network, no JavaScript).")
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
 def demo(live_only: bool, version: Optional[str], report_path: Optional[Path]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
     from labs.scenarios.registry import LABS

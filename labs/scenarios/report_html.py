@@ -137,8 +137,8 @@ class Scale:
         return LEFT + max(moment - self.start, 0.0) / self.seconds * (WIDTH - LEFT - RIGHT)
 
     def ticks(self) -> list[float]:
-        step = next(s for s in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1e9)
-                    if self.seconds / s <= 12)
+        steps = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1e9)
+        step = next(s for s in steps if self.seconds / s <= 12)
         return [n * step for n in range(int(self.seconds / step) + 1)]
 
 
@@ -185,17 +185,38 @@ def extent(run: Run) -> tuple[float, float]:
     return min(moments), max(moments)
 
 
-def timeline(run: Run, seconds: Optional[float] = None, with_legend: bool = False) -> str:
-    """The run's SVG: a row per worker, a bar per delivery, marks for the endings and redeliveries, connection
-    events, the lab's moments, and the makespan (with the ideal where the lab has one). `seconds`: the width of the
-    time axis, to share one scale among a lab's runs; with_legend for an image that stands alone."""
+def timeline(run: Run, seconds: Optional[float] = None) -> str:
+    """The run's SVG image; `seconds`: the width of its time axis, to share one scale among a lab's runs."""
+    parts, height = drawing(run, seconds, 6)
+    return svg(height, parts, f"timeline of queue {run.queue}")
+
+
+def figure(titled: Sequence[tuple[str, Run]]) -> str:
+    """Several runs' timelines as one image that stands alone, on one time scale, under the legend: the docs' picture
+    (docs/lab5-timeline.svg)."""
+    seconds = max(end - start for start, end in (extent(run) for _, run in titled))
+    found = [d for _, run in titled for d in deliveries(run.log.read())]
+    shown = {d.outcome for d in found} | {"redelivered" for d in found if d.redelivered} | {
+        "disconnected" for _, run in titled for e in run.log.read() if e["event"] == "disconnected"}
+    parts = legend(8, shown)
+    y = 8 + 16 * ((len(shown) + 3) // 4)
+    for title, run in titled:
+        parts.append(f'<text x="8" y="{y + 14}" style="font-weight:bold;font-size:12px">{esc(title)}</text>')
+        drawn, y = drawing(run, seconds, y + 22)
+        parts += drawn
+    return svg(y, parts, "timelines: " + ", ".join(title for title, _ in titled))
+
+
+def drawing(run: Run, seconds: Optional[float], top: float) -> tuple[list[str], float]:
+    """A run's timeline from `top` down, and where it ends: a row per worker, a bar per delivery, marks for the
+    endings and redeliveries, connection events, the lab's moments, and the makespan (with the ideal where the lab
+    has one)."""
     events = run.log.read()
     workers = sorted({e["worker"] for e in events if e.get("worker")})
     start, end = extent(run)
     scale = Scale(start, start + max(seconds or 0.0, end - start))
-    top = 8 + 16 * ((len(LEGEND) + 3) // 4) if with_legend else 6
     rows_end = top + ROW * len(workers)
-    parts = (legend(8) if with_legend else []) + axis(scale, top, rows_end)
+    parts = axis(scale, top, rows_end)
     row_of = {worker: top + ROW * n for n, worker in enumerate(workers)}
     for worker, y in row_of.items():
         parts.append(f'<text x="{LEFT - 6}" y="{y + BAR - 1}" text-anchor="end">{esc(worker)}</text>')
@@ -222,7 +243,7 @@ def timeline(run: Run, seconds: Optional[float] = None, with_legend: bool = Fals
                          f'y2="{y + ROW}"><title>{esc(e["event"])} {esc(e.get("node", ""))}</title></line>')
     parts += moments(run, scale, top - 4, rows_end, rows_end + 26)
     parts += makespan(run, events, scale, rows_end + 40)
-    return svg(rows_end + (70 if run.ideal_makespan else 52), parts, f"timeline of queue {run.queue}")
+    return parts, rows_end + (70 if run.ideal_makespan else 52)
 
 
 def moments(run: Run, scale: Scale, top: float, bottom: float, label_y: float) -> list[str]:
@@ -252,9 +273,10 @@ def makespan(run: Run, events: Sequence[dict], scale: Scale, y: float) -> list[s
     return parts
 
 
-def legend(y: float) -> list[str]:
+def legend(y: float, shown: Optional[set] = None) -> list[str]:
+    """The legend's marks and what each means: all of them, or those `shown`."""
     parts = []
-    for n, (kind, label) in enumerate(LEGEND):
+    for n, (kind, label) in enumerate([entry for entry in LEGEND if shown is None or entry[0] in shown]):
         x, row = LEFT + (n % 4) * 212, y + 16 * (n // 4)
         if kind == "redelivered":
             shape = f'<polygon class="redelivered" points="{x},{row} {x + 9},{row} {x},{row + 10}"/>'
@@ -362,4 +384,10 @@ def page(sections: Sequence[Section], heading: str = "Lab kit report") -> str:
 
 
 def write_report(path: Path, sections: Sequence[Section], heading: str = "Lab kit report") -> None:
-    path.write_text(page(sections, heading), encoding="utf-8")
+    """The page; or, for a path ending in .svg, only the timelines as one image (docs/lab5-timeline.svg is one)."""
+    if path.suffix.lower() == ".svg":
+        titled = [(f"{item.title}: queue {run.queue}", run) for item in sections for run in item.runs
+                  if run.log.read()]
+        path.write_text(figure(titled) + "\n", encoding="utf-8")
+    else:
+        path.write_text(page(sections, heading), encoding="utf-8")
