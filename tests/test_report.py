@@ -3,6 +3,7 @@ its worker's row, in the order the worker took them, each ending and redelivery 
 as such, with nothing fetched and no script."""
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import json
 import time
@@ -123,11 +124,11 @@ def test_lab_5s_report_draws_each_delivery_of_its_event_logs_in_its_workers_row_
     assert ideal and text.count(f"ideal {ideal:.2f} s") >= 2, "the makespan is drawn against the lab's ideal"
 
 
-def test_the_demos_report_marks_the_crashes_and_the_redeliveries_as_logged(broker, tmp_path):
+def test_the_demos_report_marks_the_crashes_and_the_redeliveries_as_logged(broker, space):
     """The demo's w3 dies holding every third message it takes: each crash is marked, and each message it held comes
     back to another worker marked redelivered."""
     ran: list = []
-    assert demo(broker, ran)
+    assert demo(dataclasses.replace(broker, vhost=space.vhost, username=space.username, password=space.password), ran)
     section, = ran
     run, = section.runs
     events = run.log.read()
