@@ -54,15 +54,19 @@ def list_labs() -> None:
 @click.option("--base-port", type=click.IntRange(1024, 55000),
               help="A cluster lab's cluster: the one `./kit cluster up --base-port` started there, or else one started "
                    "there for the lab. Without it: the cluster on 5701-5703 if up, or one on free ports.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
 def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str],
-        base_port: Optional[int]) -> None:
+        base_port: Optional[int], report_path: Optional[Path]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
 
     A cluster lab ("When a node dies") runs on a three-node cluster of the kit on this machine, never on AMQP_URL's
     broker: it kills a node.
 
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
-    and a PASS or FAIL line per claim; exits 1 when any claim fails.
+    and a PASS or FAIL line per claim; exits 1 when any claim fails. With --report, also a page of the claims and a
+    timeline of each run: python -m labs run all --report report.html
     """
     from labs.scenarios.registry import LABS
 
@@ -75,14 +79,18 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     with one_line_errors(), contextlib.ExitStack() as stack:
         # Only a lab that uses it starts (or checks) the single broker: a cluster lab alone needs none.
         broker = stack.enter_context(running_broker(version)) if any(not lab.on_cluster for lab in chosen) else None
-        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port)
+        ran: list = []
+        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port, ran)
+    if report_path:
+        write_report(report_path, ran)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
 def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, verbose: bool = False,
              default_queue_type: Optional[str] = None, version: Optional[str] = None,
-             base_port: Optional[int] = None) -> int:
-    """Run the labs one after another, print each report, and return how many claims failed.
+             base_port: Optional[int] = None, ran: Optional[list] = None) -> int:
+    """Run the labs one after another, print each report, and return how many claims failed; each lab and its
+    context (its claims and runs, their event logs kept) are added to `ran`, for a report page.
 
     A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
     from labs.scenarios.runner import report, run_lab
@@ -98,6 +106,8 @@ def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, ver
         else:
             context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
         click.echo(report(lab, context) + "\n")
+        if ran is not None:
+            ran.append((lab, context))
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
     click.echo(f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
@@ -121,6 +131,14 @@ def tmux_window(number: int) -> str:
     return target
 
 
+def write_report(path: Path, ran: list) -> None:
+    """The report page of what ran: the demo's run and each lab's claims and runs (labs/scenarios/report_html.py)."""
+    from labs.scenarios.report_html import sections, write_report as write_page
+
+    write_page(path, sections(ran))
+    click.echo(f"report: {path}", err=True)
+
+
 @contextlib.contextmanager
 def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
     """AMQP_URL's broker or the embedded one, once its management API has answered us as an administrator would."""
@@ -136,16 +154,22 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
 @click.option("--live-only", is_flag=True, help="Only the live three-worker scenario, not the labs after it.")
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
               help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
-def demo(live_only: bool, version: Optional[str]) -> None:
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
+def demo(live_only: bool, version: Optional[str], report_path: Optional[Path]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
     from labs.scenarios.registry import LABS
     from labs.scenarios.demo import demo as run_demo
 
+    ran: list = []
     with one_line_errors(), running_broker(version) as broker:
-        ok = run_demo(broker)
+        ok = run_demo(broker, ran)
         if not live_only:
             click.echo("\nNow every claim of every handout, on the same broker:\n")
-            ok = run_labs(LABS, broker) == 0 and ok
+            ok = run_labs(LABS, broker, ran=ran) == 0 and ok
+    if report_path:
+        write_report(report_path, ran)
     sys.exit(EXIT_OK if ok else EXIT_CLAIM_FAILED)
 
 

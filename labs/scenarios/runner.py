@@ -31,9 +31,12 @@ class Claim:
     ok: Optional[bool]  # None: skipped, with the reason in detail
     detail: str = ""
 
+    @property
+    def status(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+
     def line(self) -> str:
-        status = {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
-        return f"  {status}: {self.text}" + (f" ({self.detail})" if self.detail else "")
+        return f"  {self.status}: {self.text}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass

@@ -13,6 +13,7 @@ def fair_dispatch(lab: Context) -> None:
     results = {}
     for label, options in (("no prefetch", ()), ("prefetch 1", ("--prefetch", "1"))):
         run = lab.run(label.replace(" ", "-"))
+        run.ideal_makespan = total_work / 2  # the report draws the makespan against it
         for n in (1, 2):
             run.worker(f"{label[:2]}{n}", "--acknowledge", "--seconds-per-char", "0.02", *IDLE_UNTIL_SENT, *options)
         run.wait_for_consumers(2)

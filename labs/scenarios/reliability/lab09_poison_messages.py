@@ -22,6 +22,7 @@ def poison_messages(lab: Context) -> None:
     bodies = [*good[:2], "poison", *good[2:]]
 
     looping = lab.run("looping")
+    looping.depth_chart = True  # the report: the good messages stay queued behind the poison one
     looping.send("--queue-type", "classic", *bodies, bodies=bodies)
     wait_all([looping.worker("w1", "--queue-type", "classic", "--acknowledge", "--prefetch", "1", "--seconds-per-char",
                              "0", *POISON, "--max-messages", "40")], 60)
@@ -33,6 +34,7 @@ def poison_messages(lab: Context) -> None:
               f"{failures} failures; processed {tally.bodies('done')}; still queued {waiting}")
 
     limited = lab.run("tasks")
+    limited.depth_chart = True  # the report: the queue drains once the poison message is dead-lettered
     limited.send(*LIMITED, *bodies, bodies=bodies)
     for n in (1, 2):
         limited.worker(f"w{n}", *LIMITED, "--acknowledge", "--prefetch", "1", *QUICK, *POISON, *IDLE)

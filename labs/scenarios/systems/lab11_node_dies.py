@@ -26,6 +26,7 @@ def node_dies(lab: Context) -> None:
     assert cluster, "lab 11 runs on a cluster"
     version = lab.broker.version()  # asked of node 1 now: it may be the node that dies
     jobs = lab.run("jobs", url=lab.every_node_url())
+    jobs.depth_chart = True  # the report: the queue drains on through the kill
     # As in the handout: the workers first (the first to declare the queue places its leader on its own node).
     workers = {name: jobs.worker(name, *CLUSTER_WORK, *CLUSTER_IDLE) for name in ("w1", "w2", "w3")}
     wait_for_consumers(lab.node_url(1), "jobs", 3, timeout=60)
@@ -61,6 +62,7 @@ def node_dies(lab: Context) -> None:
     wait_until(lambda: len(jobs.tally().bodies(Event.DONE)) >= CLUSTER_JOBS // 10, 90, "the workers under way")
     killed_at = time.time()
     cluster.kill(doomed)
+    jobs.moments.append((killed_at, f"node {doomed} killed"))
     left = CLUSTER_JOBS - len(jobs.tally().bodies(Event.DONE))  # at most what the kill left: read just after it
 
     asked = time.monotonic()
@@ -95,6 +97,7 @@ def node_dies(lab: Context) -> None:
                   f"crash from a partition): at most their prefetch windows, 3 x {CLUSTER_PREFETCH}",
                   len(held) <= 3 * CLUSTER_PREFETCH, f"{len(held)} waiting for the node")
 
+    jobs.moments.append((time.time(), f"node {doomed} started again"))
     cluster.start(doomed)
     cluster.wait_formed()
     wait_until(lambda: len(cluster.queue(lab.vhost, "jobs").get("members") or []) == 3, 90, "three members again")
