@@ -205,7 +205,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     Safe to re-run: existing users keep the passwords recorded in the CSV, and with --apply a student who already
     has an account but no row in the CSV keeps theirs too (--reset-passwords to give them new ones).
     """
-    from labs.brokers.management import ManagementAPI
+    from labs.amqp.admin import AdminAPI
     from labs.classroom.provision import (assign_passwords, definitions, read_passwords, read_roster, users_to_keep,
                                          write_passwords)
 
@@ -220,7 +220,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
                    "classmate's vhost; leave out --password to hand out the CSV's random ones", err=True)
     known = read_passwords(passwords_csv)
     students = assign_passwords(names, password, known)
-    api = ManagementAPI(management_url, admin_user, admin_password) if management_url else None
+    api = AdminAPI(management_url, admin_user, admin_password) if management_url else None
     try:
         with one_line_errors():  # unreachable (21) or refusing (22), as for every command that needs the API
             on_broker = set(api.users()) if api else set()

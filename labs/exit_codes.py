@@ -13,7 +13,7 @@ import click
 
 from labs.brokers.errors import BrokerUnavailable
 from labs.brokers.cluster import ClusterError
-from labs.brokers.management import ManagementRefused, ManagementUnreachable
+from labs.amqp.admin import ManagementRefused, ManagementUnreachable
 
 EXIT_OK = 0  # every claim passed (run, demo), or the command did what it was asked
 EXIT_CLAIM_FAILED = 1  # at least one claim failed (or the demo lost a message); other one-line errors

@@ -32,14 +32,34 @@ class ManagementError(Exception):
         self.refused = refused  # the API answered, and said no (not: nothing answered)
 
 
+def api_headers(username: str, password: str) -> dict:
+    """The headers of every management API request: HTTP basic authentication as this user, and JSON."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+
+def api_request(url: str, headers: dict, method: str = "GET", body: Optional[dict] = None,
+                timeout: float = MANAGEMENT_TIMEOUT):
+    """One request to the management HTTP API: its decoded JSON answer, or None when it answers nothing.
+
+    The one HTTP call of the scripts and of the kit (labs.brokers.management): urllib's own errors go up, since what
+    a refusal or silence means differs between a student's script and the instructor's kit.
+    """
+    import urllib.request  # imported here: most runs never call the API, and urllib.request costs start-up time
+
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=timeout) as answer:
+        payload = answer.read()
+    return json.loads(payload) if payload else None
+
+
 class ManagementAPI:
     """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
 
     def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
         self.vhost, self.username = node.virtual_host, node.credentials.username
         self.url = (url or f"http://{node.host}:15672").rstrip("/")
-        token = base64.b64encode(f"{self.username}:{node.credentials.password}".encode()).decode()
-        self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self.headers = api_headers(self.username, node.credentials.password)
 
     def queue(self, name: str) -> Optional[dict]:
         return self.call("GET", "queues", name)
@@ -52,16 +72,12 @@ class ManagementAPI:
 
     def call(self, method: str, kind: str, name: Optional[str] = None, body: Optional[dict] = None):
         """One request on the user's vhost: the decoded answer, or None for 404."""
-        import urllib.error  # imported here: most runs never call the API, and urllib.request costs start-up time
+        import urllib.error  # imported here: most runs never call the API, and urllib costs start-up time
         import urllib.parse
-        import urllib.request
 
         path = "/".join(urllib.parse.quote(part, safe="") for part in (kind, self.vhost, name) if part is not None)
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/api/{path}", data, self.headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=MANAGEMENT_TIMEOUT) as response:
-                answer = response.read()
+            return api_request(f"{self.url}/api/{path}", self.headers, method, body)
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and method == "GET":
                 return None
@@ -78,7 +94,6 @@ class ManagementAPI:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ManagementError(f"no management API answers at {self.url} ({getattr(exc, 'reason', exc)}); "
                                   "give --management-url", refused=False) from None
-        return json.loads(answer) if answer else None
 
 
 def policy_applies(policy: dict, queue: str) -> bool:

@@ -28,7 +28,7 @@ import pika.exceptions
 import pika.frame
 import port_for
 
-from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.amqp.admin import AdminAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl
 from labs.settings import settings
 
@@ -62,8 +62,8 @@ class ClusterNode:
                f"{quote(vhost, safe='')}"
 
     @property
-    def admin(self) -> ManagementAPI:
-        return ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+    def admin(self) -> AdminAPI:
+        return AdminAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
 
     def answers(self) -> bool:
         """An AMQP handshake and a management API call both succeed."""
@@ -248,7 +248,7 @@ class Cluster:
         """Every queue (of one vhost) with its type, leader and members, from a node that answers."""
         for node in self.nodes:
             if node.answers():
-                path = f"/api/queues/{ManagementAPI.quote(vhost)}" if vhost else "/api/queues"
+                path = f"/api/queues/{AdminAPI.quote(vhost)}" if vhost else "/api/queues"
                 return node.admin.request("GET", path + "?columns=name,vhost,type,node,leader,members,messages")
         raise ClusterError("no node of the cluster answers")
 

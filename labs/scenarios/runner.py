@@ -19,7 +19,7 @@ import pika
 
 from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
-from labs.brokers.management import ManagementError, ManagementRefused
+from labs.amqp.admin import ManagementError, ManagementRefused
 from labs.drive.processes import Run
 from labs.paths import HANDOUTS, ROOT, SNIPPETS
 from labs.settings import child_environment

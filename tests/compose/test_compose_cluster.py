@@ -18,7 +18,7 @@ import pika.exceptions
 import port_for
 import pytest
 
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from tests.helpers import SENDER, wait_until
 from tests.compose.test_compose_up import (IN_THE_43_SUITE, PASSWORD, Project, brought_down_afterwards, done_bodies,
                                   require_docker_compose_and_images, run)
@@ -81,7 +81,7 @@ def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_q
     password = secrets.token_urlsafe(12)
     for command in (("add_user", "labkit-teacher", password), ("set_user_tags", "labkit-teacher", "administrator")):
         cluster.compose("exec", "-T", "rabbitmq-1", "rabbitmqctl", *command, timeout=60)
-    apis = {node: ManagementAPI(f"http://127.0.0.1:{cluster.management_ports[node]}", "labkit-teacher", password)
+    apis = {node: AdminAPI(f"http://127.0.0.1:{cluster.management_ports[node]}", "labkit-teacher", password)
             for node in NODES}
 
     # One cluster: node 1's management API lists all three nodes, running; the user added on node 1 is known to

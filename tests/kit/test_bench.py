@@ -12,7 +12,7 @@ import rq
 from bench.chart import svg
 from bench.rows import (ClusterRow, CrossRow, Drive, FailoverRow, JobsResults, JobsRound, JobsRow, MemoryRow, Rounds,
                         ScriptsResults, SpanRow, ThroughputRow, TimeRow)
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from labs.brokers.redis_server import redis_installed
 from labs.settings import child_environment
 from tests.helpers import ROOT, require
@@ -44,7 +44,7 @@ def test_benchmark_smoke_run_as_a_non_guest_administrator_measures_every_row(bro
     rows = {row["what"]: row for row in results["rows"]}
     assert list(rows) == RATE_ROWS[:4] + RATE_ROWS[4:] + SPAN_ROWS + TIME_ROWS[:1] + TIME_ROWS[1:]
     assert (results["messages"], results["rounds"]) == (SMOKE_MESSAGES, SMOKE_ROUNDS)
-    as_admin = ManagementAPI(broker.admin.base_url, username, password)  # guest is refused meanwhile
+    as_admin = AdminAPI(broker.admin.base_url, username, password)  # guest is refused meanwhile
     version = as_admin.overview()["rabbitmq_version"]
     assert results["machine"]["rabbitmq"] == version
     assert all(row["rabbitmq"] == version for row in rows.values()), "every figure names its broker version"
@@ -115,7 +115,7 @@ def test_jobs_mode_measures_the_jobs_api_and_python_rq_end_to_end(broker, admini
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())
-    version = ManagementAPI(broker.admin.base_url, username, password).overview()["rabbitmq_version"]
+    version = AdminAPI(broker.admin.base_url, username, password).overview()["rabbitmq_version"]
     assert (results["jobs"], results["rounds"], results["clients"], results["workers"]) == (JOBS_SMOKE, 1, 4, 4)
     assert all((row["paced jobs"], row["paced jobs/s"]) == (8, 20) for row in results["rows"])
     assert results["machine"]["rabbitmq"] == version and results["machine"]["rq"] == rq.__version__

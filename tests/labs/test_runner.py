@@ -13,7 +13,7 @@ import pytest
 
 from labs.brokers import local_node as local_node_module
 from labs.brokers.broker import local_broker
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from labs.drive.processes import Run, wait_for_consumers
 from labs.exit_codes import EXIT_MANAGEMENT_REFUSED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_NO_BROKER, EXIT_OK, EXIT_USAGE
 from labs.scenarios.demo import demo
@@ -94,7 +94,7 @@ def test_the_demos_cleanup_cannot_replace_its_outcome(broker, space, monkeypatch
     def refuse(*args):
         raise OSError("injected: the management API went away")
 
-    monkeypatch.setattr(ManagementAPI, "delete_queue", refuse)
+    monkeypatch.setattr(AdminAPI, "delete_queue", refuse)
     mine = dataclasses.replace(broker, vhost=space.vhost, username=space.username, password=space.password)
     assert demo(mine) is True
     captured = capsys.readouterr()
