@@ -128,6 +128,7 @@ class Worker:
     events: Optional[IO[str]] = None
     tally: Tally = field(default_factory=lambda: Tally())
     stopping: bool = False
+    stopped_by: Optional[int] = None  # the signal that stopped it (SIGINT: Ctrl-C)
     cancelled: bool = False  # the broker sent basic.cancel for this worker's consumer
     after_cancel: bool = False  # consuming again after a cancel: the queue must exist already
     management_url: Optional[str] = None  # where to read the policies that may limit the queue
@@ -482,7 +483,7 @@ def install_signal_handlers(worker: Worker) -> None:
     def on_signal(signum, _frame) -> None:
         if worker.stopping:
             os._exit(EXIT_INTERRUPTED)
-        worker.stopping = True
+        worker.stopping, worker.stopped_by = True, signum
         print(f"\n[{worker.settings.name}] stopping (signal again to quit at once)", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGINT, on_signal)
@@ -498,9 +499,14 @@ Examples:
 """
 
 
-def main(connection: ConnectionSettings, queue: QueueSettings, settings: WorkerSettings) -> Tally:
+def main(connection: ConnectionSettings, queue: QueueSettings, settings: WorkerSettings,
+         end_as_interrupted: bool = False) -> Tally:
     """Consume the queue until stopped, then print the summary: the command line's work, once its options are
-    parsed (see cli at the end of this file); from ipython, call it with settings objects of your own."""
+    parsed (see cli at the end of this file); from ipython, call it with settings objects of your own.
+
+    `end_as_interrupted` (the command line): after a clean stop by Ctrl-C, the process ends by SIGINT itself, as a
+    program that handles Ctrl-C should, so that a shell loop around it (`while true; do ./qprocessor.py; done`)
+    stops too instead of starting the worker again."""
     global SECONDS_PER_CHAR
     SECONDS_PER_CHAR = settings.seconds_per_char
     brokers = connection.brokers()
@@ -517,6 +523,10 @@ def main(connection: ConnectionSettings, queue: QueueSettings, settings: WorkerS
         if events:
             events.flush()
     click.echo(f"[{settings.name}] summary: {tally.summary()}")
+    if end_as_interrupted and worker.stopped_by == signal.SIGINT:
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)  # the shell sees "killed by SIGINT" and leaves its loop
     return tally
 
 
@@ -1344,7 +1354,8 @@ def cli(**options) -> None:
 
     Every option can also come from the environment variable shown beside it.
     """
-    main(parse(ConnectionSettings, options), parse(QueueSettings, options), parse(WorkerSettings, options))
+    main(parse(ConnectionSettings, options), parse(QueueSettings, options), parse(WorkerSettings, options),
+         end_as_interrupted=True)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ EXIT_BY_VERSION = {
     ("06-durability.md", "./sender.py --queue forgotten --transient --count 5"): {(3, 10): 0, (4, 3): 12},
 }
 CRASHED = -9  # --lose-mode crash: the worker SIGKILLs itself, as a real crash would (a shell shows 137)
+INTERRUPTED = -signal.SIGINT  # Ctrl-C: the worker stops cleanly, then ends by SIGINT (a shell shows 130)
 QUICK = ("--seconds-per-char", "0.002")  # the handouts' pace is for watching; lab 11's 300 jobs took 12 s at 0.01
 ENDS = ("--idle-exit", "30")  # a backstop: the test stops drained workers with Ctrl-C (finish_drained_workers)
 # Short, a worker that finished its part early idled out just as the test sent it Ctrl-C, and the signal arrived
@@ -215,21 +216,22 @@ def test_every_script_command_in_a_handout_runs_as_shown(broker, space, handout,
         background.append((command, thread, codes))
         if "--help" not in command.args:
             wait_until(lambda: attached_or_ended(first, queue, live), 30, f"{command.text} to start consuming")
-    finish_drained_workers(space, [command for command, thread, _ in background
-                                   if thread.is_alive() and expected_exit(command) == 0], running)
+    interrupted = finish_drained_workers(space, [command for command, thread, _ in background
+                                                 if thread.is_alive() and expected_exit(command) == 0], running)
     for command, thread, codes in background:
         thread.join(200)
-        expected = expected_exit(command)
+        expected = INTERRUPTED if command.text in interrupted else expected_exit(command)
         if command.loop:  # restarted after each crash until, its work done, it ends on its own
             assert codes and set(codes[:-1]) == {CRASHED} and codes[-1] == expected, f"{command.text}: {codes}"
         else:
             assert codes == [expected], f"{handout.name}: {command.text}: exit codes {codes}"
 
 
-def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[str, subprocess.Popen]) -> None:
+def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[str, subprocess.Popen]) -> set[str]:
     """Every command has run: once these workers' queues hold nothing ready and no worker is in the middle of a
     message (its event log does not end with "received"), twice 0.3 s apart, stop them as a student would, with
-    Ctrl-C, which they take as a clean stop (exit code 0), instead of waiting out their idle exit."""
+    Ctrl-C, which they take as a clean stop before ending by SIGINT, instead of waiting out their idle exit. Returns
+    the commands it interrupted."""
     queues = {queue_of(command.args) for command in commands}
 
     def idle() -> bool:
@@ -248,10 +250,43 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
     while commands and streak < 2 and any_running():
         streak = streak + 1 if idle() else 0
         time.sleep(0.3)
+    interrupted = set()
     if streak == 2:
         for command in commands:
             if running[command.text].poll() is None:
                 running[command.text].send_signal(signal.SIGINT)  # Ctrl-C: each has attached, its handler is set
+                interrupted.add(command.text)
+    return interrupted
+
+
+def test_one_ctrl_c_leaves_the_handouts_supervised_loop(space, tmp_path):
+    """Handout 4's `while true; do ./qprocessor.py ...; done`, typed into a real shell in a tmux pane: one Ctrl-C
+    stops the worker cleanly (its summary is printed) and the loop with it, and the prompt comes back. A worker that
+    exited 0 after its clean stop would be started again by the loop, Ctrl-C after Ctrl-C."""
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is missing: ./kit test installs it")
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    worker = (f"AMQP_URL={shlex.quote(space.url)} {shlex.quote(sys.executable)} qprocessor.py --queue supervised "
+              "--acknowledge --prefetch 1 --seconds-per-char 0")
+    subprocess.run([*tmux, "new-session", "-d", "-x", "200", "-y", "50", "-c", str(ROOT), "bash --norc --noprofile"],
+                   check=True, env=child_environment(TERM="xterm"))
+    try:
+        subprocess.run([*tmux, "send-keys", f"while true; do {worker}; done", "Enter"], check=True)
+        space.wait_for_consumers("supervised", 1)
+        subprocess.run([*tmux, "send-keys", "C-c"], check=True)
+
+        def screen() -> str:
+            return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
+
+        wait_until(lambda: "summary:" in screen(), 20, "the worker's summary after Ctrl-C")
+        # Typed at the prompt, the shell runs it; typed while a worker of the loop runs, it is that worker's input.
+        subprocess.run([*tmux, "send-keys", "echo prompt-back-$((6 * 7))", "Enter"], check=True)
+        wait_until(lambda: "prompt-back-42" in screen(), 10, "the prompt to come back after one Ctrl-C")
+        assert "summary: received 0" in screen()
+        time.sleep(1)  # a loop that went on would have started the worker again by now
+        assert space.consumers("supervised") == 0 and screen().count("waiting for messages") == 1, screen()
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def test_tmux_mode_puts_each_worker_and_the_sender_in_a_pane(broker, tmp_path):
