@@ -116,10 +116,16 @@ def rate(queue: dict, stat: str) -> float:
     return float(stats(queue).get(f"{stat}_details", {}).get("rate", 0.0))
 
 
-def change_over_window(queue: dict, stat: str) -> int:
-    """How much a counter grew across the window's samples (newest first); 0 when it never moved or has none."""
+def window_samples(queue: dict, stat: str) -> tuple[int, int]:
+    """A counter at the start and at the end of the window (the samples come newest first); (0, 0) without any."""
     samples = stats(queue).get(f"{stat}_details", {}).get("samples") or []
-    return samples[0]["sample"] - samples[-1]["sample"] if samples else 0
+    return (samples[-1]["sample"], samples[0]["sample"]) if samples else (0, 0)
+
+
+def change_over_window(queue: dict, stat: str) -> int:
+    """How much a counter grew across the window; 0 when it never moved or has no samples."""
+    start, end = window_samples(queue, stat)
+    return end - start
 
 
 def parse_time(value: str) -> datetime:
@@ -140,7 +146,9 @@ def queue_flags(queue: dict, windowed: Optional[dict], thresholds: Thresholds) -
         found.append((Flag.BACKLOG, f"{ready} ready in {name!r} and no consumer"))
     if windowed is not None:
         acks, delivered = change_over_window(windowed, "ack"), change_over_window(windowed, "deliver_get")
-        if unacked > 0 and acks == 0 and delivered == 0:
+        # Held since before the window: delivered before it began, nothing delivered or acked since. A delivery the
+        # samples do not show yet (a young queue's start at 0) is not one held for long.
+        if unacked > 0 and acks == 0 and delivered == 0 and window_samples(windowed, "deliver_get")[0] > 0:
             found.append((Flag.UNACKED_LONG, f"{unacked} unacked in {name!r}, no ack for {thresholds.window}s"))
         redelivered = change_over_window(windowed, "redeliver")
         if redelivered >= thresholds.poison_redeliveries and redelivered > acks:
