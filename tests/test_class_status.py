@@ -17,6 +17,7 @@ from labs.classroom.status import Reading, Thresholds, alarms, student_rows
 from labs.drive.wait import wait_until
 from labs.settings import child_environment
 from tests.helpers import ROOT, require
+from tests.test_sender_options import ctrl_c_as_in_a_terminal
 
 STUDENT_KEYS = {"name", "connections", "consumers", "queues", "ready", "unacked", "publish_rate", "deliver_rate",
                 "ack_rate", "redelivered", "redeliver_rate", "last_activity", "flags", "notes"}
@@ -211,7 +212,7 @@ def test_watch_redraws_until_ctrl_c_and_then_exits_0(broker, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "labs", "class", "status", "--roster",
                                 str(tmp_path / "roster.txt"), "--json", "--watch", "1"], cwd=ROOT,
                                env=admin_env(broker, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         readings = [process.stdout.readline(), process.stdout.readline()]  # two drawings, a second apart
         assert all(json.loads(line)["students"][0]["name"] == "ann" for line in readings)
