@@ -16,6 +16,7 @@ import pika
 
 from bench.harness import Harness, processed, queue_options
 from bench.rows import ClusterRow, FailoverRow, Row
+from labs.amqp.connection import Event
 from labs.brokers.broker import VERSIONS
 from labs.brokers.cluster import Cluster
 from labs.drive.event_log import read_events
@@ -119,7 +120,7 @@ def failover(h: Harness, cluster: Cluster) -> FailoverRow:
     if not sent <= processed(events):
         h.stop_when_done([worker("sweeper", idle_exit=())], events, sent, timeout=120)
     logged = read_events(events)
-    done = collections.Counter(e["body"] for e in logged if e["event"] == "done")
+    done = collections.Counter(e["body"] for e in logged if e["event"] == Event.DONE)
     seconds = failover_seconds(logged, killed_at)
     if seconds is None:
         raise RuntimeError(f"failover: no message was acknowledged after the kill; see {events}")
@@ -155,13 +156,13 @@ def failover_seconds(events: list[dict], killed_at: float) -> Optional[float]:
     finished: list[float] = []
     for event in events:
         worker, kind = event["worker"], event["event"]
-        if kind == "received" and worker in new_deliveries_next:
+        if kind == Event.RECEIVED and worker in new_deliveries_next:
             delivered_by_new_leader.add((worker, event["body"]))
-        elif kind == "done":
+        elif kind == Event.DONE:
             if (worker, event["body"]) in delivered_by_new_leader:
                 finished.append(event["time"])
             if event["time"] > killed_at:  # its ack went out after the kill: only a new leader can take it
                 new_deliveries_next.add(worker)
-        elif kind == "disconnected" and event["time"] > killed_at:  # consuming again needs a leader
+        elif kind == Event.DISCONNECTED and event["time"] > killed_at:  # consuming again needs a leader
             new_deliveries_next.add(worker)
     return min(finished) - killed_at if finished else None

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import pika
 
 from bench.rows import Rounds
+from labs.amqp.connection import Event
 from labs.brokers.broker import Broker
 from labs.drive.event_log import EventLog, EventTally, read_events
 from labs.drive.processes import stop_when
@@ -128,7 +129,7 @@ class Harness:
 
 def first_received(events: Path) -> Optional[dict]:
     """The first message an event log shows received (before it, the worker logs where it connected), if any."""
-    return next((e for e in read_events(events) if e["event"] == "received"), None)
+    return next((e for e in read_events(events) if e["event"] == Event.RECEIVED), None)
 
 
 def processed(events: Path) -> set[str]:

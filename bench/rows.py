@@ -1,6 +1,6 @@
 """The bench's rows: one small frozen dataclass per kind of measurement, each printing its own line of the table
 (`line()`) and storing itself as a row of docs/bench.json or docs/bench-jobs.json (`to_json()`, whose keys are the
-ones the chart and tests/test_bench.py read). A run's results (ScriptsResults, JobsResults) print the header and the
+ones the chart and tests/kit/test_bench.py read). A run's results (ScriptsResults, JobsResults) print the header and the
 table, and store the whole file.
 
 To add a field to a kind of row (which publish path the sender used, say): a field with a default in its class, and
@@ -68,18 +68,21 @@ class ThroughputRow:
     rounds: Rounds
     queue_type: str  # as the broker has the queue
     rabbitmq: str = ""
+    publish_path: Optional[str] = None  # sender.py's rows: its guarded fast path, or basic_publish
 
     def to_json(self) -> dict:
         r = self.rounds
+        path = {"publish path": self.publish_path} if self.publish_path else {}
         return {"what": self.what, f"{self.ours} msg/s": r.ours_median, "plain pika msg/s": r.peer_median,
                 "ratio": r.ratio, "peer": self.peer, "rabbitmq": self.rabbitmq, "queue type": self.queue_type,
                 "ours best msg/s": max(r.ours), "peer best msg/s": max(r.peer), "best ratio": r.best_ratio,
                 "round ratios": r.ratios, "spread": r.spread,
-                "ours rounds msg/s": list(r.ours), "peer rounds msg/s": list(r.peer)}
+                "ours rounds msg/s": list(r.ours), "peer rounds msg/s": list(r.peer), **path}
 
     def line(self) -> str:
         r = self.rounds
-        return (f"| {self.rabbitmq} | {self.what} | {fmt(r.ours_median)} / {fmt(max(r.ours))} msg/s | "
+        path = f" ({self.publish_path})" if self.publish_path else ""
+        return (f"| {self.rabbitmq} | {self.what} | {fmt(r.ours_median)} / {fmt(max(r.ours))} msg/s{path} | "
                 f"{fmt(r.peer_median)} / {fmt(max(r.peer))} msg/s ({self.peer}) | {r.ratio:.2f}x | "
                 f"{r.spread_text()} |")
 

@@ -3,6 +3,7 @@
 measure() runs them all on a broker (and the cluster's rows, bench/cluster.py), run() on each broker asked for."""
 from __future__ import annotations
 
+import re
 import signal
 import statistics
 import subprocess
@@ -30,18 +31,30 @@ MEMORY_OF = ("sender.py", "qprocessor.py", "plain publish (persistent)", "pipeli
 def publishing(h: Harness) -> list[Row]:
     n = str(h.messages)
     rows: list[Row] = []
+    path = publish_path(h)
     for mode, options in (("unconfirmed", ["--no-confirm"]), ("confirmed", []), ("persistent", ["--persistent"])):
         queue, peer = f"publish-{mode}", f"plain publish ({mode})"
         rounds = h.compare(
             ("sender.py", [sys.executable, str(SENDER), "--queue", queue, "--count", n, "--quiet", *options]),
             (peer, [sys.executable, str(PLAIN_PUBLISH), h.url, queue, n, mode]),
             lambda: h.reset(queue))  # noqa: B023 (called within this iteration)
-        rows.append(ThroughputRow(f"publish {mode}", "sender.py", peer, rounds, h.queue_type(queue)))
+        rows.append(ThroughputRow(f"publish {mode}", "sender.py", peer, rounds, h.queue_type(queue),
+                                  publish_path=path))
     unconfirmed, confirmed = rows[0], rows[1]
     rows.append(CrossRow("sender.py confirmed vs plain unconfirmed", confirmed.rounds.ours_median,
                          unconfirmed.rounds.peer_median, confirmed.queue_type))
     rows.append(pipelined(h))
     return rows
+
+
+def publish_path(h: Harness) -> str:
+    """Which way sender.py publishes with this pika and environment: its fast path's batches, or basic_publish when
+    its guard (or LABKIT_PLAIN_PUBLISH=1) turns the fast path off, which it says on stderr."""
+    h.reset("publish-path")
+    result = subprocess.run([sys.executable, str(SENDER), "--queue", "publish-path", "probe"], env=h.env(),
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    said = re.search(r"publishing through pika's basic_publish, one write a frame \((.*)\)", result.stderr)
+    return f"basic_publish ({said.group(1)})" if said else "hand-framed batches"
 
 
 def pipelined(h: Harness, queue_type: str = "classic") -> ThroughputRow:

@@ -14,7 +14,7 @@ import click
 
 from labs.brokers.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
 from labs.brokers.cluster import running_cluster
-from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, one_line_errors
+from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_USAGE, KitError, one_line_errors
 from labs.settings import settings
 
 
@@ -26,7 +26,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 every claim passed; 1 a claim failed; 2 usage; 20 no broker (set AMQP_URL or install
-    rabbitmq-server); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
+    rabbitmq-server), or a cluster that cannot be started (its ports taken); 21 the management API is unreachable (RABBITMQ_MANAGEMENT_URL, the management plugin);
     22 the management API refuses the user (it needs the administrator tag).
     """
 
@@ -54,15 +54,19 @@ def list_labs() -> None:
 @click.option("--base-port", type=click.IntRange(1024, 55000),
               help="A cluster lab's cluster: the one `./kit cluster up --base-port` started there, or else one started "
                    "there for the lab. Without it: the cluster on 5701-5703 if up, or one on free ports.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
 def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str],
-        base_port: Optional[int]) -> None:
+        base_port: Optional[int], report_path: Optional[Path]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
 
     A cluster lab ("When a node dies") runs on a three-node cluster of the kit on this machine, never on AMQP_URL's
     broker: it kills a node.
 
     Prints a report per lab (messages sent, processed, lost, redelivered, per-worker counts and busy time, makespan)
-    and a PASS or FAIL line per claim; exits 1 when any claim fails.
+    and a PASS or FAIL line per claim; exits 1 when any claim fails. With --report, also a page of the claims and a
+    timeline of each run: python -m labs run all --report report.html
     """
     from labs.scenarios.registry import LABS
 
@@ -75,14 +79,18 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     with one_line_errors(), contextlib.ExitStack() as stack:
         # Only a lab that uses it starts (or checks) the single broker: a cluster lab alone needs none.
         broker = stack.enter_context(running_broker(version)) if any(not lab.on_cluster for lab in chosen) else None
-        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port)
+        ran: list = []
+        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port, ran)
+    if report_path:
+        write_report(report_path, ran)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
 def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, verbose: bool = False,
              default_queue_type: Optional[str] = None, version: Optional[str] = None,
-             base_port: Optional[int] = None) -> int:
-    """Run the labs one after another, print each report, and return how many claims failed.
+             base_port: Optional[int] = None, ran: Optional[list] = None) -> int:
+    """Run the labs one after another, print each report, and return how many claims failed; each lab and its
+    context (its claims and runs, their event logs kept) are added to `ran`, for a report page.
 
     A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
     from labs.scenarios.runner import report, run_lab
@@ -98,6 +106,8 @@ def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, ver
         else:
             context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
         click.echo(report(lab, context) + "\n")
+        if ran is not None:
+            ran.append((lab, context))
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
     click.echo(f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
@@ -121,6 +131,14 @@ def tmux_window(number: int) -> str:
     return target
 
 
+def write_report(path: Path, ran: list) -> None:
+    """The report page of what ran: the demo's run and each lab's claims and runs (labs/scenarios/report_html.py)."""
+    from labs.scenarios.report_html import sections, write_report as write_page
+
+    write_page(path, sections(ran))
+    click.echo(f"report: {path}", err=True)
+
+
 @contextlib.contextmanager
 def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
     """AMQP_URL's broker or the embedded one, once its management API has answered us as an administrator would."""
@@ -136,16 +154,22 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
 @click.option("--live-only", is_flag=True, help="Only the live three-worker scenario, not the labs after it.")
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
               help="The RabbitMQ version of the private broker: 3.10 (default) or 4.3 (Docker).")
-def demo(live_only: bool, version: Optional[str]) -> None:
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
+                   "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
+def demo(live_only: bool, version: Optional[str], report_path: Optional[Path]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
     from labs.scenarios.registry import LABS
     from labs.scenarios.demo import demo as run_demo
 
+    ran: list = []
     with one_line_errors(), running_broker(version) as broker:
-        ok = run_demo(broker)
+        ok = run_demo(broker, ran)
         if not live_only:
             click.echo("\nNow every claim of every handout, on the same broker:\n")
-            ok = run_labs(LABS, broker) == 0 and ok
+            ok = run_labs(LABS, broker, ran=ran) == 0 and ok
+    if report_path:
+        write_report(report_path, ran)
     sys.exit(EXIT_OK if ok else EXIT_CLAIM_FAILED)
 
 
@@ -181,7 +205,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     Safe to re-run: existing users keep the passwords recorded in the CSV, and with --apply a student who already
     has an account but no row in the CSV keeps theirs too (--reset-passwords to give them new ones).
     """
-    from labs.brokers.management import ManagementAPI
+    from labs.amqp.admin import AdminAPI
     from labs.classroom.provision import (assign_passwords, definitions, read_passwords, read_roster, users_to_keep,
                                          write_passwords)
 
@@ -196,7 +220,7 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
                    "classmate's vhost; leave out --password to hand out the CSV's random ones", err=True)
     known = read_passwords(passwords_csv)
     students = assign_passwords(names, password, known)
-    api = ManagementAPI(management_url, admin_user, admin_password) if management_url else None
+    api = AdminAPI(management_url, admin_user, admin_password) if management_url else None
     try:
         with one_line_errors():  # unreachable (21) or refusing (22), as for every command that needs the API
             on_broker = set(api.users()) if api else set()
@@ -249,13 +273,13 @@ def management_options(command):
 
 def class_api(management_url: Optional[str], admin_user: str, admin_password: str):
     """The management API client, or one line and exit code 21 when no URL is given."""
-    from labs.brokers.management import ManagementAPI
+    from labs.amqp.admin import AdminAPI
     from labs.exit_codes import EXIT_MANAGEMENT_UNREACHABLE, KitError
 
     if not management_url:
         raise KitError("no management API given: set RABBITMQ_MANAGEMENT_URL or --management-url, e.g. "
                        "http://localhost:15672", EXIT_MANAGEMENT_UNREACHABLE)
-    return ManagementAPI(management_url, admin_user, admin_password)
+    return AdminAPI(management_url, admin_user, admin_password)
 
 
 def roster_names(roster: Path) -> list[str]:
@@ -291,7 +315,7 @@ def class_status(roster: Path, as_json: bool, watch: Optional[float], window: in
     """
     import time
 
-    from labs.brokers.management import ManagementError
+    from labs.amqp.admin import ManagementError
     from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
 
     names = roster_names(roster)
@@ -351,21 +375,22 @@ def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], adm
 @cli.command()
 @click.argument("action", type=click.Choice(["up", "down", "status", "kill", "start"]))
 @click.argument("node", type=click.IntRange(1, 3), required=False)
-@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS), default="3.10", show_default=True,
-              help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image.")
-@click.option("--base-port", type=click.IntRange(1024, 55000), default=5700, show_default=True,
-              help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management).")
-def cluster(action: str, node: Optional[int], version: str, base_port: int) -> None:
+@click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
+              help="3.10: three local rabbitmq-server nodes; 4.3: three containers of the kit's image. Without it: "
+                   "the cluster that is up (for up, down, status, kill, start alike), else 3.10.")
+@click.option("--base-port", type=click.IntRange(1024, 55000),
+              help="Nodes listen on 127.0.0.1 at BASE+1..BASE+3 (AMQP) and BASE+10001.. (management). Without it: "
+                   "the port the cluster was started at, else 5700.")
+def cluster(action: str, node: Optional[int], version: Optional[str], base_port: Optional[int]) -> None:
     """A three-node RabbitMQ cluster on this machine: up (formed before any queue exists), down, status; kill NODE
     (SIGKILL, as a machine that dies) and start NODE (it rejoins), NODE being 1, 2 or 3.
 
     Give the scripts every node, e.g. AMQP_URL="amqp://guest:guest@127.0.0.1:5701/ amqp://...:5702/ ...:5703/":
     they spread over the nodes and fail over when one dies.
     """
-    from labs.brokers.cluster import Cluster, ClusterError, state_folder
-
-    found = Cluster(version, state_folder(version), base_port)
-    try:
+    with one_line_errors():  # a cluster that cannot be started (its ports taken, a node that does not boot): exit 20
+        found = chosen_cluster(version, base_port)
+        version = found.version
         if action == "up":
             found.up()
             click.echo(found.status())
@@ -380,8 +405,29 @@ def cluster(action: str, node: Optional[int], version: str, base_port: int) -> N
             click.echo(f"the RabbitMQ {version} cluster is down and its data removed")
         else:
             click.echo(found.status())
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
+
+
+def chosen_cluster(version: Optional[str], base_port: Optional[int]):
+    """The cluster a `cluster` command acts on. Without --rabbitmq: the recorded cluster that is up (at --base-port
+    if given), never the other version's by default while that one runs; with both versions up, a refusal asking to
+    choose; with none up, 3.10. Without --base-port: the port the cluster was started at (its record), else 5700."""
+    from labs.brokers.cluster import DEFAULT_BASE_PORT, Cluster, recorded_cluster, state_folder
+
+    if version is None:
+        up = [found for found in map(recorded_cluster, VERSIONS) if found is not None
+              and base_port in (None, found.base_port) and found.is_up()]
+        if len(up) > 1:
+            which = " and ".join(f"RabbitMQ {found.version} on ports {found.nodes[0].port}-{found.nodes[-1].port}"
+                                 for found in up)
+            raise KitError(f"two clusters are up, {which}: choose one with --rabbitmq {' or '.join(VERSIONS)}",
+                           EXIT_USAGE)
+        if up:
+            return up[0]
+        version = LOCAL_VERSION
+    if base_port is None:
+        recorded = recorded_cluster(version)
+        base_port = recorded.base_port if recorded else DEFAULT_BASE_PORT
+    return Cluster(version, state_folder(version), base_port)
 
 
 if __name__ == "__main__":

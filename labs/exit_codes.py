@@ -13,13 +13,13 @@ import click
 
 from labs.brokers.errors import BrokerUnavailable
 from labs.brokers.cluster import ClusterError
-from labs.brokers.management import ManagementRefused, ManagementUnreachable
+from labs.amqp.admin import ManagementRefused, ManagementUnreachable
 
 EXIT_OK = 0  # every claim passed (run, demo), or the command did what it was asked
 EXIT_CLAIM_FAILED = 1  # at least one claim failed (or the demo lost a message); other one-line errors
 EXIT_USAGE = 2  # a bad command line: unknown lab, bad option (click's own code)
-EXIT_NO_BROKER = 20  # no AMQP_URL and no rabbitmq-server installed to start a local node with; a cluster lab's cluster
-#                     could not be started
+EXIT_NO_BROKER = 20  # no AMQP_URL and no rabbitmq-server installed to start a local node with; a cluster (a cluster
+#                     lab's, `cluster up`'s) could not be started or reached: e.g. another broker holds its ports
 EXIT_MANAGEMENT_UNREACHABLE = 21  # nothing answers at the management API (RABBITMQ_MANAGEMENT_URL, the plugin)
 EXIT_MANAGEMENT_REFUSED = 22  # the management API refuses the user or a request (needs the administrator tag)
 

@@ -12,7 +12,7 @@ import pytest
 
 from labs.brokers.broker import VERSIONS, Broker, from_settings, local_broker
 from labs.brokers.container import docker_available, running_container_node
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from labs.brokers.local_node import LocalNode, rabbitmq_installed
 from labs.settings import settings
 from tests.helpers import Space, require
@@ -152,7 +152,7 @@ def administrator(broker: Broker) -> Iterator[tuple[str, str]]:
     username, password = f"admin-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
     broker.admin.add_user(username, password, tags="administrator")
     broker.admin.grant(username, "/")
-    as_admin = ManagementAPI(broker.admin.base_url, username, password)
+    as_admin = AdminAPI(broker.admin.base_url, username, password)
     as_admin.add_user(broker.username, secrets.token_urlsafe(12), tags="administrator")
     try:
         yield username, password

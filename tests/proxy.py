@@ -32,6 +32,7 @@ class CuttableProxy:
         self._held_to_client = False  # stop reading the broker: no reply, confirm or delivery reaches a client
         self._trigger: Optional[tuple[bytes, int]] = None  # (pattern, how many more) before holding replies
         self._logins_to_reset = 0
+        self._handshakes_to_end = 0
         self.failure: Optional[BaseException] = None
         self.broker_side: list[str] = []  # when and how connections to the broker failed or ended, for diagnosis
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -55,6 +56,12 @@ class CuttableProxy:
 
     def _accept(self) -> None:
         client, _ = self._listener.accept()
+        with self._lock:
+            ending, self._handshakes_to_end = self._handshakes_to_end > 0, max(self._handshakes_to_end - 1, 0)
+        if ending:  # as a broker still starting, behind Docker's proxy: the connection is taken, then ended
+            self._note("ended a connection before the AMQP handshake")
+            client.close()
+            return
         try:
             server = socket.create_connection(self.upstream, timeout=5)
         except OSError as exc:
@@ -155,6 +162,12 @@ class CuttableProxy:
         broker that is stopping or starting does: the client sees its connection die mid-handshake."""
         with self._lock:
             self._logins_to_reset = times
+
+    def end_before_handshake(self, times: int) -> None:
+        """End the next `times` connections as soon as they are taken, before the broker says a word: what a broker
+        still starting looks like behind a proxy, and what pika calls an IncompatibleProtocolError."""
+        with self._lock:
+            self._handshakes_to_end = times
 
     def freeze(self) -> None:
         """Nothing passes either way, and nobody is told: the connections hang as on a dead network path."""

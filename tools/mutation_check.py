@@ -8,10 +8,11 @@ Each breakage (a "mutant") lives in tools/mutants/*.toml:
     file = "qprocessor.py"
     find = "exact text, found exactly once in the file"
     replace = "the broken text"
-    tests = ["tests/test_work_queue.py::test_..."]
+    tests = ["tests/scripts/test_work_queue.py::test_..."]
     pytest_args = ["--rabbitmq", "4.3"]     # optional: for a behaviour only one broker version has
 
-The repository is copied (as the working tree has it) into a scratch folder, the breakage applied there, and the
+The repository is copied (as the working tree has it) into a scratch folder, the breakage applied there (a breakage
+of labs/amqp/ is then embedded into both scripts by `python -m labs.amqp.embed`, as a real edit would be), and the
 named tests run with the project's own interpreter. A mutant "survives" when those tests still pass: the tests would
 not notice that behaviour breaking, which is a defect in the tests. Exit status: 0 when every mutant was caught,
 1 when any survived, 2 when a mutant cannot be applied (its text is missing or not unique).
@@ -36,6 +37,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "tools" / "mutants"
 IGNORED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.pyc")
+EMBEDDED_SOURCES = "labs/amqp/"  # the modules embedded into sender.py and qprocessor.py (labs/amqp/embed.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,15 @@ class Mutant:
             raise click.ClickException(f"{self.source}: mutant {self.name!r}: its text occurs {found} times "
                                        f"in {self.file} (must be exactly once)")
         target.write_text(text.replace(self.find, self.replace), encoding="utf-8")
+        if self.file.startswith(EMBEDDED_SOURCES):
+            # The scripts carry the connection code as generated from labs/amqp/: regenerate their copies, so that
+            # the breakage reaches both scripts as a real edit would (a mutant of a script's own copy is not
+            # regenerated: it stands for a hand edit that the embed check must catch).
+            generated = subprocess.run([sys.executable, "-m", "labs.amqp.embed"], cwd=copy, capture_output=True,
+                                       text=True, stdin=subprocess.DEVNULL)
+            if generated.returncode != 0:
+                raise click.ClickException(f"{self.source}: mutant {self.name!r}: regenerating the scripts failed: "
+                                           f"{(generated.stdout + generated.stderr).strip()}")
 
 
 def load_mutants() -> list[Mutant]:

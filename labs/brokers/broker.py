@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import pika
 
 from labs.brokers.errors import BrokerUnavailable
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from labs.brokers.rabbitmqctl import Rabbitmqctl
 from labs.settings import Settings, settings
 
@@ -25,7 +25,7 @@ class Broker:
     username: str  # the credentials the broker was given with: used for every URL unless others are asked for
     password: str
     vhost: str
-    admin: ManagementAPI
+    admin: AdminAPI
     control: Optional[Rabbitmqctl] = None  # rabbitmqctl, when the kit may change and restart this broker
     local: Optional[LocalNode] = None  # the node itself (a LocalNode or a ContainerNode), when the kit started it
     scheme: str = "amqp"
@@ -68,7 +68,7 @@ class Broker:
         params = pika.URLParameters(url)
         credentials = params.credentials
         return cls(params.host, params.port, credentials.username, credentials.password, params.virtual_host,
-                   ManagementAPI(management_url or f"http://{params.host}:15672", credentials.username,
+                   AdminAPI(management_url or f"http://{params.host}:15672", credentials.username,
                                  credentials.password),
                    control=Rabbitmqctl(rabbitmqctl) if rabbitmqctl else None,
                    scheme="amqps" if params.ssl_options else "amqp")

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import pika
+import pika.exceptions
+import pika.frame
 import port_for
 
-from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.amqp.admin import AdminAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl
 from labs.settings import settings
 
@@ -39,6 +42,10 @@ NETWORK = "labkit-cluster"
 
 class ClusterError(RuntimeError):
     """The cluster could not be started, formed or reached; the message says what to do."""
+
+
+class PortsTaken(ClusterError):
+    """Another program (often another RabbitMQ) listens at the cluster's ports: its nodes could not start there."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,8 @@ class ClusterNode:
                f"{quote(vhost, safe='')}"
 
     @property
-    def admin(self) -> ManagementAPI:
-        return ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+    def admin(self) -> AdminAPI:
+        return AdminAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
 
     def answers(self) -> bool:
         """An AMQP handshake and a management API call both succeed."""
@@ -94,9 +101,12 @@ class Cluster:
 
     def up(self) -> None:
         """Start the three nodes and form the cluster; a cluster that is already up is left as it is."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         if all(node.answers() for node in self.nodes) and self.running_nodes() == {n.name for n in self.nodes}:
             return
+        # Before launching anything: a node whose ports another broker holds cannot listen, yet that broker answers
+        # in its place, so the cluster would seem to come up and then "not form", naming the other broker's nodes.
+        self.check_ports()
+        self.folder.mkdir(parents=True, exist_ok=True)
         # All three boot at once: together they take about as long as one.
         waiting = [node for node in self.nodes if not node.answers()]
         for node in waiting:
@@ -174,6 +184,45 @@ class Cluster:
             return Rabbitmqctl.for_node(settings().rabbitmq_bin, node.name, self._local_env(node))
         return Rabbitmqctl(("docker", "exec", f"{self.container_prefix}-c{number}", "rabbitmqctl"))
 
+    def is_up(self) -> bool:
+        """At least one of this cluster's nodes runs and answers (a cluster with a node killed is still up). By name:
+        another cluster at the same ports (the other version's, the nodes named otherwise) does not count."""
+        return bool(self.running_nodes() & {node.name for node in self.nodes})
+
+    def _runs_here(self, node: ClusterNode) -> bool:
+        """This cluster's own node runs (its Erlang VM, or its container), whatever answers at its ports."""
+        if self.version == "3.10":
+            return self._local_vm(node) is not None
+        inspected = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}",
+                                    f"{self.container_prefix}-c{node.number}"], capture_output=True, text=True)
+        return inspected.stdout.strip() == "true"
+
+    def check_ports(self) -> None:
+        """PortsTaken, saying which ports and by what when it can tell, when something that is not this cluster's
+        node listens at a port one of its nodes needs (AMQP, management, and Erlang distribution for local nodes)."""
+        taken, amqp = [], []
+        for node in self.nodes:
+            if self._runs_here(node):
+                continue
+            wanted = [node.port, node.management_port] + ([node.port + 20000] if self.version == "3.10" else [])
+            busy = [port for port in wanted if port_in_use(port)]
+            taken += busy
+            amqp += [port for port in busy if port == node.port]
+        if not taken:
+            return
+        servers = list(dict.fromkeys(filter(None, (amqp_server_at(port) for port in amqp))))
+        containers = list(dict.fromkeys(filter(None, (container_publishing(port) for port in sorted(taken)))))
+        what = ", ".join(servers) if servers else "another program"
+        if containers:
+            what += f" in container{'s' if len(containers) > 1 else ''} {', '.join(containers)}"
+        other = next((v for v in ("3.10", "4.3") if v != self.version), None)
+        theirs = {n.name for n in Cluster(other, self.folder, self.base_port).nodes}
+        hint = (f"take the kit's RabbitMQ {other} cluster down first (./kit cluster down --rabbitmq {other})"
+                if any(f"cluster {name})" in what for name in theirs) else "stop it")
+        ports = f"port {taken[0]} is" if len(taken) == 1 else f"ports {port_ranges(taken)} are"
+        raise PortsTaken(f"cannot start the RabbitMQ {self.version} cluster: its {ports} taken, by {what}: {hint}, "
+                         "or choose other ports with --base-port")
+
     def running_nodes_seen_by(self, node: ClusterNode) -> set[str]:
         try:
             return {n["name"] for n in node.admin.request("GET", "/api/nodes") if n.get("running")}
@@ -199,7 +248,7 @@ class Cluster:
         """Every queue (of one vhost) with its type, leader and members, from a node that answers."""
         for node in self.nodes:
             if node.answers():
-                path = f"/api/queues/{ManagementAPI.quote(vhost)}" if vhost else "/api/queues"
+                path = f"/api/queues/{AdminAPI.quote(vhost)}" if vhost else "/api/queues"
                 return node.admin.request("GET", path + "?columns=name,vhost,type,node,leader,members,messages")
         raise ClusterError("no node of the cluster answers")
 
@@ -303,6 +352,77 @@ def state_folder(version: str) -> Path:
     cache = Path(os.environ.get("LABKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                  / "labkit")
     return cache / f"cluster-{version}"
+
+
+def recorded_cluster(version: str) -> Optional[Cluster]:
+    """The cluster of this version that `./kit cluster up` started and recorded (its cluster.json), at the base port
+    it was started at; None when none was (or it was taken down: down removes the record with the data)."""
+    try:
+        record = json.loads((state_folder(version) / "cluster.json").read_text())
+        return Cluster(version, state_folder(version), int(record["base_port"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def port_in_use(port: int) -> bool:
+    """Something listens at 127.0.0.1:port (or at every address), so a node could not listen there."""
+    with socket.socket() as probe:
+        # As the nodes do: a port whose last connections linger in TIME_WAIT (a node just killed) is free again.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def amqp_server_at(port: int) -> Optional[str]:
+    """What the AMQP server at 127.0.0.1:port says it is, e.g. "RabbitMQ 4.3.6 (cluster rabbit@c1)": from the
+    connection.start it sends before any login, so no credentials are needed. None when nothing there speaks AMQP."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.settimeout(3)
+            sock.sendall(pika.frame.ProtocolHeader().marshal())
+            data = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                data += chunk
+                _, frame = pika.frame.decode_frame(data)
+                if frame is not None:
+                    break
+        said = frame.method.server_properties
+    except (OSError, AttributeError, pika.exceptions.AMQPError):
+        return None
+
+    def text(value) -> str:
+        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+    name = " ".join(text(said[key]) for key in ("product", "version") if key in said) or "an AMQP server"
+    return name + (f" (cluster {text(said['cluster_name'])})" if "cluster_name" in said else "")
+
+
+def container_publishing(port: int) -> Optional[str]:
+    """The Docker container publishing this port, when Docker is here and one does."""
+    try:
+        found = subprocess.run(["docker", "ps", "--filter", f"publish={port}", "--format", "{{.Names}}"],
+                               capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = found.stdout.split()
+    return names[0] if found.returncode == 0 and names else None
+
+
+def port_ranges(ports: list[int]) -> str:
+    """5701, 5702, 5703, 15701 -> "5701-5703, 15701": the ports in one short line."""
+    ranges: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if ranges and port == ranges[-1][1] + 1:
+            ranges[-1][1] = port
+        else:
+            ranges.append([port, port])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 def free_base_port() -> int:

@@ -20,7 +20,7 @@ import port_for
 
 from labs.drive.wait import wait_until
 from labs.brokers.errors import BrokerUnavailable
-from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.amqp.admin import AdminAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl
 
 IMAGES = {"4.3": "labkit/rabbitmq:4.3-management"}
@@ -93,7 +93,7 @@ class ContainerNode:
         self.management_port = port_for.select_random(exclude_ports=[self.port])
         if tls:
             self.tls_port = port_for.select_random(exclude_ports=[self.port, self.management_port])
-        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+        self.admin = AdminAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
 
     @property
     def node_name(self) -> str:

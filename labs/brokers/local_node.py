@@ -22,7 +22,7 @@ import port_for
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 from labs.drive.wait import wait_until
-from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.amqp.admin import AdminAPI, ManagementUnreachable
 from labs.brokers.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
 
@@ -111,7 +111,7 @@ class LocalNode(RabbitMqExecutor):
                          f" -rabbit ssl_options [{options},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}]")
         self._envvars.update({"RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "ERL_EPMD_ADDRESS": "127.0.0.1",
                               "RABBITMQ_USE_LONGNAME": "false", "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args})
-        self.admin = ManagementAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
+        self.admin = AdminAPI(f"http://127.0.0.1:{self.management_port}", "guest", "guest")
         # rabbitmqctl runs with the node's own environment (its HOME and cookie), by the node's name.
         self.rabbitmqctl = Rabbitmqctl.for_node(rabbitmq_bin, self.node_name, self.envvars)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -41,14 +42,55 @@ ENV_VALUE = re.compile(r"\{ok,[^{}]*\}|undefined")
 def read_rabbit_env(ctl: Callable[..., str], keys: Sequence[str], then: str = "") -> dict[str, str]:
     """The rabbit application's settings `keys`, each as application:get_env prints it ({ok,Value} or undefined),
     read in one `rabbitmqctl eval` that afterwards runs the Erlang expression `then`, if given. One call, not one
-    per step: each call starts an Erlang VM of its own, about half a CPU-second and most of a second of waiting."""
+    per step: each call starts an Erlang VM of its own, about half a CPU-second and most of a second of waiting.
+
+    Should that call fail, or its printout not parse, after `then` may have changed settings, the node is given back
+    what it had before raising: the caller never got the values to restore them with, and a classroom broker would
+    otherwise keep a lab's shortened timeouts. The node keeps those values itself (a persistent term, marked with
+    this call's own token so that an older call's are never put back), as its printout may be what failed."""
     reads = ", ".join(f"application:get_env(rabbit, {key})" for key in keys)
-    expression = f"Found = {{{reads}}}, {then}, Found." if then else f"{{{reads}}}."
-    output = ctl("eval", expression)
+    if not then:
+        output = ctl("eval", f"{{{reads}}}.")
+        found = ENV_VALUE.findall(output)
+        if len(found) != len(keys):
+            raise RabbitmqctlFailed(f"rabbitmqctl eval printed {output.strip()!r}: not one setting per key of {keys}")
+        return dict(zip(keys, found))
+    token = secrets.token_hex(8)
+    expression = f"Found = {{{reads}}}, persistent_term:put({SAVED}, {{\"{token}\", Found}}), {then}, Found."
+    try:
+        output = ctl("eval", expression)
+    except RabbitmqctlFailed as exc:
+        raise RabbitmqctlFailed(f"{exc}; {give_back_saved(ctl, keys, token)}") from None
     found = ENV_VALUE.findall(output)
     if len(found) != len(keys):
-        raise RabbitmqctlFailed(f"rabbitmqctl eval printed {output.strip()!r}: not one setting per key of {keys}")
+        raise RabbitmqctlFailed(f"rabbitmqctl eval printed {output.strip()!r}: not one setting per key of {keys}; "
+                                f"{give_back_saved(ctl, keys, token)}")
     return dict(zip(keys, found))
+
+
+# The persistent term where read_rabbit_env leaves what it read, on the node. It stays after a call that went well
+# (erasing it would take one more call, another Erlang VM): a few words, replaced by the next call.
+SAVED = "{labkit, rabbit_env}"
+
+
+def give_back_saved(ctl: Callable[..., str], keys: Sequence[str], token: str) -> str:
+    """Give the rabbit application back the settings read_rabbit_env's call `token` saved on the node (none saved:
+    that call failed before `then` ran, so nothing changed); say what was done, for the error it is added to."""
+    names = "[" + ", ".join(keys) + "]"
+    expression = (f"case persistent_term:get({SAVED}, none) of "
+                  f"{{\"{token}\", Found}} -> "
+                  f"lists:foreach(fun({{Key, {{ok, Value}}}}) -> application:set_env(rabbit, Key, Value); "
+                  f"({{Key, undefined}}) -> application:unset_env(rabbit, Key) end, "
+                  f"lists:zip({names}, tuple_to_list(Found))), "
+                  f"persistent_term:erase({SAVED}), given_back; "
+                  f"_ -> unchanged end.")
+    try:
+        said = ctl("eval", expression)
+    except RabbitmqctlFailed as exc:
+        return f"and giving back the settings {names} failed too: {exc}"
+    if "given_back" in said:
+        return f"the settings {names} were given back what they had"
+    return f"the settings {names} were not changed"
 
 
 def restore_rabbit_env(originals: dict[str, str]) -> str:

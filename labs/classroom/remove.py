@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labs.brokers.management import ManagementAPI
+from labs.amqp.admin import AdminAPI
 from labs.classroom.status import get
 
 
@@ -43,14 +43,14 @@ def plan_removal(names: list[str], users: list[dict], vhosts: list[str], admin: 
     return plan
 
 
-def broker_accounts(api: ManagementAPI) -> tuple[list[dict], list[str]]:
+def broker_accounts(api: AdminAPI) -> tuple[list[dict], list[str]]:
     """The broker's users (name and tags) and vhost names: two calls for the whole roster."""
     users = get(api, "/api/users?columns=name,tags")
     vhosts = [vhost["name"] for vhost in get(api, "/api/vhosts?columns=name")]  # type: ignore[union-attr]
     return users, vhosts  # type: ignore[return-value]
 
 
-def remove(api: ManagementAPI, plan: list[Removal]) -> None:
+def remove(api: AdminAPI, plan: list[Removal]) -> None:
     """Delete what the plan names: the vhost first, so no student connection outlives its account for long."""
     for removal in plan:
         if removal.vhost:

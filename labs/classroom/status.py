@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
 
-from labs.brokers.management import ManagementAPI, ManagementUnreachable
+from labs.amqp.admin import AdminAPI, ManagementUnreachable
 
 WINDOW_SECONDS = 60  # the span the "for long" and "again and again" flags look back over
 SAMPLE_SECONDS = 5  # the management plugin keeps its message rate samples in 5 s buckets for the last 10 minutes
@@ -96,7 +96,7 @@ def class_paths(window: int = WINDOW_SECONDS) -> dict[str, str]:
     }
 
 
-def read_class(api: ManagementAPI, window: int = WINDOW_SECONDS) -> Reading:
+def read_class(api: AdminAPI, window: int = WINDOW_SECONDS) -> Reading:
     """The few calls, all at once: whole-broker answers for the whole class."""
     paths = class_paths(window)
     with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
@@ -105,7 +105,7 @@ def read_class(api: ManagementAPI, window: int = WINDOW_SECONDS) -> Reading:
     return Reading(**answers, taken_at=datetime.now(timezone.utc))
 
 
-def get(api: ManagementAPI, path: str) -> object:
+def get(api: AdminAPI, path: str) -> object:
     """GET through the kit's client; an answer that is not the management API's is said as unreachable."""
     try:
         return api.request("GET", path)

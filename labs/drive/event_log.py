@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from labs.amqp.connection import Event
+
 
 def read_events(path: Path) -> list[dict]:
     """The JSON-lines records of one --events file; none when it does not exist yet."""
@@ -46,7 +48,7 @@ class EventTally:
 
     @property
     def processed(self) -> set[str]:
-        return set(self.bodies("done"))
+        return set(self.bodies(Event.DONE))
 
     @property
     def missing(self) -> list[str]:
@@ -55,14 +57,14 @@ class EventTally:
 
     @property
     def redelivered(self) -> int:
-        return sum(1 for e in self.events if e["event"] == "received" and e["redelivered"])
+        return sum(1 for e in self.events if e["event"] == Event.RECEIVED and e["redelivered"])
 
     def per_worker(self) -> dict[str, tuple[int, float]]:
         """Messages done and seconds busy per worker."""
         done: Counter = Counter()
         busy: Counter = Counter()
         for e in self.events:
-            if e["event"] == "done":
+            if e["event"] == Event.DONE:
                 done[e["worker"]] += 1
                 busy[e["worker"]] += e.get("seconds", 0.0)
         return {worker: (done[worker], busy[worker]) for worker in sorted({e["worker"] for e in self.events})}
@@ -70,8 +72,8 @@ class EventTally:
     @property
     def makespan(self) -> float:
         """From the first delivery to the last message done."""
-        starts = [e["time"] for e in self.events if e["event"] == "received"]
-        ends = [e["time"] for e in self.events if e["event"] == "done"]
+        starts = [e["time"] for e in self.events if e["event"] == Event.RECEIVED]
+        ends = [e["time"] for e in self.events if e["event"] == Event.DONE]
         return max(ends) - min(starts) if starts and ends else 0.0
 
     def report(self) -> str:

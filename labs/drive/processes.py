@@ -90,6 +90,12 @@ class Run:
     processes: list = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
+    # For the report's timeline (python -m labs run --report): when sender.py returned for each body of `sent`, the
+    # makespan the lab calls ideal, whether the queue's depth tells this run's story, and moments the lab names.
+    sent_at: list[float] = field(default_factory=list)
+    ideal_makespan: Optional[float] = None
+    depth_chart: bool = False
+    moments: list[tuple[float, str]] = field(default_factory=list)
     log: EventLog = field(init=False, repr=False)  # the workers' shared event log, in the folder
     # Set by stop(), under the lock worker() starts processes under: a process either starts before stop() takes the
     # lock, and is killed, or not at all. A supervisor (supervise) would otherwise restart a worker the clean-up killed.
@@ -117,6 +123,7 @@ class Run:
         if check and result.returncode:
             raise RuntimeError(f"sender.py {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}")
         self.sent.extend(bodies)
+        self.sent_at.extend([time.time()] * len(bodies))
         return result
 
     def worker(self, name: str, *args: str):

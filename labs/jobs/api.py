@@ -5,9 +5,10 @@
     GET  /jobs        -> 200 and every job
 
 Errors are JSON, {"error": "..."}: 400 for a body that is not a JSON object with integer start <= end, 404 for an
-unknown job or route, 405 for a wrong method, 503 when Redis or the broker cannot be reached (the job is then not
-recorded). Served by waitress, a production WSGI server, on HOST (default 127.0.0.1; 0.0.0.0 in a container) and
-PORT (default 5000); AMQP_URL and REDIS_URL say where the broker and Redis are.
+unknown job or route, 405 for a wrong method, 413 for a body larger than MAX_CONTENT_LENGTH bytes (default 1 MiB,
+plenty for a job), 503 when Redis or the broker cannot be reached (the job is then not recorded). Served by
+waitress, a production WSGI server, on HOST (default 127.0.0.1; 0.0.0.0 in a container) and PORT (default 5000);
+AMQP_URL and REDIS_URL say where the broker and Redis are.
 """
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ import os
 import sys
 
 from flask import Blueprint, Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import jobs
 
 bp = Blueprint("jobs", __name__)
+
+# A job is a few dozen bytes. Without a limit a class server takes any upload (Flask has none by default), so one
+# student's runaway script could fill the server's memory; MAX_CONTENT_LENGTH in the environment changes it.
+DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024
 
 
 class BadJob(Exception):
@@ -34,6 +39,8 @@ def _parse_job(body: bytes) -> tuple[int, int]:
         data = json.loads(body)
     except ValueError as exc:  # also catches a body that is not UTF-8
         raise BadJob(f"invalid JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]] deeper than Python's recursion limit: a bad body, not a server failure
+        raise BadJob("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadJob('the body must be a JSON object like {"start": 1, "end": 10}')
     values = []
@@ -69,9 +76,11 @@ def list_jobs():
     return jsonify(jobs.all_jobs())
 
 
-def create_app() -> Flask:
-    """The application: the routes above and JSON for every error, never an HTML page or a traceback."""
+def create_app(max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH) -> Flask:
+    """The application: the routes above and JSON for every error, never an HTML page or a traceback. A request body
+    larger than `max_content_length` bytes is refused with 413 before it is parsed."""
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.register_blueprint(bp)
 
     @app.errorhandler(BadJob)
@@ -81,6 +90,11 @@ def create_app() -> Flask:
     @app.errorhandler(jobs.JobsUnavailable)
     def unavailable(exc: jobs.JobsUnavailable):
         return jsonify(error=str(exc)), 503
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):  # the limit in the answer: the client can tell what to change
+        return jsonify(error=f"413 Request Entity Too Large: the body is larger than the {max_content_length} bytes "
+                             "this server takes (MAX_CONTENT_LENGTH)"), 413
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -106,7 +120,15 @@ def main() -> int:
         print(f"api: PORT must be a number, not {os.environ['PORT']!r}", file=sys.stderr)
         return 2
     try:
-        waitress.serve(create_app(), host=host, port=port, threads=8)
+        max_content_length = int(os.environ.get("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
+        if max_content_length < 1:
+            raise ValueError
+    except ValueError:
+        print(f"api: MAX_CONTENT_LENGTH must be a number of bytes, not {os.environ['MAX_CONTENT_LENGTH']!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        waitress.serve(create_app(max_content_length), host=host, port=port, threads=8)
     except OSError as exc:
         print(f"api: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 3

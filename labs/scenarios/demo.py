@@ -5,23 +5,35 @@ import secrets
 import sys
 import threading
 
+from typing import Optional
+
 from labs.brokers.broker import Broker
 from labs.drive.processes import Run, numbered, wait_all
+from labs.scenarios.report_html import Section
+from labs.scenarios.runner import Claim
 
 COUNT, LENGTH = 12, 3
 WORK = ("--acknowledge", "--prefetch", "1", "--seconds-per-char", "0.1", "--idle-exit", "2")
 
 
-def demo(broker: Broker) -> bool:
+def demo(broker: Broker, ran: Optional[list] = None) -> bool:
     """Run the demo in the broker's own vhost; print the live output and a final tally; True when nothing was lost.
+    With `ran`, add the demo's section of the report page to it (its run, its event log kept).
 
     Removing the demo's queue afterwards never changes its outcome: a failure to clean up is printed, not raised.
     """
     run = Run(broker.url(), queue=f"demo-{secrets.token_hex(3)}")
+    ok = False
     try:
-        return show(run)
+        ok = show(run)
+        return ok
     finally:
         clean_up(broker, run)
+        if ran is not None:
+            lost = len(run.tally().missing)
+            ran.append(Section("The demo: three workers, w3 crashes on every third message",
+                               [Claim("with --acknowledge, no message is lost", ok, f"{lost} of {COUNT} lost")],
+                               [run], "demo"))
 
 
 def show(run: Run) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from labs.amqp.connection import Event
 from labs.drive.event_log import EventTally
 from labs.scenarios.runner import Context
 
@@ -18,7 +19,7 @@ IDLE_UNTIL_SENT = ("--idle-exit", "5")
 
 def settled(tally: EventTally) -> bool:
     """Every message sent is processed or was lost by a worker (dropped on purpose: --lose-every)."""
-    accounted = tally.processed | set(tally.bodies("lost"))  # once, not once per body: labs poll this
+    accounted = tally.processed | set(tally.bodies(Event.LOST))  # once, not once per body: labs poll this
     return all(body in accounted for body in tally.sent)
 
 

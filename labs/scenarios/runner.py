@@ -19,7 +19,7 @@ import pika
 
 from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
-from labs.brokers.management import ManagementError, ManagementRefused
+from labs.amqp.admin import ManagementError, ManagementRefused
 from labs.drive.processes import Run
 from labs.paths import HANDOUTS, ROOT, SNIPPETS
 from labs.settings import child_environment
@@ -31,9 +31,12 @@ class Claim:
     ok: Optional[bool]  # None: skipped, with the reason in detail
     detail: str = ""
 
+    @property
+    def status(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+
     def line(self) -> str:
-        status = {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
-        return f"  {status}: {self.text}" + (f" ({self.detail})" if self.detail else "")
+        return f"  {self.status}: {self.text}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass

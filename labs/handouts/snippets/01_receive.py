@@ -1,6 +1,6 @@
 # Lab 1's second ipython session (labs/handouts/01-hello-world.md): connect, then consume 'hello' until Ctrl-C. The
 # scenario of lab 1 runs this file and presses Ctrl-C once it has printed the three messages. Each "# %%" cell below
-# is a block of a handout, word for word (tests/test_labs.py checks): edit both together.
+# is a block of a handout, word for word (tests/labs/test_handouts.py checks): edit both together.
 # Connection settings come from the environment lab 0 sets: RABBITMQ_HOST, RABBITMQ_VHOST, RABBITMQ_USERNAME,
 # RABBITMQ_PASSWORD (and RABBITMQ_PORT when the broker is not on 5672).
 

@@ -1,6 +1,6 @@
 # Lab 1's first ipython session (labs/handouts/01-hello-world.md): connect, declare the queue 'hello', publish. The
 # scenario of lab 1 runs this file three times, as the handout has students run the last line three times. Each
-# "# %%" cell below is a block of a handout, word for word (tests/test_labs.py checks): edit both together.
+# "# %%" cell below is a block of a handout, word for word (tests/labs/test_handouts.py checks): edit both together.
 # Connection settings come from the environment lab 0 sets: RABBITMQ_HOST, RABBITMQ_VHOST, RABBITMQ_USERNAME,
 # RABBITMQ_PASSWORD (and RABBITMQ_PORT when the broker is not on 5672).
 

@@ -1,7 +1,7 @@
 # Lab 8's ipython session (labs/handouts/08-heartbeats.md): a consumer that blocks for 8 s under a 2 s heartbeat and
 # so loses its connection (StreamLostError, or another connection error). The scenario of lab 8 runs this file and
 # reads the exception's name from the traceback. The "# %%" cell below is a block of the handout, word for word
-# (tests/test_labs.py checks): edit both together.
+# (tests/labs/test_handouts.py checks): edit both together.
 # Connection settings come from the environment lab 0 sets: RABBITMQ_HOST, RABBITMQ_VHOST, RABBITMQ_USERNAME,
 # RABBITMQ_PASSWORD (and RABBITMQ_PORT when the broker is not on 5672).
 

@@ -1,6 +1,6 @@
 # Lab 9's ipython session (labs/handouts/09-poison-messages.md): connected as in lab 1, look at the dead letter on
 # tasks-dead and leave it there. The scenario of lab 9 runs this file and reads what it prints. Each "# %%" cell below
-# is a block of a handout, word for word (tests/test_labs.py checks): edit both together.
+# is a block of a handout, word for word (tests/labs/test_handouts.py checks): edit both together.
 # Connection settings come from the environment lab 0 sets: RABBITMQ_HOST, RABBITMQ_VHOST, RABBITMQ_USERNAME,
 # RABBITMQ_PASSWORD (and RABBITMQ_PORT when the broker is not on 5672).
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 
+from labs.amqp.connection import Event
 from labs.drive.processes import wait_all
 from labs.scenarios.helpers import QUICK
 from labs.scenarios.runner import Context
@@ -20,7 +21,7 @@ def hello_world(lab: Context) -> None:
     run.send("Hello World!", bodies=["Hello World!"])
     worker = run.worker("w1", "--max-messages", "1", *QUICK)
     wait_all([worker], 30)
-    lab.claim("qprocessor.py receives what sender.py sent", run.tally().bodies("done") == ["Hello World!"])
+    lab.claim("qprocessor.py receives what sender.py sent", run.tally().bodies(Event.DONE) == ["Hello World!"])
     lab.claim("the queue is empty afterwards", lab.ready("hello") == 0)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from labs.amqp.connection import Event
 from labs.drive.processes import numbered
 from labs.scenarios.helpers import IDLE, QUICK, settled
 from labs.scenarios.runner import Context
@@ -15,7 +16,7 @@ def failures(lab: Context) -> None:
     run.worker("w1", *QUICK, "--lose-every", "3", *IDLE)
     run.finish(until=settled)
     tally = run.tally()
-    lab.claim("auto-ack with --lose-every 3 loses 4 of 12", tally.bodies("lost") == ["3", "6", "9", "12"],
+    lab.claim("auto-ack with --lose-every 3 loses 4 of 12", tally.bodies(Event.LOST) == ["3", "6", "9", "12"],
               f"lost {tally.bodies('lost')}")
     # The management API samples its counts: wait for a sample taken after the worker finished.
     stats = lab.stats("fragile")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from labs.amqp.connection import Event
 from labs.brokers.rabbitmqctl import read_rabbit_env, restore_rabbit_env
 from labs.drive.processes import numbered, wait_all
 from labs.scenarios.helpers import IDLE, IDLE_UNTIL_SENT, QUICK, settled
@@ -21,7 +22,7 @@ def acknowledgements(lab: Context) -> None:
     run.worker("steady", "--acknowledge", *QUICK, *IDLE)
     run.finish()
     tally = run.tally()
-    lost = tally.bodies("lost")
+    lost = tally.bodies(Event.LOST)
     lab.claim(f"with --acknowledge, {len(tally.missing)} of 12 lost, {tally.redelivered} redelivered",
               not tally.missing and lost and tally.redelivered >= len(lost), f"dropped {len(lost)} on purpose")
 
@@ -61,16 +62,16 @@ def consumer_timeout_on_43(lab: Context) -> None:
                               "--max-messages", "1")
     wait_all([holder, finisher], 60)
     tally = slow.tally()
-    cancelled = [e for e in tally.events if e["event"] == "abandoned" and e.get("reason") == "consumer cancelled"]
-    redelivered = [e for e in tally.events if e["event"] == "received" and e["redelivered"]]
+    cancelled = [e for e in tally.events if e["event"] == Event.ABANDONED and e.get("reason") == "consumer cancelled"]
+    redelivered = [e for e in tally.events if e["event"] == Event.RECEIVED and e["redelivered"]]
     lab.claim("4.3, quorum queue: a worker holding a message past the consumer timeout has its consumer cancelled; "
               "it abandons the job without acking and the message is redelivered",
-              bool(cancelled) and bool(redelivered) and not tally.bodies("done"),
+              bool(cancelled) and bool(redelivered) and not tally.bodies(Event.DONE),
               f"{len(cancelled)} cancelled, {len(redelivered)} redelivered")
 
     tally = classic.tally()
     lab.claim("4.3, classic queue: the same timeout is not enforced; the 4 s job finishes and is acked once",
-              tally.bodies("done") == ["xxxx"] and tally.redelivered == 0 and not tally.bodies("abandoned"))
+              tally.bodies(Event.DONE) == ["xxxx"] and tally.redelivered == 0 and not tally.bodies(Event.ABANDONED))
 
 
 def consumer_timeout_before_43(lab: Context) -> None:
@@ -91,6 +92,6 @@ def consumer_timeout_before_43(lab: Context) -> None:
         wait_all([holder], 60)
     finally:
         node.ctl("eval", restore_rabbit_env(originals) + ".")
-    redelivered = [e for e in slow.tally().events if e["event"] == "received" and e["redelivered"]]
+    redelivered = [e for e in slow.tally().events if e["event"] == Event.RECEIVED and e["redelivered"]]
     lab.claim("a worker holding a message past the delivery acknowledgement timeout loses its channel; "
-              "the message is redelivered", bool(slow.tally().bodies("abandoned")) and bool(redelivered))
+              "the message is redelivered", bool(slow.tally().bodies(Event.ABANDONED)) and bool(redelivered))

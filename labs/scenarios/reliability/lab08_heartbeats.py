@@ -1,6 +1,7 @@
 """Lab 8, Heartbeats: plain pika blocked past two heartbeats loses its connection; the worker does not."""
 from __future__ import annotations
 
+from labs.amqp.connection import Event
 from labs.drive.processes import wait_all
 from labs.scenarios.runner import Context
 
@@ -18,7 +19,7 @@ def heartbeats(lab: Context) -> None:
     wait_all([worker], 60)
     tally = run.tally()
     lab.claim("qprocessor.py finishes the same 8 s of work under the same heartbeat",
-              tally.bodies("done") == ["slow work"] and tally.redelivered == 1,
+              tally.bodies(Event.DONE) == ["slow work"] and tally.redelivered == 1,
               f"processed {tally.bodies('done')}, redelivered {tally.redelivered} time(s) after the plain consumer "
               f"lost it, lost {len(tally.bodies('lost'))}")
 

@@ -6,6 +6,7 @@ import ast
 import json
 from typing import Optional
 
+from labs.amqp.connection import Event
 from labs.drive.processes import wait_all
 from labs.scenarios.helpers import IDLE, QUICK, wait_for_count
 from labs.scenarios.runner import Context
@@ -21,30 +22,32 @@ def poison_messages(lab: Context) -> None:
     bodies = [*good[:2], "poison", *good[2:]]
 
     looping = lab.run("looping")
+    looping.depth_chart = True  # the report: the good messages stay queued behind the poison one
     looping.send("--queue-type", "classic", *bodies, bodies=bodies)
     wait_all([looping.worker("w1", "--queue-type", "classic", "--acknowledge", "--prefetch", "1", "--seconds-per-char",
                              "0", *POISON, "--max-messages", "40")], 60)
     tally = looping.tally()
-    failures, waiting = len(tally.bodies("failed")), lab.ready("looping")
+    failures, waiting = len(tally.bodies(Event.FAILED)), lab.ready("looping")
     # A requeued message goes back to the head of a classic queue: the same worker gets it again at once.
     lab.claim("classic queue, requeue: the poison message comes straight back, 38 of 40 deliveries, and the 3 good "
-              "messages behind it starve", failures == 38 and tally.bodies("done") == good[:2] and waiting == 4,
+              "messages behind it starve", failures == 38 and tally.bodies(Event.DONE) == good[:2] and waiting == 4,
               f"{failures} failures; processed {tally.bodies('done')}; still queued {waiting}")
 
     limited = lab.run("tasks")
+    limited.depth_chart = True  # the report: the queue drains once the poison message is dead-lettered
     limited.send(*LIMITED, *bodies, bodies=bodies)
     for n in (1, 2):
         limited.worker(f"w{n}", *LIMITED, "--acknowledge", "--prefetch", "1", *QUICK, *POISON, *IDLE)
-    limited.finish(until=lambda tally: len(tally.bodies("done")) == len(good) and tally.bodies("dead-lettered"),
+    limited.finish(until=lambda tally: len(tally.bodies(Event.DONE)) == len(good) and tally.bodies(Event.DEAD_LETTERED),
                    timeout=60)
     tally = limited.tally()
     dead = wait_for_count(lab, "tasks-dead", 1, timeout=5)  # dead-lettering is asynchronous: it may trail the reject
-    tries = sum(1 for e in tally.events if e["event"] == "received" and e["body"] == "poison")
+    tries = sum(1 for e in tally.events if e["event"] == Event.RECEIVED and e["body"] == "poison")
     lab.claim("quorum queue with --delivery-limit 3: the poison message is tried 4 times, then dead-lettered into "
-              "tasks-dead", tries == 4 and tally.bodies("dead-lettered") == ["poison"] and dead == 1,
+              "tasks-dead", tries == 4 and tally.bodies(Event.DEAD_LETTERED) == ["poison"] and dead == 1,
               f"tried {tries} times; dead-lettered {tally.bodies('dead-lettered')}; tasks-dead holds {dead}")
     lab.claim("every good message is processed exactly once and nothing is lost",
-              sorted(tally.bodies("done")) == good and not tally.bodies("lost") and lab.ready("tasks") == 0)
+              sorted(tally.bodies(Event.DONE)) == good and not tally.bodies(Event.LOST) and lab.ready("tasks") == 0)
 
     inspect = lab.snippet("09_dead_letter.py")  # the handout's look at the dead letter, which leaves it there
     seen = as_json(inspect.stdout.strip())
@@ -55,7 +58,7 @@ def poison_messages(lab: Context) -> None:
     fixed.sent.append("poison")
     wait_all([fixed.worker("fixed", "--queue-type", "quorum", "--acknowledge", *QUICK, "--max-messages", "1")], 30)
     lab.claim("after the fix, a worker on tasks-dead processes it: nothing was lost",
-              fixed.tally().bodies("done") == ["poison"] and lab.ready("tasks-dead") == 0)
+              fixed.tally().bodies(Event.DONE) == ["poison"] and lab.ready("tasks-dead") == 0)
 
     limits_where(lab)
 
@@ -64,11 +67,11 @@ def poison_messages(lab: Context) -> None:
         dropped.send("--queue-type", "quorum", "poison", bodies=["poison"])
         dropped.worker("w1", "--queue-type", "quorum", "--acknowledge", "--seconds-per-char", "0", *POISON,
                        "--idle-exit", "3")
-        dropped.finish(until=lambda tally: tally.bodies("lost"), timeout=60)
+        dropped.finish(until=lambda tally: tally.bodies(Event.LOST), timeout=60)
         tally = dropped.tally()
-        tries = sum(1 for e in tally.events if e["event"] == "received")
+        tries = sum(1 for e in tally.events if e["event"] == Event.RECEIVED)
         lab.claim("RabbitMQ 4: with no dead-letter queue, a quorum queue drops the poison message after 20 failed "
-                  "deliveries (21 tries); the worker counts it as lost", tries == 21 and tally.bodies("lost") ==
+                  "deliveries (21 tries); the worker counts it as lost", tries == 21 and tally.bodies(Event.LOST) ==
                   ["poison"] and lab.ready("no-dead-letter") == 0, f"tried {tries} times, lost {tally.bodies('lost')}")
 
 

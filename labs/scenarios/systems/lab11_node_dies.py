@@ -5,6 +5,7 @@ import collections
 import signal
 import time
 
+from labs.amqp.connection import Event
 from labs.drive.event_log import EventTally
 from labs.drive.processes import numbered, wait_all, wait_for_consumers, wait_until
 from labs.scenarios.runner import Context
@@ -25,6 +26,7 @@ def node_dies(lab: Context) -> None:
     assert cluster, "lab 11 runs on a cluster"
     version = lab.broker.version()  # asked of node 1 now: it may be the node that dies
     jobs = lab.run("jobs", url=lab.every_node_url())
+    jobs.depth_chart = True  # the report: the queue drains on through the kill
     # As in the handout: the workers first (the first to declare the queue places its leader on its own node).
     workers = {name: jobs.worker(name, *CLUSTER_WORK, *CLUSTER_IDLE) for name in ("w1", "w2", "w3")}
     wait_for_consumers(lab.node_url(1), "jobs", 3, timeout=60)
@@ -57,10 +59,11 @@ def node_dies(lab: Context) -> None:
 
     jobs.send("--queue-type", "quorum", "--persistent", "--count", str(CLUSTER_JOBS), "--length", "4", "--quiet",
               bodies=numbered(CLUSTER_JOBS, 4))
-    wait_until(lambda: len(jobs.tally().bodies("done")) >= CLUSTER_JOBS // 10, 90, "the workers under way")
+    wait_until(lambda: len(jobs.tally().bodies(Event.DONE)) >= CLUSTER_JOBS // 10, 90, "the workers under way")
     killed_at = time.time()
     cluster.kill(doomed)
-    left = CLUSTER_JOBS - len(jobs.tally().bodies("done"))  # at most what the kill left: read just after it
+    jobs.moments.append((killed_at, f"node {doomed} killed"))
+    left = CLUSTER_JOBS - len(jobs.tally().bodies(Event.DONE))  # at most what the kill left: read just after it
 
     asked = time.monotonic()
     refused = lab.run("jobs-classic", url=survivor).send("--queue-type", "classic", "--count", "1", check=False)
@@ -71,7 +74,7 @@ def node_dies(lab: Context) -> None:
               "down or unreachable" in refused.stderr, f"after {answered_in:.0f} s: {refused.stderr.strip()}")
     wait_all(list(workers.values()), 240)
     tally = jobs.tally()
-    after = sorted(e["time"] for e in tally.events if e["event"] == "done" and e["time"] > killed_at)
+    after = sorted(e["time"] for e in tally.events if e["event"] == Event.DONE and e["time"] > killed_at)
     pause = max((later - earlier for earlier, later in zip([killed_at, *after], after)), default=float("inf"))
     new_leader = cluster.leader(lab.vhost, "jobs")
     # Everything left at the kill is processed by the survivors, but what the dead node's workers held (on 4.x).
@@ -94,6 +97,7 @@ def node_dies(lab: Context) -> None:
                   f"crash from a partition): at most their prefetch windows, 3 x {CLUSTER_PREFETCH}",
                   len(held) <= 3 * CLUSTER_PREFETCH, f"{len(held)} waiting for the node")
 
+    jobs.moments.append((time.time(), f"node {doomed} started again"))
     cluster.start(doomed)
     cluster.wait_formed()
     wait_until(lambda: len(cluster.queue(lab.vhost, "jobs").get("members") or []) == 3, 90, "three members again")
@@ -106,7 +110,7 @@ def node_dies(lab: Context) -> None:
     jobs.worker("sweeper", *CLUSTER_WORK)
     jobs.finish(timeout=120)
     tally = jobs.tally()
-    done = collections.Counter(tally.bodies("done"))
+    done = collections.Counter(tally.bodies(Event.DONE))
     duplicates = sum(done.values()) - len(done)
     lab.claim(f"every confirmed message is processed: {len(tally.missing)} of {CLUSTER_JOBS} lost", not tally.missing,
               f"{len(held)} of them waited for the node to return")
@@ -117,17 +121,17 @@ def node_dies(lab: Context) -> None:
 
 def connected_nodes(tally: EventTally) -> dict[str, str]:
     """The node each worker connected to last, from the 'connected' events of the run's log."""
-    return {e["worker"]: e["node"] for e in tally.events if e["event"] == "connected"}
+    return {e["worker"]: e["node"] for e in tally.events if e["event"] == Event.CONNECTED}
 
 
 def failed_over(tally: EventTally, worker: str, lost: str, since: float) -> bool:
     """Whether the worker's log shows, after `since`, the connection to node `lost` lost, then a connection to
     another node, then work done there."""
     steps = iter(e for e in tally.events if e["worker"] == worker and e["time"] >= since)
-    return (any(e["event"] == "disconnected" and e["node"] == lost for e in steps)
-            and any(e["event"] == "connected" and e["node"] != lost for e in steps)
-            and any(e["event"] == "done" for e in steps))
+    return (any(e["event"] == Event.DISCONNECTED and e["node"] == lost for e in steps)
+            and any(e["event"] == Event.CONNECTED and e["node"] != lost for e in steps)
+            and any(e["event"] == Event.DONE for e in steps))
 
 
 def connected_count(tally: EventTally, worker: str) -> int:
-    return sum(1 for e in tally.events if e["event"] == "connected" and e["worker"] == worker)
+    return sum(1 for e in tally.events if e["event"] == Event.CONNECTED and e["worker"] == worker)

@@ -1,0 +1,1 @@
+"""Tests of the task queue module and the Jobs API lab."""

@@ -1,0 +1,1 @@
+"""Tests of the labs' claims, the runner, the demo, the handouts' commands, provisioning."""

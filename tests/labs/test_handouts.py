@@ -1,0 +1,307 @@
+"""The handouts' commands really run as shown: the pika snippets are the files the labs run, each script command
+ends as the handout says, tmux panes, and the rabbitmqctl commands on this broker version."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from labs.amqp.connection import Event
+from labs.brokers.rabbitmqctl import RabbitmqctlFailed
+from labs.drive.event_log import read_events
+from labs.paths import HANDOUTS, SNIPPETS
+from labs.settings import child_environment
+from tests.helpers import ROOT, require, wait_until
+from tests.labs.runs import given_broker_env, labs_command
+
+# --- the pika code a handout shows is the file its lab runs ---
+
+def snippet_cells(path: Path) -> list[str]:
+    """The cells of a snippet file: what follows each `# %%` line (the header above the first is not shown)."""
+    return [cell.strip() for cell in re.split(r"^# %%$", path.read_text(), flags=re.M)[1:]]
+
+
+def python_blocks(handout: Path) -> list[str]:
+    """The ```python blocks of a handout, as shown."""
+    return [block.strip() for block in re.findall(r"^```python\n(.*?)^```$", handout.read_text(), re.M | re.S)]
+
+
+def test_every_snippet_a_lab_runs_is_shown_in_its_handout_word_for_word():
+    """Each cell of labs/handouts/snippets/NN_*.py is a python block of a handout as is, its last (the lab's own
+    work) in handout NN; and every python block of a handout whose lab runs snippets is such a cell. What a student
+    types is what `python -m labs run` proves."""
+    snippets = sorted(SNIPPETS.glob("*.py"))
+    assert snippets, f"no snippets in {SNIPPETS}"
+    shown = {block for handout in HANDOUTS.glob("*.md") for block in python_blocks(handout)}
+    cells = set()
+    for snippet in snippets:
+        own = next(HANDOUTS.glob(f"{snippet.name[:2]}-*.md"))
+        found = snippet_cells(snippet)
+        assert found, f"{snippet.name} has no '# %%' cell"
+        for cell in found:
+            assert cell in shown, f"{snippet.name}: no handout shows this cell as is:\n{cell}"
+        assert found[-1] in python_blocks(own), f"{own.name} does not show {snippet.name}'s last cell as is"
+        cells.update(found)
+    for handout in {next(HANDOUTS.glob(f"{snippet.name[:2]}-*.md")) for snippet in snippets}:
+        for block in python_blocks(handout):
+            assert block in cells, f"{handout.name} shows a python block no snippet runs:\n{block}"
+
+
+# --- every command a handout shows, run for real in the test's own vhost ---
+
+# The exit code a handout gives for a command (its "(exit code N)" or "fails the same way"); all others exit 0.
+EXPECTED_EXIT = {
+    ("06-durability.md", "./sender.py --queue kept --queue-type classic --transient --count 1"): 6,
+    ("07-purge-and-delete.md", "./sender.py --queue scratch --delete-queue"): 8,
+    ("07-purge-and-delete.md", "./qprocessor.py --queue scratch"): 6,  # its queue is deleted under it
+}
+# Where the exit code depends on the broker: the suite's 3.10 permits transient queues, its 4.3 refuses them.
+EXIT_BY_VERSION = {
+    ("06-durability.md", "./sender.py --queue forgotten --transient --count 5"): {(3, 10): 0, (4, 3): 12},
+}
+CRASHED = -9  # --lose-mode crash: the worker SIGKILLs itself, as a real crash would (a shell shows 137)
+QUICK = ("--seconds-per-char", "0.002")  # the handouts' pace is for watching; lab 11's 300 jobs took 12 s at 0.01
+ENDS = ("--idle-exit", "30")  # a backstop: the test stops drained workers with Ctrl-C (finish_drained_workers)
+# Short, a worker that finished its part early idled out just as the test sent it Ctrl-C, and the signal arrived
+# while Python was exiting, which had given SIGINT back its default action (exit code -2).
+CONNECTION_FLAGS = {"--host", "--port", "--vhost", "--username", "--password"}
+
+
+@dataclasses.dataclass
+class HandoutCommand:
+    text: str  # as the handout shows it
+    args: list[str]
+    loop: bool = False  # inside `while true; do ...; done`
+
+    @property
+    def script(self) -> str:
+        return self.args[0].removeprefix("./")
+
+
+def handout_commands(handout: Path) -> list[HandoutCommand]:
+    """The ./sender.py and ./qprocessor.py commands of a handout, in order: shell blocks and inline `code`."""
+    found = []
+    in_shell = False
+    for line in handout.read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("```"):
+            in_shell = line.strip() == "```sh"
+            continue
+        if in_shell:
+            code = line.split("#", 1)[0].strip()
+            loop = re.fullmatch(r"while true; do (.+); done", code)
+            code = loop.group(1) if loop else code
+            if re.match(r"\./(sender|qprocessor)\.py\b", code):
+                found.append(HandoutCommand(code, shlex.split(code), loop=bool(loop)))
+        else:
+            for inline in re.findall(r"`(\./(?:sender|qprocessor)\.py [^`]+)`", line):
+                found.append(HandoutCommand(inline, shlex.split(inline)))
+    return found
+
+
+def test_every_exit_code_a_handout_states_is_expected_of_a_command():
+    for handout in sorted(HANDOUTS.glob("*.md")):
+        stated = re.findall(r"\(exit code (\d+)\)", handout.read_text())
+        expected = [code for (name, _), code in EXPECTED_EXIT.items() if name == handout.name]
+        expected += [code for (name, _), codes in EXIT_BY_VERSION.items() if name == handout.name
+                     for code in codes.values()]
+        for code in stated:
+            assert int(code) in expected, f"{handout.name} states exit code {code}: add its command to EXPECTED_EXIT"
+        for (name, text) in [*EXPECTED_EXIT, *EXIT_BY_VERSION]:
+            if name == handout.name:
+                assert text in [c.text for c in handout_commands(handout)], f"{name} no longer shows {text!r}"
+
+
+def for_space(args: list[str], space) -> list[str]:
+    """The handout's own connection flags (e.g. --vhost alice) pointed at the test's space; shorter work."""
+    mapped = {"--host": "127.0.0.1", "--port": str(space.broker.port), "--vhost": space.vhost,
+              "--username": space.username, "--password": space.password}
+    out: list[str] = []
+    skip_next = False
+    for index, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in CONNECTION_FLAGS:
+            out += [arg, mapped[arg]]
+            skip_next = True
+        elif arg == "--seconds-per-char":
+            skip_next = True  # replaced by QUICK below
+        else:
+            out.append(arg)
+    if args[0].endswith("qprocessor.py"):
+        out += [*QUICK, *ENDS]
+    return out
+
+
+def queue_of(args: list[str]) -> str:
+    return args[args.index("--queue") + 1] if "--queue" in args else "hello"
+
+
+# Handouts whose commands are not the two scripts (python, curl), and the test module that runs them as shown.
+PROVEN_ELSEWHERE = {"10-jobs-api": "jobs/test_jobs_api.py"}
+SCRIPT_HANDOUTS = [path for path in sorted(HANDOUTS.glob("*.md")) if path.stem not in PROVEN_ELSEWHERE]
+
+
+def test_a_handout_without_script_commands_is_run_by_its_own_tests():
+    without = {path.stem for path in HANDOUTS.glob("*.md") if not handout_commands(path)}
+    assert without == set(PROVEN_ELSEWHERE)
+    for module in PROVEN_ELSEWHERE.values():
+        assert "HANDOUT" in (Path(__file__).resolve().parents[1] / module).read_text()
+
+
+@pytest.mark.parametrize("handout", SCRIPT_HANDOUTS, ids=lambda path: path.stem)
+def test_every_script_command_in_a_handout_runs_as_shown(broker, space, handout, rabbitmq_version):
+    """Each command runs for real, in order, connected through lab 0's RABBITMQ_* variables, and ends with the exit
+    code the handout implies: workers in the background (as in their own shell), `while true` loops restarted after
+    each crash, senders in the foreground."""
+    env = child_environment(RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(broker.port), RABBITMQ_VHOST=space.vhost,
+                            RABBITMQ_USERNAME=space.username, RABBITMQ_PASSWORD=space.password, PYTHONUNBUFFERED="1")
+    commands = handout_commands(handout)
+    assert commands, f"{handout.name} shows no command"
+    background: list[tuple[HandoutCommand, threading.Thread, list[int]]] = []
+    running: dict[str, subprocess.Popen] = {}  # each background command's process of the moment
+
+    def start(command: HandoutCommand) -> subprocess.Popen:
+        events = space.folder / f"events-{len(space.processes)}.jsonl"  # where the test sees it work, not the student
+        process = subprocess.Popen([sys.executable, str(ROOT / command.script), *for_space(command.args, space)[1:],
+                                    "--events", str(events)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+        process.events = events
+        space.processes.append(process)
+        return process
+
+    def attached_or_ended(process: subprocess.Popen, queue: str, count: int) -> bool:
+        return process.poll() is not None or space.consumers(queue) >= count
+
+    def expected_exit(command: HandoutCommand) -> int:
+        by_version = EXIT_BY_VERSION.get((handout.name, command.text))
+        return by_version[rabbitmq_version] if by_version else EXPECTED_EXIT.get((handout.name, command.text), 0)
+
+    for command in commands:
+        expected = expected_exit(command)
+        if command.script == "sender.py":
+            result = subprocess.run([sys.executable, str(ROOT / command.script), *for_space(command.args, space)[1:]],
+                                    env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert result.returncode == expected, f"{handout.name}: {command.text}: {result.stderr}"
+            continue
+        codes: list[int] = []
+        first = start(command)
+        queue = queue_of(command.args)
+        live = sum(1 for c, thread, _ in background if thread.is_alive() and queue_of(c.args) == queue) + 1
+
+        def keep_running(process: Optional[subprocess.Popen] = first, command: HandoutCommand = command,
+                         codes: list[int] = codes) -> None:
+            while True:
+                process = process or start(command)
+                running[command.text] = process
+                codes.append(process.wait(180))
+                if not (command.loop and codes[-1] == CRASHED and len(codes) < 30):
+                    return
+                process = None
+
+        thread = threading.Thread(target=keep_running, daemon=True)
+        thread.start()
+        background.append((command, thread, codes))
+        if "--help" not in command.args:
+            wait_until(lambda: attached_or_ended(first, queue, live), 30, f"{command.text} to start consuming")
+    finish_drained_workers(space, [command for command, thread, _ in background
+                                   if thread.is_alive() and expected_exit(command) == 0], running)
+    for command, thread, codes in background:
+        thread.join(200)
+        expected = expected_exit(command)
+        if command.loop:  # restarted after each crash until, its work done, it ends on its own
+            assert codes and set(codes[:-1]) == {CRASHED} and codes[-1] == expected, f"{command.text}: {codes}"
+        else:
+            assert codes == [expected], f"{handout.name}: {command.text}: exit codes {codes}"
+
+
+def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[str, subprocess.Popen]) -> None:
+    """Every command has run: once these workers' queues hold nothing ready and no worker is in the middle of a
+    message (its event log does not end with "received"), twice 0.3 s apart, stop them as a student would, with
+    Ctrl-C, which they take as a clean stop (exit code 0), instead of waiting out their idle exit."""
+    queues = {queue_of(command.args) for command in commands}
+
+    def idle() -> bool:
+        if any(space.ready_or_zero(queue) for queue in queues):
+            return False
+        for command in commands:
+            events = read_events(running[command.text].events)  # skips a line still being written
+            if events and events[-1]["event"] == Event.RECEIVED:
+                return False
+        return True
+
+    def any_running() -> bool:
+        return any(running[command.text].poll() is None for command in commands)
+
+    streak = 0
+    while commands and streak < 2 and any_running():
+        streak = streak + 1 if idle() else 0
+        time.sleep(0.3)
+    if streak == 2:
+        for command in commands:
+            if running[command.text].poll() is None:
+                running[command.text].send_signal(signal.SIGINT)  # Ctrl-C: each has attached, its handler is set
+
+
+def test_tmux_mode_puts_each_worker_and_the_sender_in_a_pane(broker, tmp_path):
+    """Lab 2 in tmux, on a private tmux server; read back each pane's screen as a person watching would see it."""
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is missing: ./kit test installs it")
+    env = given_broker_env(broker, TMUX_TMPDIR=str(tmp_path))
+    env.pop("TMUX", None)
+    try:
+        result = labs_command("run", "2", "--tmux", env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "tmux attach -t labkit" in result.stderr
+        panes = subprocess.run(["tmux", "list-panes", "-s", "-t", "labkit", "-F", "#{pane_id} #{pane_title}"],
+                               env=env, capture_output=True, text=True).stdout.splitlines()
+        titles = [line.split(" ", 1)[1] for line in panes if " " in line]
+        assert {"w1", "w2", "w3", "sender"} <= set(titles), titles
+        screens = {title: subprocess.run(["tmux", "capture-pane", "-p", "-t", pane_id], env=env, capture_output=True,
+                                         text=True).stdout for pane_id, title in (l.split(" ", 1) for l in panes)}
+        worker_screens = [screen for title, screen in screens.items() if title in ("w1", "w2", "w3")]
+        assert len(worker_screens) == 3
+        assert all("received" in screen and "summary: received 3" in screen for screen in worker_screens)
+        assert any("sent 9 messages" in screen for screen in screens.values())
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
+
+
+def handout_rabbitmqctl_commands() -> list[list[str]]:
+    """The commands the handouts give for observing the broker (quoted pitfalls may wrap across lines)."""
+    commands = set()
+    for handout in sorted(HANDOUTS.glob("*.md")):
+        text = re.sub(r"\n> ?", " ", handout.read_text())
+        for match in re.finditer(r"`(rabbitmqctl [^`]+)`|^(rabbitmqctl [^#\n]+)", text, re.M):
+            commands.add((match.group(1) or match.group(2)).strip())
+    return [shlex.split(command) for command in sorted(commands)]
+
+
+# Commands a handout gives for one RabbitMQ version on: (the version, what an older broker answers).
+SINCE = {"consumer-timeout": ((4, 3), "not recognised policy settings")}
+
+
+@pytest.mark.parametrize("command", handout_rabbitmqctl_commands(), ids=" ".join)
+def test_every_rabbitmqctl_command_in_a_handout_runs_on_this_broker_version(broker, space, command, rabbitmq_version):
+    require(broker.controllable, "needs rabbitmqctl for this broker")
+    space.send("--queue", "observed", "x")
+    args = [space.vhost if arg == "alice" else arg for arg in command[1:]]
+    since = next((value for key, value in SINCE.items() if key in " ".join(command)), None)
+    if since and rabbitmq_version < since[0]:  # the handout says it is for newer brokers: this one refuses it
+        with pytest.raises(RabbitmqctlFailed, match=since[1]):
+            broker.ctl(*args)
+        return
+    output = broker.ctl(*args)
+    if "list_queues" in command:
+        assert "observed" in output
