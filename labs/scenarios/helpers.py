@@ -14,7 +14,7 @@ QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per char
 IDLE = ("--idle-exit", "1.5")
 # Workers started before the messages: their idle clock runs while the other workers start and the sender connects,
 # which took over 1.5 s on a busy 2-core machine (lab 2's first worker left before the send and got nothing).
-IDLE_UNTIL_SENT = ("--idle-exit", "5")
+IDLE_UNTIL_SENT = ("--idle-exit", "15")
 
 
 def settled(tally: EventTally) -> bool:

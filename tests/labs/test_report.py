@@ -21,7 +21,7 @@ from labs.scenarios.report_html import Section, depth, page, sections
 from labs.scenarios.report_html import write_report as write_page
 from labs.scenarios.runner import Claim
 from tests.helpers import ROOT, require
-from tests.test_labs import given_broker_env, labs_command
+from tests.labs.runs import given_broker_env, labs_command
 
 ENDINGS = ("done", "lost", "requeued", "abandoned", "dead-lettered")
 CHROMIUM = "/usr/bin/chromium"  # Debian's (./kit test installs it): Playwright's own download is not reachable here
