@@ -1276,9 +1276,20 @@ def with_retry(action: Callable[[pika.ConnectionParameters], T], brokers: Broker
         raise explain(exc, brokers.current) from None
 
 
+def blocking_connection(params: pika.ConnectionParameters) -> pika.BlockingConnection:
+    """pika's BlockingConnection, with one of pika's errors put right: a node that dies just as the TCP connection
+    completes makes pika raise ValueError ("Expected connected socket"), which is a connection lost like any other."""
+    try:
+        return pika.BlockingConnection(params)
+    except ValueError as exc:
+        if "Expected connected socket" not in str(exc):
+            raise
+        raise amqp.AMQPConnectionError(f"the connection was lost as it opened ({exc})") from None
+
+
 def open_connection(brokers: Brokers, retry_for: float = 30, quiet: bool = False,
                     reconnecting: bool = False) -> pika.BlockingConnection:
-    return with_retry(pika.BlockingConnection, brokers, retry_for, quiet, reconnecting)
+    return with_retry(blocking_connection, brokers, retry_for, quiet, reconnecting)
 
 
 def connect(url: Optional[str] = None, host: str = "localhost", port: int = 5672, vhost: str = "/",

@@ -73,6 +73,10 @@ class ClusterNode:
             return True
         except (pika.exceptions.AMQPError, ManagementUnreachable, OSError):
             return False
+        except ValueError as exc:  # pika's "Expected connected socket": the node died as the connection opened
+            if "Expected connected socket" not in str(exc):
+                raise
+            return False
 
 
 @dataclass
