@@ -206,8 +206,8 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     has an account but no row in the CSV keeps theirs too (--reset-passwords to give them new ones).
     """
     from labs.amqp.admin import AdminAPI
-    from labs.classroom.provision import (assign_passwords, definitions, read_passwords, read_roster, users_to_keep,
-                                         write_passwords)
+    from labs.classroom.provision import (assign_passwords, definitions, in_parts, read_passwords, read_roster,
+                                         users_to_keep, write_passwords)
 
     try:
         names = read_roster(roster)
@@ -243,7 +243,8 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     if management_url:
         try:
             with one_line_errors():
-                api.import_definitions(document)
+                for part in in_parts(document):  # a class of 200 in one import outlasts the client's timeout
+                    api.import_definitions(part)
         except OSError as exc:
             raise click.ClickException(f"could not apply to {management_url}: {exc}") from None
         click.echo(f"applied to {management_url}: {', '.join(names)}")

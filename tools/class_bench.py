@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """How long `python -m labs class status --json` takes for a whole class: a measurement, not a test.
 
-Starts a private RabbitMQ 3.10 node (as the test suite does), provisions N students by one definitions import, gives
-each two queues (one with a few messages nobody reads, one with a consumer holding a message unacked) and one open
-connection, then times the command as an instructor runs it, and each management API call it makes on its own.
+Starts a private RabbitMQ 3.10 node (as the test suite does), provisions N students with `class provision --apply`
+(definitions imports of ten students each), gives each two queues (one with a few messages nobody reads, one with a consumer holding a
+message unacked) and one open connection, then times the command as an instructor runs it, and each management API call it makes on its own.
 
     .venv/bin/python tools/class_bench.py                  # 200 students, 7 runs
     .venv/bin/python tools/class_bench.py --students 50 --runs 3
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import click
@@ -28,18 +28,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labs.brokers.broker import local_broker  # noqa: E402
-from labs.classroom.provision import assign_passwords, definitions  # noqa: E402
-from labs.classroom.status import class_paths  # noqa: E402
+from labs.classroom.provision import STUDENTS_PER_IMPORT, Student  # noqa: E402
+from labs.classroom.status import class_paths, read_class, student_rows  # noqa: E402
 from labs.settings import child_environment  # noqa: E402
 
 
-def import_definitions(broker, document: dict) -> None:
-    """POST /api/definitions, waiting as long as the broker takes: 200 new vhosts take longer than the kit client's
-    30 s timeout on a busy 2-core machine."""
-    request = urllib.request.Request(broker.admin.base_url + "/api/definitions", data=json.dumps(document).encode(),
-                                     method="POST", headers=broker.admin._headers)
-    with urllib.request.urlopen(request, timeout=900) as response:
-        response.read()
+def provision(broker, roster: Path, folder: Path) -> tuple[float, list]:
+    """`class provision ROSTER --apply URL`, as an instructor runs it: (seconds, the accounts from its CSV)."""
+    passwords_csv = folder / "passwords.csv"
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "labs", "class", "provision", str(roster), "--passwords-csv",
+                             str(passwords_csv), "--apply", broker.admin.base_url], capture_output=True, text=True,
+                            cwd=ROOT, env=admin_environment(broker), timeout=900)
+    elapsed = time.perf_counter() - started
+    if result.returncode:
+        raise click.ClickException(f"class provision failed ({result.returncode}): {result.stderr.strip()}")
+    with passwords_csv.open() as handle:
+        return elapsed, [Student(row["username"], row["password"]) for row in csv.DictReader(handle)]
+
+
+def admin_environment(broker) -> dict:
+    return child_environment(RABBITMQ_MANAGEMENT_URL=broker.admin.base_url, RABBITMQ_ADMIN_USER="guest",
+                             RABBITMQ_ADMIN_PASSWORD="guest")
 
 
 def populate(broker, students, messages: int) -> list[pika.BlockingConnection]:
@@ -63,8 +73,7 @@ def populate(broker, students, messages: int) -> list[pika.BlockingConnection]:
 
 
 def timed_command(broker, roster: Path) -> tuple[float, dict]:
-    env = child_environment(RABBITMQ_MANAGEMENT_URL=broker.admin.base_url, RABBITMQ_ADMIN_USER="guest",
-                            RABBITMQ_ADMIN_PASSWORD="guest")
+    env = admin_environment(broker)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "labs", "class", "status", "--roster", str(roster), "--json"],
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
@@ -97,10 +106,8 @@ def main(students: int, runs: int, messages: int) -> None:
         names = [f"student{number:03d}" for number in range(1, students + 1)]
         roster = Path(scratch) / "roster.txt"
         roster.write_text("\n".join(names) + "\n")
-        accounts = assign_passwords(names, None, {})
-        started = time.perf_counter()
-        import_definitions(broker, definitions(accounts))
-        imported = time.perf_counter() - started
+        imported, accounts = provision(broker, roster, Path(scratch))
+        reading = []
         started = time.perf_counter()
         connections = populate(broker, accounts, messages)
         populated = time.perf_counter() - started
@@ -108,6 +115,10 @@ def main(students: int, runs: int, messages: int) -> None:
         try:
             elapsed, document = zip(*(timed_command(broker, roster) for _ in range(runs)))
             calls = timed_calls(broker)
+            for _ in range(runs):  # the reading alone, without the command's Python start-up
+                started = time.perf_counter()
+                student_rows(names, read_class(broker.admin))
+                reading.append(time.perf_counter() - started)
         finally:
             for connection in connections:
                 connection.close()
@@ -116,11 +127,14 @@ def main(students: int, runs: int, messages: int) -> None:
         click.echo(f"date {time.strftime('%Y-%m-%d')}, machine {platform.node()} ({os.cpu_count()} cores, "
                    f"{platform.machine()}, Python {platform.python_version()}), RabbitMQ "
                    f"{broker.admin.overview()['rabbitmq_version']} (statistics every 0.5 s)")
-        click.echo(f"{students} students by one definitions import in {imported:.2f} s; {students * 2} queues, "
-                   f"{students} connections and consumers made in {populated:.1f} s")
+        click.echo(f"class provision --apply for {students} students ({-(-students // STUDENTS_PER_IMPORT)} "
+                   f"definitions imports): {imported:.1f} s")
+        click.echo(f"{students * 2} queues, {students} connections and consumers made in {populated:.1f} s")
         click.echo(f"class status --json, {runs} runs (the whole command: Python start, 7 calls, the rows): "
                    f"median {statistics.median(elapsed):.2f} s, min {min(elapsed):.2f} s, max {max(elapsed):.2f} s; "
-                   f"{len(last['students'])} rows, {flagged} flagged")
+                   f"{len(last['students'])} rows, {flagged} flagged (each has a backlog on purpose)")
+        click.echo(f"the reading alone (7 calls at once and the rows, in-process): median "
+                   f"{statistics.median(reading) * 1000:.0f} ms, max {max(reading) * 1000:.0f} ms; each call alone:")
         for label, (seconds, size) in calls.items():
             click.echo(f"  {label:<24} {seconds * 1000:6.0f} ms  {size / 1024:7.1f} KiB")
 

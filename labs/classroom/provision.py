@@ -89,3 +89,21 @@ def definitions(students: list[Student], default_queue_type: str | None = None, 
         "permissions": [{"user": s.username, "vhost": s.username, "configure": ".*", "write": ".*", "read": ".*"}
                         for s in students],
     }
+
+
+STUDENTS_PER_IMPORT = 10  # a new vhost costs the broker 0.15 s or more: 200 in one import outlast the client's 30 s
+
+
+def in_parts(document: dict, per_part: int = STUDENTS_PER_IMPORT) -> list[dict]:
+    """The definitions split into documents of at most `per_part` students each (their users, vhosts, permissions).
+
+    One import of a whole class of 200 took 31 s on a 2-core machine: the client gave up at 30 s, the broker then
+    dropped the request midway, and the class was left with vhosts but without permissions. Each part is quick."""
+    vhosts = document["vhosts"]
+    parts = []
+    for start in range(0, len(vhosts), per_part):
+        names = {vhost["name"] for vhost in vhosts[start:start + per_part]}
+        parts.append({"users": [user for user in document["users"] if user["name"] in names],
+                      "vhosts": vhosts[start:start + per_part],
+                      "permissions": [grant for grant in document["permissions"] if grant["vhost"] in names]})
+    return parts

@@ -21,7 +21,8 @@ POISON_REDELIVERIES = 5  # redeliveries within the window (and more than acks in
 
 # The columns each call asks for: the answers stay small however many students there are.
 QUEUE_COLUMNS = ("vhost,name,consumers,messages_ready,messages_unacknowledged,idle_since,"
-                 "message_stats.redeliver,message_stats.ack,message_stats.deliver_get,message_stats.publish_details.rate,message_stats.deliver_get_details.rate,"
+                 "message_stats.redeliver,message_stats.ack,message_stats.deliver_get,"
+                 "message_stats.publish_details.rate,message_stats.deliver_get_details.rate,"
                  "message_stats.ack_details.rate,message_stats.redeliver_details.rate")
 WINDOW_COLUMNS = ("vhost,name,message_stats.deliver_get_details.samples,message_stats.ack_details.samples,"
                   "message_stats.redeliver_details.samples")
@@ -32,7 +33,7 @@ class Flag(str, enum.Enum):
 
     NO_VHOST = "no-vhost"  # on the roster, but the broker has no vhost of that name
     BACKLOG = "backlog"  # messages ready in a queue that no consumer reads
-    UNACKED_LONG = "unacked-long"  # messages held unacknowledged, no ack nor delivery for the whole window
+    UNACKED_LONG = "unacked-long"  # messages held unacknowledged, no ack nor delivery for at least the window
     POISON = "poison"  # a message redelivered again and again: many redeliveries, fewer acks
     LIMIT = "limit"  # the vhost's max-connections or max-queues reached
 
