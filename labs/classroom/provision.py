@@ -38,7 +38,16 @@ def read_roster(path: Path) -> list[str]:
 
 def assign_passwords(names: list[str], shared: str | None, known: dict[str, str]) -> list[Student]:
     """One shared initial password, or the one already handed out (re-runs keep them), or a new random one."""
-    return [Student(name, shared or known.get(name) or secrets.token_urlsafe(12)) for name in names]
+    return [Student(name, shared or known.get(name) or new_password()) for name in names]
+
+
+def new_password() -> str:
+    """A random password that no command line mistakes for an option: one in 64 of token_urlsafe's starts with '-',
+    which rabbitmqctl, for one, parses as a switch."""
+    password = secrets.token_urlsafe(12)
+    while password.startswith("-"):
+        password = secrets.token_urlsafe(12)
+    return password
 
 
 def users_to_keep(names: list[str], on_broker: set[str], known: dict[str, str], shared: str | None,

@@ -78,7 +78,7 @@ def test_three_nodes_form_one_cluster_and_workers_on_the_others_drain_a_quorum_q
     # The sample accounts have no management tag: an administrator (as compose.yaml tells a teacher to add; a
     # monitoring tag alone does not see alice's queues), added on node 1 with rabbitmqctl inside its container (the
     # shared cookie at work for the CLI too), and known to the whole cluster.
-    password = secrets.token_urlsafe(12)
+    password = secrets.token_hex(12)  # rabbitmqctl takes an argument that starts with '-' for an option
     for command in (("add_user", "labkit-teacher", password), ("set_user_tags", "labkit-teacher", "administrator")):
         cluster.compose("exec", "-T", "rabbitmq-1", "rabbitmqctl", *command, timeout=60)
     apis = {node: AdminAPI(f"http://127.0.0.1:{cluster.management_ports[node]}", "labkit-teacher", password)
