@@ -20,6 +20,7 @@ from labs.amqp.connection import Event
 from labs.brokers.broker import VERSIONS
 from labs.brokers.cluster import Cluster
 from labs.drive.event_log import read_events
+from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 
 CLUSTER_BASE_PORT = 5900  # the bench's own cluster ports (5901-5903): never a class's (5700) or the tests' (free)
@@ -104,7 +105,8 @@ def failover(h: Harness, cluster: Cluster) -> FailoverRow:
 
     workers = [worker(f"w{number}") for number in range(1, FAILOVER_WORKERS + 1)]
     # Counted in the text: a line being appended may be incomplete JSON
-    h.wait_for(lambda: events.exists() and events.read_text().count('"event": "done"') >= count // 5, 120)
+    wait_until(lambda: events.exists() and events.read_text().count('"event": "done"') >= count // 5, 120,
+               "a fifth of the work done before the kill", interval=0.02)
     old_leader = cluster.leader("/", queue)
     killed_at = kill_node(cluster, cluster.number_of(old_leader))
     finish(workers)
@@ -112,7 +114,8 @@ def failover(h: Harness, cluster: Cluster) -> FailoverRow:
     done_before_return = processed(events)
     cluster.start(cluster.number_of(old_leader))
     cluster.wait_formed()
-    h.wait_for(lambda: len(cluster.queue("/", queue).get("members") or []) == 3, 120)
+    wait_until(lambda: len(cluster.queue("/", queue).get("members") or []) == 3, 120,
+               "the quorum queue's three members", interval=0.02)
     sent = {str(number).ljust(4, ".") for number in range(1, count + 1)}
     # What the dead node's consumers held comes back on 4.x only once the queue has noticed, after the node's
     # return, that they are gone: the sweeper stays until every message is done (or 2 minutes have passed, and

@@ -118,14 +118,6 @@ class Harness:
             raise RuntimeError(f"a worker failed (exit codes {codes}); its log is {events}")
         return all_done
 
-    @staticmethod
-    def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("benchmark setup timed out")
-            time.sleep(0.02)
-
 
 def first_received(events: Path) -> Optional[dict]:
     """The first message an event log shows received (before it, the worker logs where it connected), if any."""

@@ -21,6 +21,7 @@ from bench.rows import CrossRow, MemoryRow, Row, ScriptsResults, SpanRow, Throug
 from labs.brokers.broker import broker_from_environment
 from labs.drive.event_log import EventTally, read_events
 from labs.drive.processes import wait_for_consumers
+from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 
 PIPELINED_WINDOW = 1000  # unconfirmed messages the pipelined peer keeps in flight
@@ -123,7 +124,8 @@ def redelivery_latency(h: Harness) -> TimeRow:
         holder = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "100",
                                    "--name", "holder", "--events", str(events["holder"])],
                                   env=h.env(), stdout=subprocess.DEVNULL)
-        h.wait_for(lambda: first_received(events["holder"]))  # noqa: B023 (called within this iteration)
+        wait_until(lambda: first_received(events["holder"]), 30, "the holder's first delivery",  # noqa: B023
+                   interval=0.02)
         spare = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "0",
                                   "--max-messages", "1", "--name", "spare", "--events", str(events["spare"])],
                                  env=h.env(), stdout=subprocess.DEVNULL)
