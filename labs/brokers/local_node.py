@@ -23,6 +23,7 @@ from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 from labs.drive.wait import wait_until
 from labs.amqp.admin import AdminAPI, ManagementUnreachable
+from labs.brokers.errors import port_in_use
 from labs.brokers.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
 
@@ -92,6 +93,7 @@ class LocalNode(RabbitMqExecutor):
         self.management_port = port_for.select_random()
         port = port_for.select_random(exclude_ports=[self.management_port])
         distribution_port = port_for.select_random(exclude_ports=[port, self.management_port])
+        self.ports = (port, self.management_port, distribution_port)
         self.node_name = f"labkit-{port}@localhost"
         super().__init__(str(rabbitmq_bin / "rabbitmq-server"), "127.0.0.1", port, distribution_port,
                          str(rabbitmq_bin / "rabbitmqctl"), logpath=workdir / "logs", path=workdir,
@@ -105,7 +107,8 @@ class LocalNode(RabbitMqExecutor):
         self._booted = False  # answered AMQP and the management API since its last start
         self.ca_cert = tls["cacertfile"] if tls else None
         if tls:
-            self.tls_port = port_for.select_random(exclude_ports=[port, self.management_port, distribution_port])
+            self.tls_port = port_for.select_random(exclude_ports=list(self.ports))
+            self.ports += (self.tls_port,)
             options = ",".join(f'{{{key},"{path}"}}' for key, path in tls.items())
             erl_args += (f' -rabbit ssl_listeners [{{"127.0.0.1",{self.tls_port}}}]'
                          f" -rabbit ssl_options [{options},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}]")
@@ -165,6 +168,15 @@ class LocalNode(RabbitMqExecutor):
         closed. start() brings it back on the same ports, recovering what it had on disk."""
         self._booted = False
         self.kill(sig=signal.SIGKILL)
+        self._wait_until_ports_free()
+
+    def _wait_until_ports_free(self) -> None:
+        """After a SIGKILL, mirakuru waits for the rabbitmq-server script only (a shell that runs the Erlang VM in
+        the background): the VM may still be exiting, its listening sockets open, and a start() then finds its own
+        port taken (AlreadyRunning: one restart in four on RabbitMQ 3.10). A clean stop has no such gap: the script
+        waits for the VM before it exits."""
+        wait_until(lambda: not any(port_in_use(port) for port in self.ports), 30,
+                   f"node {self.node_name}'s ports to close", interval=0.05)
 
     def readable_path(self, path: Path) -> str:
         """Where this node's rabbitmqctl reads a host file: the file itself (a ContainerNode copies it in)."""
