@@ -87,16 +87,13 @@ def failover(h: Harness, cluster: Cluster) -> FailoverRow:
     count, queue, events = FAILOVER_MESSAGES, "failover", h.workdir / "failover.jsonl"
     urls = [option for url in cluster.urls() for option in ("--url", url)]
     h.reset(queue, "quorum", cluster.urls()[0])
-    subprocess.run([sys.executable, str(SENDER), *urls, "--queue", queue, "--count", str(count), "--length", "4",
-                    "--quiet", *queue_options("quorum")], env=h.env(), check=True, stdout=subprocess.DEVNULL)
+    h.send(*urls, "--queue", queue, "--count", str(count), "--length", "4", "--quiet", *queue_options("quorum"))
 
     def worker(name: str, idle_exit: tuple[str, ...] = ("--idle-exit", "10")) -> subprocess.Popen:
         # --idle-exit outlasts the failover pause (seconds), so no worker leaves during it
-        return subprocess.Popen([sys.executable, str(QPROCESSOR), *urls, "--name", name, "--queue", queue,
-                                 "--acknowledge", "--prefetch", str(FAILOVER_PREFETCH), "--seconds-per-char",
-                                 str(FAILOVER_SECONDS_PER_CHAR), *idle_exit, "--retry-for", "60",
-                                 "--events", str(events), "--quiet", *queue_options("quorum")],
-                                env=h.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return h.worker(f"failover-{name}", *urls, "--name", name, "--queue", queue, "--acknowledge", "--prefetch",
+                        str(FAILOVER_PREFETCH), "--seconds-per-char", str(FAILOVER_SECONDS_PER_CHAR), *idle_exit,
+                        "--retry-for", "60", "--events", str(events), "--quiet", *queue_options("quorum"))
 
     def finish(processes: list[subprocess.Popen]) -> None:
         codes = [process.wait(300) for process in processes]
@@ -139,13 +136,17 @@ def kill_node(cluster: Cluster, number: int) -> float:
     witness = pika.BlockingConnection(pika.URLParameters(cluster.urls()[number - 1]))
     killer = threading.Thread(target=cluster.kill, args=(number,))
     killer.start()
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
+
+    def dropped() -> bool:
+        try:
             witness.process_data_events(time_limit=0.005)
+        except pika.exceptions.AMQPConnectionError:
+            return True
+        return False
+
+    if not wait_until(dropped, 60, f"node {number}'s connections to drop", interval=0, or_last=True):
         raise RuntimeError(f"node {number} was killed but its connections stayed open")
-    except pika.exceptions.AMQPConnectionError:
-        died_at = time.time()
+    died_at = time.time()
     killer.join()
     return died_at
 

@@ -19,8 +19,8 @@ from bench.rows import Rounds
 from labs.amqp.connection import Event
 from labs.brokers.broker import Broker
 from labs.drive.event_log import EventLog, EventTally, read_events
-from labs.drive.processes import stop_when
-from labs.paths import SENDER
+from labs.drive.processes import ProcessGroup, stop_when
+from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
 
 SETTLE_SECONDS = 1.0  # idle time for the broker before each timed run (not for tiny smoke runs)
@@ -40,8 +40,10 @@ class Harness:
         self.url = broker.url(self.vhost)
         self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
         self.peak_rss_kb: dict[str, int] = {}
+        self.children = ProcessGroup(workdir, self.env())  # each one's output in the workdir, as LABEL.out
 
     def close(self) -> None:
+        self.children.kill_all()
         self.connection.close()
         self.broker.admin.delete_vhost(self.vhost)
 
@@ -51,8 +53,7 @@ class Harness:
     def timed(self, label: str, command: list[str]) -> float:
         """Wall time of one whole process; also records its peak RSS under `label`."""
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   stdin=subprocess.DEVNULL)
+        process = self.children.start(command, label)
         # ru_maxrss would count the parent's pages copied at fork; the child's own high-water mark is VmHWM.
         peak_kb = 0
         status = Path(f"/proc/{process.pid}/status")
@@ -65,9 +66,21 @@ class Harness:
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
         if process.returncode:
-            raise RuntimeError(f"{label} failed with exit code {process.returncode}: {' '.join(command)}")
+            raise RuntimeError(f"{label} failed with exit code {process.returncode}: {' '.join(command)}; "
+                               f"see {self.children.output(label)}")
         self.peak_rss_kb[label] = max(self.peak_rss_kb.get(label, 0), peak_kb)
         return elapsed
+
+    def send(self, *args: str) -> None:
+        """Run sender.py on this vhost (or where its --url options say) to its end; raise with what it said if it
+        failed."""
+        result = self.children.run([sys.executable, str(SENDER), *args], timeout=300)
+        if result.returncode:
+            raise RuntimeError(f"sender.py {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+
+    def worker(self, label: str, *args: str) -> subprocess.Popen:
+        """Start qprocessor.py in the background; its output goes to LABEL.out in the workdir."""
+        return self.children.start([sys.executable, str(QPROCESSOR), *args], label)
 
     def reset(self, queue: str, queue_type: Optional[str] = None, url: Optional[str] = None) -> None:
         """An empty durable queue, declared as the scripts declare it: classic by default (RabbitMQ 4 refuses or

@@ -22,7 +22,6 @@ import json
 import math
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,8 @@ from bench.peers import RQ_API
 from bench.rows import Drive, JobsResults, JobsRound, JobsRow
 from labs.brokers.broker import broker_from_environment
 from labs.brokers.redis_server import RedisServer, running_redis
-from labs.drive.processes import wait_for_consumers
+from labs.drive.processes import ProcessGroup, wait_for_consumers
+from labs.drive.wait import wait_until
 from labs.paths import JOBS, ROOT
 from labs.settings import child_environment
 
@@ -79,14 +79,10 @@ class JobsBench:
         port = port_for.select_random()
         env = child_environment(AMQP_URL=self.amqp_url, REDIS_URL=self.redis.url, HOST="127.0.0.1",
                                 PORT=str(port), JOB_SECONDS="0", PYTHONUNBUFFERED="1")
-        processes: list[subprocess.Popen] = []
+        children = ProcessGroup(self.workdir, env, cwd=ROOT)  # rq imports the jobs' code from the folder it runs in
 
         def start(command: list[str], name: str) -> subprocess.Popen:
-            with (self.workdir / f"{tag}-{name}.out").open("ab") as sink:
-                process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL)
-            processes.append(process)
-            return process
+            return children.start(command, f"{tag}-{name}")
 
         try:
             if side is OURS:
@@ -99,27 +95,17 @@ class JobsBench:
                 worker_class = [] if side.key == "rq.Worker" else ["--worker-class", side.key]
                 for number in range(WORKERS):  # as a user starts them, from the folder their code is in
                     start([rq_command, "worker", "--url", self.redis.url, *worker_class, "jobs"], f"worker{number}")
-            self.wait_ready(side, api, port, processes, tag)
+            self.wait_ready(side, api, port, children.processes, tag)
             self.drive(port, WARM_UP, tag)
             yield port
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            children.terminate_all()
 
     def wait_ready(self, side: Side, api: subprocess.Popen, port: int, processes: list[subprocess.Popen],
                    tag: str) -> None:
-        deadline = time.monotonic() + 30
-        while post_or_none(port, "GET", "/nothing") != 404:
-            if api.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{tag}: the API did not answer: {self.log_tail(tag, 'api')}")
-            time.sleep(0.1)
+        if not wait_until(lambda: post_or_none(port, "GET", "/nothing") == 404, 30, "the API to answer",
+                          give_up=lambda: None if api.poll() is None else "it exited", or_last=True):
+            raise RuntimeError(f"{tag}: the API did not answer: {self.log_tail(tag, 'api')}")
         if side is OURS:
             try:
                 wait_for_consumers(self.amqp_url, "jobs", WORKERS, timeout=60)
@@ -131,10 +117,10 @@ class JobsBench:
                                    + ("; ".join(gone) if gone else "all still running, worker0 said: "
                                       + self.log_tail(tag, "worker0"))) from None
             return
-        while rq.Worker.count(connection=redis.Redis.from_url(self.redis.url)) < WORKERS:
-            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
-                raise RuntimeError(f"{tag}: {WORKERS} rq workers did not start: {self.log_tail(tag, 'worker0')}")
-            time.sleep(0.1)
+        if not wait_until(lambda: rq.Worker.count(connection=redis.Redis.from_url(self.redis.url)) >= WORKERS, 30,
+                          "the rq workers", give_up=lambda: None if all(p.poll() is None for p in processes)
+                          else "one exited", or_last=True):
+            raise RuntimeError(f"{tag}: {WORKERS} rq workers did not start: {self.log_tail(tag, 'worker0')}")
 
     def drive(self, port: int, count: int, tag: str, rate: Optional[float] = None) -> Drive:
         """POST `count` jobs from CLIENTS threads, flat out or `rate` a second, wait for all of them to be complete;

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +51,7 @@ def publish_path(h: Harness) -> str:
     """Which way sender.py publishes with this pika and environment: its fast path's batches, or basic_publish when
     its guard (or LABKIT_PLAIN_PUBLISH=1) turns the fast path off, which it says on stderr."""
     h.reset("publish-path")
-    result = subprocess.run([sys.executable, str(SENDER), "--queue", "publish-path", "probe"], env=h.env(),
-                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = h.children.run([sys.executable, str(SENDER), "--queue", "publish-path", "probe"], timeout=120)
     said = re.search(r"publishing through pika's basic_publish, one write a frame \((.*)\)", result.stderr)
     return f"basic_publish ({said.group(1)})" if said else "hand-framed batches"
 
@@ -97,13 +95,11 @@ def fair_dispatch(h: Harness, seconds_per_char: float = 0.01) -> list[SpanRow]:
             h.reset(queue)
             # No idle exit: on a busy machine the sender's start alone outlasted a short one, and every worker
             # left before the first message. They stop once the log shows every message done.
-            workers = [subprocess.Popen(
-                [sys.executable, str(QPROCESSOR), "--queue", queue, "--acknowledge", "--seconds-per-char",
-                 str(seconds_per_char), "--name", f"w{w}", "--events", str(events), "--quiet", *options],
-                env=h.env(), stdout=subprocess.DEVNULL) for w in range(3)]
+            workers = [h.worker(f"{queue}-w{w}", "--queue", queue, "--acknowledge", "--seconds-per-char",
+                                str(seconds_per_char), "--name", f"w{w}", "--events", str(events), "--quiet",
+                                *options) for w in range(3)]
             wait_for_consumers(h.url, queue, 3)
-            subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", *bodies], env=h.env(),
-                           check=True, stdout=subprocess.DEVNULL)
+            h.send("--queue", queue, "--quiet", *bodies)
             if not h.stop_when_done(workers, events, bodies):
                 raise RuntimeError(f"fair dispatch: messages not processed within a minute; see {events}")
             spans.append(EventTally(bodies, read_events(events)).makespan)
@@ -119,16 +115,13 @@ def redelivery_latency(h: Harness) -> TimeRow:
         h.reset(queue)
         events = {name: h.workdir / f"{queue}-{name}.jsonl" for name in ("holder", "spare")}
         common = ["--queue", queue, "--acknowledge", "--prefetch", "1", "--quiet"]
-        subprocess.run([sys.executable, str(SENDER), "--queue", queue, "--quiet", "held"], env=h.env(),
-                       check=True, stdout=subprocess.DEVNULL)
-        holder = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "100",
-                                   "--name", "holder", "--events", str(events["holder"])],
-                                  env=h.env(), stdout=subprocess.DEVNULL)
+        h.send("--queue", queue, "--quiet", "held")
+        holder = h.worker(f"{queue}-holder", *common, "--seconds-per-char", "100", "--name", "holder",
+                          "--events", str(events["holder"]))
         wait_until(lambda: first_received(events["holder"]), 30, "the holder's first delivery",  # noqa: B023
                    interval=0.02)
-        spare = subprocess.Popen([sys.executable, str(QPROCESSOR), *common, "--seconds-per-char", "0",
-                                  "--max-messages", "1", "--name", "spare", "--events", str(events["spare"])],
-                                 env=h.env(), stdout=subprocess.DEVNULL)
+        spare = h.worker(f"{queue}-spare", *common, "--seconds-per-char", "0", "--max-messages", "1",
+                         "--name", "spare", "--events", str(events["spare"]))
         wait_for_consumers(h.url, queue, 2)
         killed_at = time.time()
         holder.send_signal(signal.SIGKILL)

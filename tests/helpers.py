@@ -14,6 +14,7 @@ import pytest
 
 from labs.brokers.broker import Broker
 from labs.drive.event_log import EventLog
+from labs.drive.processes import ProcessGroup
 from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, ROOT, SENDER
 from labs.settings import child_environment
@@ -82,8 +83,11 @@ class Space:
     username: str
     password: str
     folder: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
     connection: Optional[pika.BlockingConnection] = None
+    children: ProcessGroup = field(init=False, repr=False)  # what the test started here, killed when it ends
+
+    def __post_init__(self) -> None:
+        self.children = ProcessGroup(self.folder, self.env())
 
     @property
     def url(self) -> str:
@@ -96,16 +100,14 @@ class Space:
 
     def send(self, *args: str, input: Optional[str] = None, check: bool = True,
              script: Path = SENDER, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, str(script), *args], input=input, capture_output=True, text=True,
-                                env=env or self.env(), timeout=120, stdin=None if input is not None else subprocess.DEVNULL)
+        result = self.children.run([sys.executable, str(script), *args], input=input, env=env, timeout=120)
         if check:
             assert result.returncode == 0, f"sender.py {args} failed ({result.returncode}): {result.stderr}"
         return result
 
     def run_worker(self, *args: str, check: bool = True, env: Optional[dict] = None,
                    script: Path = QPROCESSOR) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                                env=env or self.env(), timeout=120, stdin=subprocess.DEVNULL)
+        result = self.children.run([sys.executable, str(script), *args], env=env, timeout=120)
         if check:
             assert result.returncode == 0, f"qprocessor.py {args} failed ({result.returncode}): {result.stderr}"
         return result
@@ -118,13 +120,10 @@ class Space:
     def start_process(self, script: str, *args: str, env: Optional[dict] = None, label: Optional[str] = None,
                       events: Optional[Path] = None) -> WorkerProcess:
         """Start sender.py or qprocessor.py in the background, its stdout and stderr going to one file."""
-        label = label or f"{Path(script).stem}-{len(self.processes)}"
-        output = self.folder / f"{label}.out"
-        with output.open("ab") as sink:
-            process = subprocess.Popen([sys.executable, str(ROOT / script), *args], stdout=sink,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env or self.env())
-        self.processes.append(process)
-        return WorkerProcess(process, label, events or self.folder / f"{label}.events.jsonl", output)
+        label = label or f"{Path(script).stem}-{len(self.children.processes)}"
+        process = self.children.start([sys.executable, str(ROOT / script), *args], label, env=env)
+        return WorkerProcess(process, label, events or self.folder / f"{label}.events.jsonl",
+                             self.children.output(label))
 
     def channel(self):
         """A new channel on this space's own connection (opened again after a broker restart)."""
@@ -165,10 +164,7 @@ class Space:
         wait_until(lambda: self.consumers(queue) >= count, timeout, f"{count} consumers on {queue!r}")
 
     def kill_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+        self.children.kill_all()
         if self.connection is not None and self.connection.is_open:
             try:
                 self.connection.close()

@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -30,6 +29,7 @@ import port_for
 from labs.amqp.admin import AdminAPI, ManagementUnreachable
 from labs.brokers.errors import amqp_server_at, container_publishing, port_in_use, port_ranges
 from labs.brokers.rabbitmqctl import Rabbitmqctl
+from labs.drive.wait import wait_until
 from labs.settings import settings
 
 SIZE = 3
@@ -143,11 +143,8 @@ class Cluster:
             self._start_container(node)
 
     def _wait_until_up(self, node: ClusterNode) -> None:
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while not node.answers():
-            if time.monotonic() > deadline:
-                raise ClusterError(f"node {node.name} did not come up within {BOOT_TIMEOUT}s; see {self.folder}")
-            time.sleep(0.5)
+        if not wait_until(node.answers, BOOT_TIMEOUT, f"node {node.name}", interval=0.5, or_last=True):
+            raise ClusterError(f"node {node.name} did not come up within {BOOT_TIMEOUT}s; see {self.folder}")
 
     def kill(self, number: int) -> None:
         """Kill one node outright (SIGKILL, no goodbye), as a machine that dies would."""
@@ -159,9 +156,7 @@ class Cluster:
             os.kill(pid, signal.SIGKILL)
         else:
             subprocess.run(["docker", "kill", f"{self.container_prefix}-c{number}"], capture_output=True, check=True)
-        deadline = time.monotonic() + 30
-        while node.answers() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: not node.answers(), 30, f"node {node.name} to stop answering", interval=0.2, or_last=True)
 
     def down(self) -> None:
         """Kill every node and remove their data: with the data gone, a graceful stop (5 to 6 s a node on 3.10) would
@@ -171,9 +166,8 @@ class Cluster:
                 pid = self._local_vm(node)
                 if pid is not None:  # else down already
                     os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while any(self._local_vm(node) for node in self.nodes) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: not any(self._local_vm(node) for node in self.nodes), 30, "the nodes to exit",
+                       or_last=True)
         else:
             names = [f"{self.container_prefix}-c{n.number}" for n in self.nodes]
             subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
@@ -241,12 +235,9 @@ class Cluster:
 
     def wait_formed(self, timeout: float = 90) -> None:
         wanted = {n.name for n in self.nodes}
-        deadline = time.monotonic() + timeout
-        while self.running_nodes() != wanted:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"the nodes did not form one cluster within {timeout:.0f}s "
-                                   f"(running together: {sorted(self.running_nodes())})")
-            time.sleep(0.5)
+        if not wait_until(lambda: self.running_nodes() == wanted, timeout, "one cluster", interval=0.5, or_last=True):
+            raise ClusterError(f"the nodes did not form one cluster within {timeout:.0f}s "
+                               f"(running together: {sorted(self.running_nodes())})")
 
     def queues(self, vhost: Optional[str] = None) -> list[dict]:
         """Every queue (of one vhost) with its type, leader and members, from a node that answers."""

@@ -14,6 +14,7 @@ from typing import Optional
 
 import port_for
 
+from labs.drive.processes import ProcessGroup
 from labs.drive.wait import wait_until
 from labs.paths import JOBS
 from labs.settings import child_environment
@@ -28,16 +29,11 @@ class JobsService:
         self.port = port_for.select_random()
         self.base = f"http://127.0.0.1:{self.port}"
         self.folder = Path(tempfile.mkdtemp(prefix="labkit-jobs-"))
-        self.processes: list[subprocess.Popen] = []
+        self.children = ProcessGroup(self.folder, child_environment(
+            AMQP_URL=amqp_url, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(self.port), PYTHONUNBUFFERED="1"))
 
     def start(self, script: str, label: str, **extra: str) -> subprocess.Popen:
-        env = child_environment(AMQP_URL=self.amqp_url, REDIS_URL=self.redis_url, HOST="127.0.0.1",
-                                PORT=str(self.port), PYTHONUNBUFFERED="1", **extra)
-        with (self.folder / f"{label}.out").open("ab") as sink:
-            process = subprocess.Popen([sys.executable, str(JOBS / script)], env=env, stdout=sink,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.processes.append(process)
-        return process
+        return self.children.start([sys.executable, str(JOBS / script)], label, env={**self.children.env, **extra})
 
     def start_api(self, timeout: float = 20) -> None:
         api = self.start("api.py", "api")
@@ -45,7 +41,7 @@ class JobsService:
             wait_until(lambda: self.request("GET", "/nothing")[0] == 404, timeout, "the Jobs API to answer",
                        interval=0.2, give_up=lambda: None if api.poll() is None else "the API exited")
         except TimeoutError as exc:
-            raise RuntimeError(f"{exc}: {(self.folder / 'api.out').read_text()[-500:]}") from None
+            raise RuntimeError(f"{exc}: {self.children.output('api').read_text()[-500:]}") from None
 
     def start_worker(self, label: str, seconds: float = 0, **extra: str) -> subprocess.Popen:
         return self.start("worker.py", label, JOB_SECONDS=str(seconds), **extra)
@@ -71,17 +67,11 @@ class JobsService:
         return wait_until(lambda: (job := self.job(jid)) and job.get("status") == status and job, timeout,
                     f"job {jid} to be {status!r}")
 
-    def stop(self, process: Optional[subprocess.Popen] = None) -> None:
-        """Kill one process, or all of them."""
-        for each in [process] if process else self.processes:
-            if each.poll() is None:
-                each.kill()
-                each.wait()
 
     def __enter__(self) -> "JobsService":
         return self
 
     def __exit__(self, *_exc) -> None:
-        self.stop()
+        self.children.kill_all()
         shutil.rmtree(self.folder, ignore_errors=True)  # the processes' output, read while the lab ran
 

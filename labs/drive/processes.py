@@ -1,10 +1,12 @@
-"""sender.py and qprocessor.py as real processes of one run on a broker, and waiting for them.
+"""The kit's one process runner (ProcessGroup: the labs, the tests, the Jobs lab and the bench start their children
+through it), sender.py and qprocessor.py as real processes of one lab run on a broker, and waiting for them.
 
-Processes run as children with their output relayed (prefixed) to the terminal, or, with tmux, each in a pane of
-its own so a class can watch the dispatch live.
+A lab run's processes have their output relayed (prefixed) to the terminal, or, with tmux, each run in a pane of its
+own so a class can watch the dispatch live.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -25,6 +27,74 @@ from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
 
+
+
+@dataclass
+class ProcessGroup:
+    """Child processes started for one purpose (a lab run, a test, the Jobs lab, a benchmark), with one environment,
+    and killed together when it ends: none outlives what started it. Each child's standard input is closed (or the
+    text given), its output and errors go to a file of its own in `folder` (or, line by line, to a function)."""
+
+    folder: Path
+    env: dict = field(default_factory=child_environment)
+    cwd: Optional[Path] = None  # where the children start (this process's own folder by default)
+    processes: list = field(default_factory=list)
+
+    def output(self, label: str) -> Path:
+        """Where the child started under `label` writes its standard output and errors."""
+        return self.folder / f"{label}.out"
+
+    def errors(self, label: str) -> Path:
+        """Where the child started under `label` with errors_apart writes its standard errors."""
+        return self.folder / f"{label}.err"
+
+    def start(self, command: Sequence[str], label: str, *, env: Optional[dict] = None,
+              relay: Optional[Callable[[str], None]] = None, errors_apart: bool = False) -> subprocess.Popen:
+        """Start `command` in the background; its output goes to output(label) (its errors too, unless
+        `errors_apart` sends them to errors(label)), or each line of both to `relay`."""
+        if relay is None:
+            with self.output(label).open("ab") as sink, \
+                    (self.errors(label).open("ab") if errors_apart else contextlib.nullcontext()) as errors:
+                process = subprocess.Popen(command, stdout=sink, stderr=errors or subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd)
+        else:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd)
+            threading.Thread(target=lambda: [relay(line) for line in process.stdout], daemon=True).start()
+        return self.adopt(process)
+
+    def run(self, command: Sequence[str], *, input: Optional[str] = None, env: Optional[dict] = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `command` to its end and return what it printed (text): a script's one run, as a student types it."""
+        return subprocess.run(command, input=input, capture_output=True, text=True, env=env or self.env,
+                              cwd=self.cwd, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+    def adopt(self, process):
+        """Count a process started another way (a tmux pane, a pipe of a test's own) among the group's."""
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def kill(process, timeout: float = 10) -> None:
+        """SIGKILL the process if it still runs, and wait until it has exited."""
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout)
+
+    def kill_all(self, timeout: float = 10) -> None:
+        for process in self.processes:
+            self.kill(process, timeout)
+
+    def terminate_all(self, timeout: float = 15) -> None:
+        """SIGTERM whatever still runs (a clean stop, as Ctrl-C), and SIGKILL what has not exited `timeout` seconds
+        later."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        waited = wait_until(lambda: all(process.poll() is not None for process in self.processes), timeout,
+                            "the processes to exit", or_last=True)
+        if not waited:
+            self.kill_all()
 
 
 class RunStopped(RuntimeError):
@@ -58,11 +128,11 @@ class PaneProcess:
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(str(self.pane), timeout)
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: self.poll() is not None, float("inf") if timeout is None else timeout,
+                       f"pane {self.pane} to end")
+        except TimeoutError:
+            raise subprocess.TimeoutExpired(str(self.pane), timeout) from None
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, signum: int) -> None:
@@ -87,7 +157,6 @@ class Run:
     echo: bool = True
     tmux: Optional[str] = None  # a tmux window target: workers and the sender get panes there
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="labkit-run-")))
-    processes: list = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
     # For the report's timeline (python -m labs run --report): when sender.py returned for each body of `sent`, the
@@ -97,6 +166,7 @@ class Run:
     depth_chart: bool = False
     moments: list[tuple[float, str]] = field(default_factory=list)
     log: EventLog = field(init=False, repr=False)  # the workers' shared event log, in the folder
+    children: ProcessGroup = field(init=False, repr=False)
     # Set by stop(), under the lock worker() starts processes under: a process either starts before stop() takes the
     # lock, and is killed, or not at all. A supervisor (supervise) would otherwise restart a worker the clean-up killed.
     stopped: bool = field(default=False, init=False)
@@ -104,6 +174,11 @@ class Run:
 
     def __post_init__(self) -> None:
         self.log = EventLog(self.folder / "events.jsonl")
+        self.children = ProcessGroup(self.folder, self.env())
+
+    @property
+    def processes(self) -> list:
+        return self.children.processes
 
     def env(self) -> dict:
         management = {"RABBITMQ_MANAGEMENT_URL": self.management_url} if self.management_url else {}
@@ -113,12 +188,10 @@ class Run:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
         command = [sys.executable, str(SENDER), *args]
         if self.tmux:
-            pane = PaneProcess(self.tmux, command, self.env(), "sender")
-            self.processes.append(pane)
+            pane = self.children.adopt(PaneProcess(self.tmux, command, self.children.env, "sender"))
             result = subprocess.CompletedProcess(command, pane.wait(120), pane.screen(), "")
         else:
-            result = subprocess.run(command, capture_output=True, text=True, env=self.env(),
-                                    stdin=subprocess.DEVNULL, timeout=300)
+            result = self.children.run(command)
             self._print("sender", (result.stdout + result.stderr).splitlines())
         if check and result.returncode:
             raise RuntimeError(f"sender.py {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}")
@@ -134,13 +207,8 @@ class Run:
             if self.stopped:
                 raise RunStopped(f"the run on queue {self.queue!r} is stopped: {name} is not started")
             if self.tmux:
-                process = PaneProcess(self.tmux, command, self.env(), name)
-            else:
-                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           env=self.env(), stdin=subprocess.DEVNULL)
-                threading.Thread(target=lambda: self._print(None, process.stdout), daemon=True).start()
-            self.processes.append(process)
-        return process
+                return self.children.adopt(PaneProcess(self.tmux, command, self.children.env, name))
+            return self.children.start(command, name, relay=lambda line: self._print(None, [line]))
 
     def _print(self, prefix: Optional[str], lines) -> None:
         for line in lines:
@@ -181,10 +249,7 @@ class Run:
         with self._lock:
             self.stopped = True
         try:
-            for process in self.processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            self.children.kill_all(timeout=60)
             self.log.read()  # the last lines, while the folder is still there
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)

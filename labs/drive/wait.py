@@ -11,12 +11,14 @@ T = TypeVar("T")
 
 def wait_until(condition: Callable[[], T], timeout: float = 20, what: str = "a condition", *,
                interval: float = 0.1, ignoring: tuple[type[BaseException], ...] = (),
-               give_up: Optional[Callable[[], Optional[str]]] = None) -> T:
+               give_up: Optional[Callable[[], Optional[str]]] = None, or_last: bool = False) -> Optional[T]:
     """Call `condition` every `interval` seconds until it returns something true, and return that.
 
     `ignoring`: exceptions that mean "not yet" (a broker still booting refuses connections). `give_up`: returns a
     reason when waiting longer is pointless (the process that should answer has exited); the wait then ends at once
-    with that reason. Raises TimeoutError naming `what` (and the last ignored error) after `timeout` seconds.
+    with that reason. Raises TimeoutError naming `what` (and the last ignored error) after `timeout` seconds, or,
+    with `or_last`, returns the condition's last value (None if it last raised): for a wait whose end is not a
+    failure of its own (a lab's claim then says what is missing, statistics are shown as they last were).
     """
     reason: list[str] = []
 
@@ -33,6 +35,8 @@ def wait_until(condition: Callable[[], T], timeout: float = 20, what: str = "a c
         return retrying(condition)
     except tenacity.RetryError as exc:
         last = exc.last_attempt
+        if or_last:
+            return None if last.failed else last.result()
         detail = f" (last: {last.exception()!r})" if last.failed else ""
         if reason:
             raise TimeoutError(f"gave up waiting for {what}: {reason[0]}{detail}") from None

@@ -1,11 +1,11 @@
 """What the labs' scenarios share: the workers' pace and idle exits, and waiting for what a run should reach."""
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 from labs.amqp.connection import Event
 from labs.drive.event_log import EventTally
+from labs.drive.wait import wait_until
 from labs.scenarios.runner import Context
 
 QUICK = ("--seconds-per-char", "0.05")  # the handouts use the real 1 s per character
@@ -25,7 +25,6 @@ def settled(tally: EventTally) -> bool:
 
 def wait_for_count(lab: Context, queue: str, count: int, timeout: float = 15) -> Optional[int]:
     """Ready messages in the queue once it holds `count`, or what it holds after `timeout` (None: no such queue)."""
-    deadline = time.monotonic() + timeout
-    while (found := lab.ready(queue)) != count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return found
+    matched = wait_until(lambda: (found := lab.ready(queue)) == count and (found,), timeout,
+                         f"{count} messages in {queue!r}", interval=0.2, or_last=True)
+    return matched[0] if matched else lab.ready(queue)

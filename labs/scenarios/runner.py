@@ -20,7 +20,8 @@ import pika
 from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
 from labs.amqp.admin import ManagementError, ManagementRefused
-from labs.drive.processes import Run
+from labs.drive.processes import ProcessGroup, Run
+from labs.drive.wait import wait_until
 from labs.paths import HANDOUTS, ROOT, SNIPPETS
 from labs.settings import child_environment
 
@@ -99,12 +100,10 @@ class Context:
     def stats(self, queue: str, settle: float = 1.2, timeout: float = 15) -> dict:
         """The management API's counts, after waiting out its sampling (a new queue has none at first)."""
         time.sleep(settle)
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.broker.admin.queue(self.vhost, queue)
-            if "messages_ready" in stats or time.monotonic() > deadline:
-                return stats
-            time.sleep(0.2)
+        counted = wait_until(lambda: (stats := self.broker.admin.queue(self.vhost, queue)) and
+                             "messages_ready" in stats and stats, timeout, f"counts of queue {queue!r}",
+                             interval=0.2, or_last=True)
+        return counted or self.broker.admin.queue(self.vhost, queue)  # without counts: the claims say so
 
     def student_environment(self) -> dict[str, str]:
         """The variables lab 0 has a student set (RABBITMQ_HOST, RABBITMQ_PORT, RABBITMQ_VHOST, RABBITMQ_USERNAME,
@@ -123,27 +122,22 @@ class Context:
         printed that many lines, or after `timeout`.
         """
         command = [sys.executable, str(SNIPPETS / name)]
-        if until_lines is None:
-            return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL, env=self.student_environment())
         with tempfile.TemporaryDirectory(prefix="labkit-snippet-") as folder:
-            # Files, not pipes: the output is read while the consumer runs, without a thread per stream.
-            out, err = Path(folder, "stdout"), Path(folder, "stderr")
-            with out.open("w") as stdout, err.open("w") as stderr:
-                process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True,
-                                           stdin=subprocess.DEVNULL, env=self.student_environment())
-            deadline = time.monotonic() + timeout
-            while (process.poll() is None and time.monotonic() < deadline
-                   and out.read_text().count("\n") < until_lines):
-                time.sleep(0.1)
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # Ctrl-C, as the handout says to stop it
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            return subprocess.CompletedProcess(command, process.returncode, out.read_text(), err.read_text())
+            children = ProcessGroup(Path(folder), self.student_environment())
+            if until_lines is None:
+                return children.run(command, timeout=timeout)
+            # A file, not a pipe: the output is read while the consumer runs, without a thread to drain it.
+            consumer = children.start(command, "consumer", errors_apart=True)
+            output = children.output("consumer")
+            wait_until(lambda: output.read_text().count("\n") >= until_lines, timeout, f"{until_lines} lines",
+                       give_up=lambda: None if consumer.poll() is None else "it exited", or_last=True)
+            if consumer.poll() is None:
+                consumer.send_signal(signal.SIGINT)  # Ctrl-C, as the handout says to stop it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                consumer.wait(15)
+            children.kill_all()
+            return subprocess.CompletedProcess(command, consumer.returncode, output.read_text(),
+                                               children.errors("consumer").read_text())
 
 
 @dataclass(frozen=True)

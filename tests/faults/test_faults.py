@@ -123,7 +123,7 @@ def test_sender_resends_what_was_unconfirmed_when_the_broker_is_killed_mid_send(
                                   stderr=subprocess.STDOUT, text=True,
                                   env=space.env(AMQP_URL=space.url.replace(f":{restartable.port}/",
                                                                            f":{proxy.port}/")))
-    space.processes.append(sender)
+    space.children.adopt(sender)
     killed = threading.Event()
     fed: list[int] = []
 

@@ -47,12 +47,8 @@ class Lab:
                               PORT=str(self.port), **extra)
 
     def start(self, script: str, label: str, **extra: str) -> tuple[subprocess.Popen, Path]:
-        output = self.space.folder / f"{label}.out"
-        with output.open("ab") as sink:
-            process = subprocess.Popen([sys.executable, str(JOBS / script)], env=self.env(**extra), stdout=sink,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.space.processes.append(process)
-        return process, output
+        process = self.space.children.start([sys.executable, str(JOBS / script)], label, env=self.env(**extra))
+        return process, self.space.children.output(label)
 
     def start_api(self, **extra: str) -> None:
         self.api, self.api_output = self.start("api.py", "api", **extra)

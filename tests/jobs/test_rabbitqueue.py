@@ -209,7 +209,7 @@ def test_the_notes_exercise_runs_with_the_module_uploaded_alone(space, tmp_path)
     with output.open("w") as sink:
         worker = subprocess.Popen([sys.executable, "echo.py"], cwd=folder, env=space.env(), stdout=sink,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    space.processes.append(worker)
+    space.children.adopt(worker)
     space.wait_for_consumers("queue", 1)
     producer = RabbitQueue("queue", space.url)
     producer.put("hello", {"start": 1, "end": 2})

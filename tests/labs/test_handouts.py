@@ -173,13 +173,13 @@ def test_every_script_command_in_a_handout_runs_as_shown(broker, space, handout,
     running: dict[str, subprocess.Popen] = {}  # each background command's process of the moment
 
     def start(command: HandoutCommand) -> subprocess.Popen:
-        events = space.folder / f"events-{len(space.processes)}.jsonl"  # where the test sees it work, not the student
+        events = space.folder / f"events-{len(space.children.processes)}.jsonl"  # where the test sees it work, not the student
         process = subprocess.Popen([sys.executable, str(ROOT / command.script), *for_space(command.args, space)[1:],
                                     "--events", str(events)],
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                    stdin=subprocess.DEVNULL)
         process.events = events
-        space.processes.append(process)
+        space.children.adopt(process)
         return process
 
     def attached_or_ended(process: subprocess.Popen, queue: str, count: int) -> bool:

@@ -31,7 +31,7 @@ def start_sender(space, proxy, *args: str) -> subprocess.Popen:
     env = space.env(AMQP_URL=space.url.replace(f":{space.broker.port}/", f":{proxy.port}/"))
     process = subprocess.Popen([sys.executable, str(SENDER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True, env=env, preexec_fn=ctrl_c_as_in_a_terminal)
-    space.processes.append(process)
+    space.children.adopt(process)
     return process
 
 
@@ -127,7 +127,7 @@ def test_lines_from_an_open_pipe_go_out_as_they_arrive(space):
     """`tail -f log | sender.py`: each line is published while the pipe stays open, not when it closes."""
     sender = subprocess.Popen([sys.executable, str(SENDER), "--queue", "stream"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=space.env(), text=True)
-    space.processes.append(sender)
+    space.children.adopt(sender)
     for line in ("first\n", "\n", "second\n"):
         sender.stdin.write(line)
         sender.stdin.flush()

@@ -56,7 +56,7 @@ def test_a_students_own_work_runs_once_for_every_message_with_acks_redelivery_pr
                                "--lose-every", "4", "--lose-mode", "requeue", "--max-messages", str(COUNT + 3),
                                "--events", str(events), "--name", "student"], cwd=upload, env=space.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    space.processes.append(worker)
+    space.children.adopt(worker)
     wait_until(lambda: done_log.exists() and len(done_log.read_text().splitlines()) >= 2, 30, "the new work to run")
     ready = space.ready("tasks")
     worked = len(done_log.read_text().splitlines())

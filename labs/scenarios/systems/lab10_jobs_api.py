@@ -32,7 +32,7 @@ def jobs_api(lab: Context) -> None:
                   all(code == 400 and answer.get("error") for code, answer in answers) and len(listed) == 1,
                   "; ".join(f"{code} {answer}" for code, answer in answers))
 
-        service.stop(first)  # idle: the next job goes to the slow worker alone
+        service.children.kill(first)  # idle: the next job goes to the slow worker alone
         slow = service.start_worker("slow", seconds=60)
         jid = service.post(b'{"start": 2, "end": 3}')[1]["id"]
         service.wait_for(jid, "in progress")
@@ -42,7 +42,7 @@ def jobs_api(lab: Context) -> None:
         lab.claim("a worker killed mid-job (SIGKILL) leaves the job to another worker, which completes it",
                   finished["worker"].endswith(f":{rescuer.pid}"), f"completed by {finished['worker']}")
 
-        service.stop(rescuer)
+        service.children.kill(rescuer)
         service.start_worker("fragile", seconds=0, JOB_FAIL_START="13")
         bad = service.post(b'{"start": 13, "end": 20}')[1]["id"]
         failed = service.wait_for(bad, "failed")

@@ -7,7 +7,8 @@ import time
 
 from labs.amqp.connection import Event
 from labs.drive.event_log import EventTally
-from labs.drive.processes import numbered, wait_all, wait_for_consumers, wait_until
+from labs.drive.processes import numbered, wait_all, wait_for_consumers
+from labs.drive.wait import wait_until
 from labs.scenarios.runner import Context
 
 CLUSTER_JOBS = 1500
