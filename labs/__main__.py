@@ -7,14 +7,25 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 import click
 
+from labs.amqp.admin import AdminAPI, ManagementError
 from labs.brokers.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
-from labs.brokers.cluster import running_cluster
-from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_USAGE, KitError, one_line_errors
+from labs.brokers.cluster import DEFAULT_BASE_PORT, Cluster, recorded_cluster, running_cluster, state_folder
+from labs.classroom.provision import (assign_passwords, definitions, in_parts, read_passwords, read_roster,
+                                     users_to_keep, write_passwords)
+from labs.classroom.remove import broker_accounts, plan_removal, remove
+from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
+from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, EXIT_USAGE, KitError,
+                             one_line_errors)
+from labs.scenarios.demo import demo as run_demo
+from labs.scenarios.registry import LABS
+from labs.scenarios.report_html import sections, write_report as write_page
+from labs.scenarios.runner import report, run_lab
 from labs.settings import settings
 
 
@@ -34,8 +45,6 @@ def cli() -> None:
 @cli.command("list")
 def list_labs() -> None:
     """The labs, with their handouts."""
-    from labs.scenarios.registry import LABS
-
     for lab in LABS:
         click.echo(f"{lab.number}  {lab.title:<58} labs/handouts/{lab.handout.name}")
 
@@ -68,8 +77,6 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     and a PASS or FAIL line per claim; exits 1 when any claim fails. With --report, also a page of the claims and a
     timeline of each run: python -m labs run all --report report.html
     """
-    from labs.scenarios.registry import LABS
-
     chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
     if not chosen:
         numbers = ", ".join(str(lab.number) for lab in LABS)
@@ -93,8 +100,6 @@ def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, ver
     context (its claims and runs, their event logs kept) are added to `ran`, for a report page.
 
     A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
-    from labs.scenarios.runner import report, run_lab
-
     failed = skipped = 0
     for lab in chosen:
         window = tmux_window(lab.number) if use_tmux else None
@@ -133,8 +138,6 @@ def tmux_window(number: int) -> str:
 
 def write_report(path: Path, ran: list) -> None:
     """The report page of what ran: the demo's run and each lab's claims and runs (labs/scenarios/report_html.py)."""
-    from labs.scenarios.report_html import sections, write_report as write_page
-
     write_page(path, sections(ran))
     click.echo(f"report: {path}", err=True)
 
@@ -159,9 +162,6 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
                    "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
 def demo(live_only: bool, version: Optional[str], report_path: Optional[Path]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
-    from labs.scenarios.registry import LABS
-    from labs.scenarios.demo import demo as run_demo
-
     ran: list = []
     with one_line_errors(), running_broker(version) as broker:
         ok = run_demo(broker, ran)
@@ -205,10 +205,6 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
     Safe to re-run: existing users keep the passwords recorded in the CSV, and with --apply a student who already
     has an account but no row in the CSV keeps theirs too (--reset-passwords to give them new ones).
     """
-    from labs.amqp.admin import AdminAPI
-    from labs.classroom.provision import (assign_passwords, definitions, in_parts, read_passwords, read_roster,
-                                         users_to_keep, write_passwords)
-
     try:
         names = read_roster(roster)
     except ValueError as exc:
@@ -274,9 +270,6 @@ def management_options(command):
 
 def class_api(management_url: Optional[str], admin_user: str, admin_password: str):
     """The management API client, or one line and exit code 21 when no URL is given."""
-    from labs.amqp.admin import AdminAPI
-    from labs.exit_codes import EXIT_MANAGEMENT_UNREACHABLE, KitError
-
     if not management_url:
         raise KitError("no management API given: set RABBITMQ_MANAGEMENT_URL or --management-url, e.g. "
                        "http://localhost:15672", EXIT_MANAGEMENT_UNREACHABLE)
@@ -284,7 +277,6 @@ def class_api(management_url: Optional[str], admin_user: str, admin_password: st
 
 
 def roster_names(roster: Path) -> list[str]:
-    from labs.classroom.provision import read_roster
 
     try:
         return read_roster(roster)
@@ -314,10 +306,7 @@ def class_status(roster: Path, as_json: bool, watch: Optional[float], window: in
     redeliveries, last activity, and flags (backlog with no consumer, unacked for long, poison message, limit
     reached, no vhost); the node's memory and disk alarms on top. A few whole-broker calls, never one per student.
     """
-    import time
 
-    from labs.amqp.admin import ManagementError
-    from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
 
     names = roster_names(roster)
     api = class_api(management_url, admin_user, admin_password)
@@ -360,8 +349,6 @@ def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], adm
                  admin_password: str) -> None:
     """Remove exactly the roster's users and vhosts (their queues, messages, policies and limits with them), nothing
     else. A name with no user or vhost on the broker is reported, not an error; an administrator is never removed."""
-    from labs.classroom.remove import broker_accounts, plan_removal, remove
-
     names = roster_names(roster)
     api = class_api(management_url, admin_user, admin_password)
     with one_line_errors():
@@ -412,8 +399,6 @@ def chosen_cluster(version: Optional[str], base_port: Optional[int]):
     """The cluster a `cluster` command acts on. Without --rabbitmq: the recorded cluster that is up (at --base-port
     if given), never the other version's by default while that one runs; with both versions up, a refusal asking to
     choose; with none up, 3.10. Without --base-port: the port the cluster was started at (its record), else 5700."""
-    from labs.brokers.cluster import DEFAULT_BASE_PORT, Cluster, recorded_cluster, state_folder
-
     if version is None:
         up = [found for found in map(recorded_cluster, VERSIONS) if found is not None
               and base_port in (None, found.base_port) and found.is_up()]
