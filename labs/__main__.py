@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from labs.classroom.provision import (assign_passwords, definitions, in_parts, r
                                      users_to_keep, write_passwords)
 from labs.classroom.remove import broker_accounts, plan_removal, remove
 from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
+from labs.drive.tmux import HANDOUT_PACE, Board
 from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, EXIT_USAGE, KitError,
                              one_line_errors)
 from labs.scenarios.demo import demo as run_demo
@@ -52,7 +51,12 @@ def list_labs() -> None:
 @cli.command()
 @click.argument("which", metavar="LAB|all")
 @click.option("--tmux", "use_tmux", is_flag=True,
-              help="Run each worker and the sender in a tmux pane of their own, to watch the dispatch live.")
+              help="Watch it in tmux: a window per scenario, a pane per worker and sender, the work at the handouts' "
+                   "pace (1 s a character) and a last window of the claims. The session stays for you to attach "
+                   "(tmux attach -t labkit) and scroll back, until you kill it or --tmux-linger ends it.")
+@click.option("--fast", is_flag=True, help="With --tmux: the runner's own quick pace instead of the handouts'.")
+@click.option("--tmux-linger", "linger", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="With --tmux: end the tmux session this many seconds after the claims are checked.")
 @click.option("--verbose", "-v", is_flag=True, help="Stream every process's output while the labs run.")
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
               help="Start a private broker of this RabbitMQ version: 3.10 (the system package, the default) or 4.3 "
@@ -66,8 +70,8 @@ def list_labs() -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
                    "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
-def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], default_queue_type: Optional[str],
-        base_port: Optional[int], report_path: Optional[Path]) -> None:
+def run(which: str, use_tmux: bool, fast: bool, linger: Optional[float], verbose: bool, version: Optional[str],
+        default_queue_type: Optional[str], base_port: Optional[int], report_path: Optional[Path]) -> None:
     """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
 
     A cluster lab ("When a node dies") runs on a three-node cluster of the kit on this machine, never on AMQP_URL's
@@ -81,59 +85,63 @@ def run(which: str, use_tmux: bool, verbose: bool, version: Optional[str], defau
     if not chosen:
         numbers = ", ".join(str(lab.number) for lab in LABS)
         raise click.BadParameter(f"{which!r}: give a lab number ({numbers}), its name, or all", param_hint="LAB")
-    if use_tmux and not shutil.which("tmux"):
-        raise click.UsageError("--tmux needs tmux: apt-get install tmux")
+    board = tmux_board(use_tmux, fast, linger)
     with one_line_errors(), contextlib.ExitStack() as stack:
         # Only a lab that uses it starts (or checks) the single broker: a cluster lab alone needs none.
         broker = stack.enter_context(running_broker(version)) if any(not lab.on_cluster for lab in chosen) else None
         ran: list = []
-        failed = run_labs(chosen, broker, use_tmux, verbose, default_queue_type, version, base_port, ran)
+        failed = run_labs(chosen, broker, board, verbose, default_queue_type, version, base_port, ran,
+                          pace=None if fast or board is None else HANDOUT_PACE)
+    if board is not None:
+        board.finish(linger)
     if report_path:
         write_report(report_path, ran)
     sys.exit(EXIT_CLAIM_FAILED if failed else EXIT_OK)
 
 
-def run_labs(chosen: list, broker: Optional[Broker], use_tmux: bool = False, verbose: bool = False,
+def run_labs(chosen: list, broker: Optional[Broker], board: Optional[Board] = None, verbose: bool = False,
              default_queue_type: Optional[str] = None, version: Optional[str] = None,
-             base_port: Optional[int] = None, ran: Optional[list] = None) -> int:
+             base_port: Optional[int] = None, ran: Optional[list] = None, pace: Optional[float] = None) -> int:
     """Run the labs one after another, print each report, and return how many claims failed; each lab and its
-    context (its claims and runs, their event logs kept) are added to `ran`, for a report page.
+    context (its claims and runs, their event logs kept) are added to `ran`, for a report page. With a tmux board,
+    each run gets windows of its own there, and the reports go to its last window too.
 
     A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
     failed = skipped = 0
     for lab in chosen:
-        window = tmux_window(lab.number) if use_tmux else None
         if lab.on_cluster:
             cluster_version = version or (version_name(broker.version()) if broker else LOCAL_VERSION)
             with running_cluster(cluster_version, base_port, announce=lambda line: click.echo(line, err=True)) as found:
-                context = run_lab(lab, Broker.of_cluster_node(found.nodes[0]), echo=verbose, tmux=window,
-                                  default_queue_type=default_queue_type, cluster=found)
+                context = run_lab(lab, Broker.of_cluster_node(found.nodes[0]), echo=verbose, tmux=board,
+                                  default_queue_type=default_queue_type, cluster=found, pace=pace)
         else:
-            context = run_lab(lab, broker, echo=verbose, tmux=window, default_queue_type=default_queue_type)
-        click.echo(report(lab, context) + "\n")
+            context = run_lab(lab, broker, echo=verbose, tmux=board, default_queue_type=default_queue_type,
+                              pace=pace)
+        said(board, report(lab, context) + "\n")
         if ran is not None:
             ran.append((lab, context))
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
-    click.echo(f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
+    said(board, f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
     return failed
 
 
-def tmux_window(number: int) -> str:
-    """A tmux window for one lab: in the current session when inside tmux, else in a detached 'labkit' session."""
-    name = f"lab{number}"
-    if os.environ.get("TMUX"):
-        target = subprocess.check_output(["tmux", "new-window", "-d", "-n", name, "-P", "-F", "#{window_id}"],
-                                         text=True).strip()
-    else:
-        exists = subprocess.run(["tmux", "has-session", "-t", "labkit"], capture_output=True).returncode == 0
-        verb = ["new-window", "-d", "-t", "labkit:", "-n", name] if exists else \
-            ["new-session", "-d", "-s", "labkit", "-n", name, "-x", "200", "-y", "50"]
-        target = subprocess.check_output(["tmux", *verb, "-P", "-F", "#{window_id}"], text=True).strip()
-        click.echo(f"watch lab {number} live: tmux attach -t labkit", err=True)
-    subprocess.run(["tmux", "set-option", "-w", "-t", target, "remain-on-exit", "on"], check=True)
-    subprocess.run(["tmux", "set-option", "-w", "-t", target, "pane-border-status", "top"], check=True)
-    return target
+def tmux_board(use_tmux: bool, fast: bool, linger: Optional[float]) -> Optional[Board]:
+    """The tmux windows --tmux asks for; --fast and --tmux-linger only with it."""
+    if not use_tmux:
+        if fast or linger is not None:
+            raise click.UsageError(f"{'--fast' if fast else '--tmux-linger'} goes with --tmux")
+        return None
+    if not shutil.which("tmux"):
+        raise click.UsageError("--tmux needs tmux: apt-get install tmux")
+    return Board()
+
+
+def said(board: Optional[Board], text: str) -> None:
+    """Print a report, and keep it for the tmux board's last window."""
+    click.echo(text)
+    if board is not None:
+        board.said.append(text)
 
 
 def write_report(path: Path, ran: list) -> None:

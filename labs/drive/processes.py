@@ -1,14 +1,12 @@
 """The kit's one process runner (ProcessGroup: the labs, the tests, the Jobs lab and the bench start their children
 through it), sender.py and qprocessor.py as real processes of one lab run on a broker, and waiting for them.
 
-A lab run's processes have their output relayed (prefixed) to the terminal, or, with tmux, each run in a pane of its
-own so a class can watch the dispatch live.
+A lab run's processes have their output relayed (prefixed) to the terminal, or, with tmux, each runs in a pane of its
+own so a class can watch the dispatch live (labs/drive/tmux.py).
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +21,7 @@ from typing import Callable, Optional, Sequence
 import pika
 
 from labs.drive.event_log import EventLog, EventTally
+from labs.drive.tmux import Window
 from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
@@ -101,53 +100,6 @@ class RunStopped(RuntimeError):
     """A worker asked of a run that is already stopped."""
 
 
-class PaneProcess:
-    """A command running in a tmux pane, with the parts of Popen's interface the runs use."""
-
-    def __init__(self, target: str, args: Sequence[str], env: dict, title: str) -> None:
-        exports = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in env.items()
-                           if k in ("AMQP_URL", "RABBITMQ_QUEUE", "RABBITMQ_MANAGEMENT_URL", "PYTHONUNBUFFERED"))
-        command = f"printf '\\033]2;{title}\\033\\\\'; exec {' '.join(shlex.quote(a) for a in args)}"
-        out = subprocess.check_output(
-            f"tmux split-window -d -t {shlex.quote(target)} {exports} -P -F '#{{pane_id}} #{{pane_pid}}' "
-            f"{shlex.quote(command)}", shell=True, text=True)
-        self.pane, pid = out.split()
-        self.pid = int(pid)
-        subprocess.run(["tmux", "select-layout", "-t", target, "tiled"], capture_output=True)
-        self.returncode: Optional[int] = None
-
-    def poll(self) -> Optional[int]:
-        if self.returncode is None:
-            status = subprocess.run(["tmux", "display-message", "-p", "-t", self.pane,
-                                     "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"],
-                                    capture_output=True, text=True).stdout.split()
-            if status and status[0] == "1":
-                code = int(status[1]) if len(status) > 1 and status[1] else 0
-                killed = int(status[2]) if len(status) > 2 and status[2] else 0
-                self.returncode = -killed if killed else code
-        return self.returncode
-
-    def wait(self, timeout: Optional[float] = None) -> int:
-        try:
-            wait_until(lambda: self.poll() is not None, float("inf") if timeout is None else timeout,
-                       f"pane {self.pane} to end")
-        except TimeoutError:
-            raise subprocess.TimeoutExpired(str(self.pane), timeout) from None
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, signum: int) -> None:
-        try:
-            os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.pane], capture_output=True, text=True).stdout
-
-
 @dataclass
 class Run:
     """Processes of one scenario against one queue, sharing one event log."""
@@ -155,7 +107,10 @@ class Run:
     url: str
     queue: str
     echo: bool = True
-    tmux: Optional[str] = None  # a tmux window target: workers and the sender get panes there
+    tmux: Optional[Window] = None  # the run's tmux window(s): workers and the sender get panes there
+    # At least this many seconds a character of work (the handouts' 1 s, in tmux, for people to watch): a worker's
+    # --seconds-per-char below it is raised to it, and the run's waits grow to match.
+    pace: Optional[float] = None
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="labkit-run-")))
     sent: list[str] = field(default_factory=list)
     management_url: Optional[str] = None  # where the scripts set policies (--delivery-limit, --dead-letter-queue)
@@ -188,8 +143,8 @@ class Run:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
         command = [sys.executable, str(SENDER), *args]
         if self.tmux:
-            pane = self.children.adopt(PaneProcess(self.tmux, command, self.children.env, "sender"))
-            result = subprocess.CompletedProcess(command, pane.wait(120), pane.screen(), "")
+            pane = self.children.adopt(self.tmux.pane(command, self.children.env, "sender.py"))
+            result = subprocess.CompletedProcess(command, pane.wait(300), pane.screen(), "")
         else:
             result = self.children.run(command)
             self._print("sender", (result.stdout + result.stderr).splitlines())
@@ -199,16 +154,30 @@ class Run:
         self.sent_at.extend([time.time()] * len(bodies))
         return result
 
-    def worker(self, name: str, *args: str):
-        """Start qprocessor.py as worker `name`; RunStopped once the run is stopped."""
+    def worker(self, name: str, *args: str, role: Optional[str] = None):
+        """Start qprocessor.py as worker `name`; RunStopped once the run is stopped. `role` titles its tmux pane."""
         command = [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(self.folder / "events.jsonl"),
-                   *args]
+                   *self.paced(args)]
         with self._lock:
             if self.stopped:
                 raise RunStopped(f"the run on queue {self.queue!r} is stopped: {name} is not started")
             if self.tmux:
-                return self.children.adopt(PaneProcess(self.tmux, command, self.children.env, name))
+                title = f"qprocessor.py {name}" + (f" ({role})" if role else "")
+                return self.children.adopt(self.tmux.pane(command, self.children.env, title))
             return self.children.start(command, name, relay=lambda line: self._print(None, [line]))
+
+    def paced(self, args: Sequence[str]) -> list[str]:
+        """A worker's arguments with its --seconds-per-char raised to the run's pace, if it has one."""
+        args = list(args)
+        if self.pace is not None and "--seconds-per-char" in args:
+            at = args.index("--seconds-per-char") + 1
+            args[at] = f"{max(float(args[at]), self.pace):g}"
+        return args
+
+    def waited(self, timeout: float) -> float:
+        """A wait of the run's scenario, long enough for the work at the run's pace (which can be 50 times slower
+        than the runner's own)."""
+        return timeout if self.pace is None else max(timeout, 600)
 
     def _print(self, prefix: Optional[str], lines) -> None:
         for line in lines:
@@ -219,7 +188,8 @@ class Run:
         """Run a worker and start it again each time it crashes, as a shell loop around it would; return crashes."""
         crashes = 0
         try:
-            while self.worker(name, *args).wait() < 0 and crashes < restarts:
+            while (self.worker(name, *args, role=f"supervised, start {crashes + 1}").wait() < 0
+                   and crashes < restarts):
                 crashes += 1
                 self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
         except RunStopped:
@@ -241,7 +211,7 @@ class Run:
         what is missing.
         """
         waited_for = until or (lambda tally: not tally.missing)
-        stop_when(self.processes, lambda: waited_for(self.tally()), timeout)
+        stop_when(self.processes, lambda: waited_for(self.tally()), self.waited(timeout))
 
     def stop(self) -> None:
         """Kill what still runs, read the event log a last time (tally() still answers) and remove its folder.

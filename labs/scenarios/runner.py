@@ -21,6 +21,7 @@ from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
 from labs.amqp.admin import ManagementError, ManagementRefused
 from labs.drive.processes import ProcessGroup, Run
+from labs.drive.tmux import Board
 from labs.drive.wait import wait_until
 from labs.paths import HANDOUTS, ROOT, SNIPPETS
 from labs.settings import child_environment
@@ -48,14 +49,18 @@ class Context:
     url: str
     vhost: str
     echo: bool = False
-    tmux: Optional[str] = None
+    tmux: Optional[Board] = None  # a window for each run, named after the lab and the run's queue
+    pace: Optional[float] = None  # at least this many seconds a character of work (Run.pace)
+    name: str = "lab"  # "lab2": names its tmux windows
     cluster: Optional[Cluster] = None  # a cluster lab's three nodes; self.url is then node 1's
     runs: list[Run] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
 
     def run(self, queue: str, url: Optional[str] = None) -> Run:
         """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker."""
-        run = Run(url or self.url, queue, echo=self.echo, tmux=self.tmux, management_url=self.broker.admin.base_url)
+        window = self.tmux.window(f"{self.name} {queue}") if self.tmux else None
+        run = Run(url or self.url, queue, echo=self.echo, tmux=window, pace=self.pace,
+                  management_url=self.broker.admin.base_url)
         self.runs.append(run)
         return run
 
@@ -187,15 +192,17 @@ def student_space(broker: Broker, lab: Lab,
     return broker.url(name, name, password), name, remove
 
 
-def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[str] = None,
-            default_queue_type: Optional[str] = None, cluster: Optional[Cluster] = None) -> Context:
+def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] = None,
+            default_queue_type: Optional[str] = None, cluster: Optional[Cluster] = None,
+            pace: Optional[float] = None) -> Context:
     """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
 
     A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
     A run that cannot be stopped is a failed claim too, once every other run is stopped and the vhost removed.
     """
     lab_url, vhost, remove = student_space(broker, lab, default_queue_type)
-    context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux, cluster=cluster)
+    context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux, pace=pace, name=f"lab{lab.number}",
+                      cluster=cluster)
     try:
         if default_queue_type:  # what follows holds on such a vhost only if the broker really took the default
             found = broker.admin.default_queue_type(vhost)
