@@ -48,15 +48,24 @@ def list_labs() -> None:
         click.echo(f"{lab.number}  {lab.title:<58} labs/handouts/{lab.handout.name}")
 
 
+def tmux_options(command):
+    """--tmux, --fast and --tmux-linger, for `run` and `demo`."""
+    for option in reversed([
+        click.option("--tmux", "use_tmux", is_flag=True,
+                     help="Watch it in tmux: a window per scenario, a pane per worker and sender, the work at the "
+                          "handouts' pace (1 s a character) and a last window of the claims. The session stays for "
+                          "you to attach (tmux attach -t labkit) and scroll back, until you kill it or "
+                          "--tmux-linger ends it."),
+        click.option("--fast", is_flag=True, help="With --tmux: the runner's own quick pace instead of the handouts'."),
+        click.option("--tmux-linger", "linger", type=click.FloatRange(min=1), metavar="SECONDS",
+                     help="With --tmux: end the tmux session this many seconds after the claims are checked.")]):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("which", metavar="LAB|all")
-@click.option("--tmux", "use_tmux", is_flag=True,
-              help="Watch it in tmux: a window per scenario, a pane per worker and sender, the work at the handouts' "
-                   "pace (1 s a character) and a last window of the claims. The session stays for you to attach "
-                   "(tmux attach -t labkit) and scroll back, until you kill it or --tmux-linger ends it.")
-@click.option("--fast", is_flag=True, help="With --tmux: the runner's own quick pace instead of the handouts'.")
-@click.option("--tmux-linger", "linger", type=click.FloatRange(min=1), metavar="SECONDS",
-              help="With --tmux: end the tmux session this many seconds after the claims are checked.")
+@tmux_options
 @click.option("--verbose", "-v", is_flag=True, help="Stream every process's output while the labs run.")
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
               help="Start a private broker of this RabbitMQ version: 3.10 (the system package, the default) or 4.3 "
@@ -168,14 +177,20 @@ def running_broker(version: Optional[str] = None) -> Iterator[Broker]:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
                    "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
-def demo(live_only: bool, version: Optional[str], report_path: Optional[Path]) -> None:
+@tmux_options
+def demo(live_only: bool, version: Optional[str], report_path: Optional[Path], use_tmux: bool, fast: bool,
+         linger: Optional[float]) -> None:
     """Watch three workers share a queue while one crashes on every third message, then prove every lab's claims."""
     ran: list = []
+    board = tmux_board(use_tmux, fast, linger)
+    pace = None if fast or board is None else HANDOUT_PACE
     with one_line_errors(), running_broker(version) as broker:
-        ok = run_demo(broker, ran)
+        ok = run_demo(broker, ran, board, pace)
         if not live_only:
             click.echo("\nNow every claim of every handout, on the same broker:\n")
-            ok = run_labs(LABS, broker, ran=ran) == 0 and ok
+            ok = run_labs(LABS, broker, board, ran=ran, pace=pace) == 0 and ok
+    if board is not None:
+        board.finish(linger)
     if report_path:
         write_report(report_path, ran)
     sys.exit(EXIT_OK if ok else EXIT_CLAIM_FAILED)

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import pika
 
 from labs.drive.event_log import EventLog, EventTally
-from labs.drive.tmux import Window
+from labs.drive.tmux import Window, show
 from labs.drive.wait import wait_until
 from labs.paths import QPROCESSOR, SENDER
 from labs.settings import child_environment
@@ -48,11 +48,13 @@ class ProcessGroup:
         return self.folder / f"{label}.err"
 
     def start(self, command: Sequence[str], label: str, *, env: Optional[dict] = None,
-              relay: Optional[Callable[[str], None]] = None, errors_apart: bool = False) -> subprocess.Popen:
+              relay: Optional[Callable[[str], None]] = None, errors_apart: bool = False,
+              screen: Optional[str] = None) -> subprocess.Popen:
         """Start `command` in the background; its output goes to output(label) (its errors too, unless
-        `errors_apart` sends them to errors(label)), or each line of both to `relay`."""
+        `errors_apart` sends them to errors(label)), or each line of both to `relay`, or both to a terminal (a tmux
+        pane's) at `screen`."""
         if relay is None:
-            with self.output(label).open("ab") as sink, \
+            with (open(screen, "ab") if screen else self.output(label).open("ab")) as sink, \
                     (self.errors(label).open("ab") if errors_apart else contextlib.nullcontext()) as errors:
                 process = subprocess.Popen(command, stdout=sink, stderr=errors or subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd)
@@ -69,7 +71,8 @@ class ProcessGroup:
                               cwd=self.cwd, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
 
     def adopt(self, process):
-        """Count a process started another way (a tmux pane, a pipe of a test's own) among the group's."""
+        """Count a process started another way (with a pipe of a test's own, in a folder of its own) among the
+        group's."""
         self.processes.append(process)
         return process
 
@@ -142,11 +145,10 @@ class Run:
     def send(self, *args: str, bodies: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
         command = [sys.executable, str(SENDER), *args]
+        result = self.children.run(command)
         if self.tmux:
-            pane = self.children.adopt(self.tmux.pane(command, self.children.env, "sender.py"))
-            result = subprocess.CompletedProcess(command, pane.wait(300), pane.screen(), "")
+            show(self.tmux.pane("sender.py"), result.stdout + result.stderr)
         else:
-            result = self.children.run(command)
             self._print("sender", (result.stdout + result.stderr).splitlines())
         if check and result.returncode:
             raise RuntimeError(f"sender.py {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}")
@@ -163,7 +165,7 @@ class Run:
                 raise RunStopped(f"the run on queue {self.queue!r} is stopped: {name} is not started")
             if self.tmux:
                 title = f"qprocessor.py {name}" + (f" ({role})" if role else "")
-                return self.children.adopt(self.tmux.pane(command, self.children.env, title))
+                return self.children.start(command, name, screen=self.tmux.pane(title))
             return self.children.start(command, name, relay=lambda line: self._print(None, [line]))
 
     def paced(self, args: Sequence[str]) -> list[str]:

@@ -8,24 +8,32 @@ import threading
 from typing import Optional
 
 from labs.brokers.broker import Broker
-from labs.drive.processes import Run, numbered, wait_all
+from labs.drive.processes import Run, numbered
+from labs.drive.tmux import Board
 from labs.scenarios.report_html import Section
 from labs.scenarios.runner import Claim
 
-COUNT, LENGTH = 12, 3
-WORK = ("--acknowledge", "--prefetch", "1", "--seconds-per-char", "0.1", "--idle-exit", "2")
+COUNT, LENGTH = 18, 3  # six each: w3 takes a third message, and crashes, even when the others run ahead
+# The idle exit is only a backstop: the demo stops its workers (as with Ctrl-C) once every message is processed. Its
+# clock starts when a worker connects, so it must outlast the sender's start on a busy machine (2 s did not).
+WORK = ("--acknowledge", "--prefetch", "1", "--seconds-per-char", "0.1", "--idle-exit", "15")
 
 
-def demo(broker: Broker, ran: Optional[list] = None) -> bool:
+def demo(broker: Broker, ran: Optional[list] = None, board: Optional[Board] = None,
+         pace: Optional[float] = None) -> bool:
     """Run the demo in the broker's own vhost; print the live output and a final tally; True when nothing was lost.
-    With `ran`, add the demo's section of the report page to it (its run, its event log kept).
+    With `ran`, add the demo's section of the report page to it (its run, its event log kept). With a tmux board,
+    the workers, the sender and each of w3's restarts get panes in "demo" windows, and the tally its last window.
 
     Removing the demo's queue afterwards never changes its outcome: a failure to clean up is printed, not raised.
     """
-    run = Run(broker.url(), queue=f"demo-{secrets.token_hex(3)}")
+    run = Run(broker.url(), queue=f"demo-{secrets.token_hex(3)}", tmux=board.window("demo") if board else None,
+              pace=pace)
     ok = False
     try:
-        ok = show(run)
+        ok, tally = show(run)
+        if board is not None:
+            board.said.append(tally)
         return ok
     finally:
         clean_up(broker, run)
@@ -36,24 +44,26 @@ def demo(broker: Broker, ran: Optional[list] = None) -> bool:
                                [run], "demo"))
 
 
-def show(run: Run) -> bool:
+def show(run: Run) -> tuple[bool, str]:
+    """The live scenario; whether nothing was lost, and the tally it printed."""
     print(f"Three workers on queue {run.queue!r}; 'w3' crashes on every third message it takes.\n")
-    steady = [run.worker(name, *WORK) for name in ("w1", "w2")]
+    for name in ("w1", "w2"):
+        run.worker(name, *WORK)
     crashes: list[int] = []
     supervisor = threading.Thread(
         target=lambda: crashes.append(run.supervise("w3", *WORK, "--lose-every", "3", "--lose-mode", "crash")))
     supervisor.start()
     run.wait_for_consumers(3)
     run.send("--count", str(COUNT), "--length", str(LENGTH), bodies=numbered(COUNT, LENGTH))
-    wait_all(steady, timeout=120)
-    supervisor.join(120)
+    run.finish()  # every message processed: the workers still running are stopped as with Ctrl-C
+    supervisor.join(run.waited(120))
     tally = run.tally()
-    print("\nTally from the workers' event logs:")
-    print(tally.report())
-    print(f"  w3 crashed {sum(crashes)} times; each message it held came back flagged redelivered.")
     ok = not tally.missing
-    print(f"\n{'PASS' if ok else 'FAIL'}: with --acknowledge, {len(tally.missing)} of {COUNT} messages lost")
-    return ok
+    said = (f"Tally from the workers' event logs:\n{tally.report()}\n"
+            f"  w3 crashed {sum(crashes)} times; each message it held came back flagged redelivered.\n\n"
+            f"{'PASS' if ok else 'FAIL'}: with --acknowledge, {len(tally.missing)} of {COUNT} messages lost")
+    print("\n" + said)
+    return ok, said
 
 
 def clean_up(broker: Broker, run: Run) -> None:

@@ -23,8 +23,8 @@ def demo_output() -> subprocess.CompletedProcess:
 def test_kit_demo_live_only_passes_and_shows_the_crash_and_the_redeliveries(demo_output):
     out = demo_output.stdout
     assert demo_output.returncode == 0, demo_output.stdout[-3000:] + demo_output.stderr[-3000:]
-    assert "PASS: with --acknowledge, 0 of 12 messages lost" in out
-    tally = re.search(r"sent 12, processed 12, lost by workers (\d+), requeued 0, failed 0, dead-lettered 0, "
+    assert "PASS: with --acknowledge, 0 of 18 messages lost" in out
+    tally = re.search(r"sent 18, processed 18, lost by workers (\d+), requeued 0, failed 0, dead-lettered 0, "
                       r"redelivered (\d+), "
                       r"never processed 0", out)
     assert tally, out[-3000:]

@@ -22,7 +22,6 @@ from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
 from labs.settings import child_environment
 from tests.helpers import ROOT, require, wait_until
-from tests.labs.runs import given_broker_env, labs_command
 
 # --- the pika code a handout shows is the file its lab runs ---
 

@@ -98,7 +98,7 @@ def test_the_demos_cleanup_cannot_replace_its_outcome(broker, space, monkeypatch
     mine = dataclasses.replace(broker, vhost=space.vhost, username=space.username, password=space.password)
     assert demo(mine) is True
     captured = capsys.readouterr()
-    assert "PASS: with --acknowledge, 0 of 12 messages lost" in captured.out
+    assert "PASS: with --acknowledge, 0 of 18 messages lost" in captured.out
     assert "could not remove the demo's queue" in captured.err and "injected" in captured.err
 
 
