@@ -783,7 +783,7 @@ def matching_flags(differences: list[Difference]) -> str:
             flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
         elif arg != "durable":
             flags.append(f"these scripts do not set {arg}: use the program that declared it")
-    return ", ".join(flags)
+    return ", ".join(dict.fromkeys(flags))  # once each: a dead-letter target differs in two arguments
 
 
 def probe_differences(first: amqp.ChannelClosedByBroker, declaration: dict,
@@ -855,12 +855,15 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Option
     differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
     if not differences:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
-    return BrokerError(
-        f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
-        f"{queue_phrase(differences, 'asked')}: {matching_flags(differences)}, or delete the queue first "
-        f"(sender.py --delete-queue --queue {queue})",
-        EXIT_QUEUE_MISMATCH,
-    )
+    flags, delete = matching_flags(differences), f"sender.py --delete-queue --queue {queue}"
+    if re.search(r"\bdrop --", flags):
+        # Matching the old queue would drop options this run asked for (a dead-letter queue, a delivery limit: what
+        # the lab teaches): deleting it is the fix, so it comes first and the flags are the fallback.
+        remedy = f"delete the queue first ({delete}) to keep this run's options, or use it as it is: {flags}"
+    else:
+        remedy = f"{flags}, or delete the queue first ({delete})"
+    return BrokerError(f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
+                       f"{queue_phrase(differences, 'asked')}: {remedy}", EXIT_QUEUE_MISMATCH)
 
 
 # -- from labs/amqp/management.py --

@@ -112,6 +112,13 @@ MISMATCHES = [
     (("--durable", "--dead-letter-queue", "m-dead"), ("--durable", "--dead-letter-queue", "m-other"),
      "queue 'm' exists as a queue with x-dead-letter-routing-key m-dead, but this run asked for a queue with "
      "x-dead-letter-routing-key m-other: use --dead-letter-queue m-dead"),
+    # Lab 9 after lab 2 in one vhost: matching the old queue would drop what lab 9 teaches, so deleting it comes
+    # first, and "drop --dead-letter-queue" is said once though two arguments differ.
+    (("--durable",), ("--queue-type", "quorum", "--dead-letter-queue", "m-dead", "--limits-by", "argument"),
+     "queue 'm' exists as a classic queue with no dead-letter target and no x-dead-letter-routing-key, but this run "
+     "asked for a quorum queue with a dead-letter target and x-dead-letter-routing-key m-dead: delete the queue first "
+     "(sender.py --delete-queue --queue m) to keep this run's options, or use it as it is: drop --dead-letter-queue, "
+     "use --queue-type classic"),
 ]
 
 
