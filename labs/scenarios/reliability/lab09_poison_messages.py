@@ -12,7 +12,7 @@ from labs.scenarios.helpers import IDLE, QUICK, wait_for_count
 from labs.scenarios.runner import Context
 
 POISON = ("--fail-on", "poison")
-LIMITED = ("--queue-type", "quorum", "--delivery-limit", "3", "--dead-letter-queue", "tasks-dead")
+LIMITED = ("--queue-type", "quorum", "--delivery-limit", "3", "--dead-letter-queue", "homework-dead")
 
 
 def poison_messages(lab: Context) -> None:
@@ -33,7 +33,7 @@ def poison_messages(lab: Context) -> None:
               "messages behind it starve", failures == 38 and tally.bodies(Event.DONE) == good[:2] and waiting == 4,
               f"{failures} failures; processed {tally.bodies('done')}; still queued {waiting}")
 
-    limited = lab.run("tasks")
+    limited = lab.run("homework")
     limited.depth_chart = True  # the report: the queue drains once the poison message is dead-lettered
     limited.send(*LIMITED, *bodies, bodies=bodies)
     for n in (1, 2):
@@ -41,24 +41,24 @@ def poison_messages(lab: Context) -> None:
     limited.finish(until=lambda tally: len(tally.bodies(Event.DONE)) == len(good) and tally.bodies(Event.DEAD_LETTERED),
                    timeout=60)
     tally = limited.tally()
-    dead = wait_for_count(lab, "tasks-dead", 1, timeout=5)  # dead-lettering is asynchronous: it may trail the reject
+    dead = wait_for_count(lab, "homework-dead", 1, timeout=5)  # dead-lettering is asynchronous: it may trail the reject
     tries = sum(1 for e in tally.events if e["event"] == Event.RECEIVED and e["body"] == "poison")
     lab.claim("quorum queue with --delivery-limit 3: the poison message is tried 4 times, then dead-lettered into "
-              "tasks-dead", tries == 4 and tally.bodies(Event.DEAD_LETTERED) == ["poison"] and dead == 1,
-              f"tried {tries} times; dead-lettered {tally.bodies('dead-lettered')}; tasks-dead holds {dead}")
+              "homework-dead", tries == 4 and tally.bodies(Event.DEAD_LETTERED) == ["poison"] and dead == 1,
+              f"tried {tries} times; dead-lettered {tally.bodies('dead-lettered')}; homework-dead holds {dead}")
     lab.claim("every good message is processed exactly once and nothing is lost",
-              sorted(tally.bodies(Event.DONE)) == good and not tally.bodies(Event.LOST) and lab.ready("tasks") == 0)
+              sorted(tally.bodies(Event.DONE)) == good and not tally.bodies(Event.LOST) and lab.ready("homework") == 0)
 
     inspect = lab.snippet("09_dead_letter.py")  # the handout's look at the dead letter, which leaves it there
     seen = as_json(inspect.stdout.strip())
-    lab.claim("the dead-lettered message says where it came from and why (x-death: queue tasks, reason "
-              "delivery_limit)", seen == '["poison", "tasks", "delivery_limit"]', seen or inspect.stderr[-200:])
+    lab.claim("the dead-lettered message says where it came from and why (x-death: queue homework, reason "
+              "delivery_limit)", seen == '["poison", "homework", "delivery_limit"]', seen or inspect.stderr[-200:])
 
-    fixed = lab.run("tasks-dead")
+    fixed = lab.run("homework-dead")
     fixed.sent.append("poison")
     wait_all([fixed.worker("fixed", "--queue-type", "quorum", "--acknowledge", *QUICK, "--max-messages", "1")], 30)
-    lab.claim("after the fix, a worker on tasks-dead processes it: nothing was lost",
-              fixed.tally().bodies(Event.DONE) == ["poison"] and lab.ready("tasks-dead") == 0)
+    lab.claim("after the fix, a worker on homework-dead processes it: nothing was lost",
+              fixed.tally().bodies(Event.DONE) == ["poison"] and lab.ready("homework-dead") == 0)
 
     limits_where(lab)
 
@@ -109,7 +109,7 @@ def limits_where(lab: Context) -> None:
 
 
 def as_json(printed: str) -> str:
-    """What the handout's snippet prints (`b'poison' tasks delivery_limit`) as a JSON list of strings, the claim's
+    """What the handout's snippet prints (`b'poison' homework delivery_limit`) as a JSON list of strings, the claim's
     detail; "" when it printed something else."""
     body, _, rest = printed.partition(" ")
     try:
