@@ -234,3 +234,23 @@ def test_the_worker_keeps_its_connection_through_work_longer_than_the_heartbeat_
     assert space.ready("tasks") == 0
     wait_until(lambda: space.queue_stats("tasks").get("messages_unacknowledged") == 0, 10, "the ack to count")
     q.close()
+
+
+def test_run_as_a_script_it_counts_any_queue_without_declaring_it(space, q):
+    """`python rabbitqueue.py QUEUE`, as lab 10 offers to look at a queue: its dead-letter queue and a classic queue
+    that sender.py made are counted as they are (declaring them as a task queue would be refused: 406), and a queue
+    that does not exist is one line, not created."""
+    q.put("a")
+    space.send("--queue", "plain", "--queue-type", "classic", "x", "y")
+
+    def count(queue: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "rabbitqueue.py"), queue], env=space.env(), text=True,
+                              capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    assert [count(queue).stdout.strip() for queue in ("tasks", "tasks.dead", "plain")] == ["1", "0", "2"]
+    assert space.queue_stats("plain")["arguments"] == {"x-queue-type": "classic"}  # as sender.py declared it
+    missing = count("nowhere")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert missing.stderr.strip() == f"rabbitqueue: no queue 'nowhere' at {q.settings.where()}"
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # still no such queue: looking did not make it
+        space.channel().queue_declare("nowhere", passive=True)
