@@ -56,10 +56,11 @@ class Context:
     runs: list[Run] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
 
-    def run(self, queue: str, url: Optional[str] = None) -> Run:
-        """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker."""
+    def run(self, queue: str, url: Optional[str] = None, paced: bool = True) -> Run:
+        """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker;
+        `paced=False` keeps the scenario's own pace in tmux too (a run of many messages, as lab 11's)."""
         window = self.tmux.window(f"{self.name} {queue}") if self.tmux else None
-        run = Run(url or self.url, queue, echo=self.echo, tmux=window, pace=self.pace,
+        run = Run(url or self.url, queue, echo=self.echo, tmux=window, pace=self.pace if paced else None,
                   management_url=self.broker.admin.base_url)
         self.runs.append(run)
         return run

@@ -26,7 +26,7 @@ def node_dies(lab: Context) -> None:
     cluster = lab.cluster
     assert cluster, "lab 11 runs on a cluster"
     version = lab.broker.version()  # asked of node 1 now: it may be the node that dies
-    jobs = lab.run("jobs", url=lab.every_node_url())
+    jobs = lab.run("jobs", url=lab.every_node_url(), paced=False)  # 1,500 jobs: a second a character would be hours
     jobs.depth_chart = True  # the report: the queue drains on through the kill
     # As in the handout: the workers first (the first to declare the queue places its leader on its own node).
     workers = {name: jobs.worker(name, *CLUSTER_WORK, *CLUSTER_IDLE) for name in ("w1", "w2", "w3")}
