@@ -193,7 +193,8 @@ class Run:
         """Run a worker and start it again each time it crashes, as a shell loop around it would; return crashes."""
         crashes = 0
         try:
-            while (self.worker(name, *args, role=f"supervised, start {crashes + 1}").wait() < 0
+            while ((code := self.worker(name, *args, role=f"supervised, start {crashes + 1}").wait()) < 0
+                   and code != -signal.SIGTERM  # stopped (the run's end, as with Ctrl-C) before its handler was set
                    and crashes < restarts):
                 crashes += 1
                 self._print(None, [f"(supervisor: {name} crashed; starting it again)"])
