@@ -414,7 +414,9 @@ class Publisher:
             message = self._unconfirmed.pop(confirmed_tag)
             if not acked:
                 self.report.nacked += 1
-                self.say(f"the broker refused (nacked) message {message.message_id}")
+                if self.report.nacked == 1:  # a flood at a full queue is refused by the thousand: one line, then a count
+                    self.say(f"the broker refused (nacked) message {message.message_id}: it is not on the queue "
+                             "(further refusals are counted in the summary)")
             elif message.message_id in self._returned:
                 self.report.unroutable += 1
                 self.say(f"unroutable: no queue named {self.queue.name!r} took message {message.message_id}")
@@ -499,6 +501,8 @@ def main(messages: tuple[str, ...], connection: ConnectionSettings, queue: Queue
                                   EXIT_INTERRUPTED) from None
             raise
     click.echo(report.summary(queue.name, brokers.current.virtual_host, settings.confirm))
+    if report.nacked:
+        click.echo(why_refused(queue.name, report.nacked, brokers.current, connection.management_url), err=True)
     if report.nacked or report.unroutable:
         sys.exit(EXIT_NOT_CONFIRMED)
 
@@ -511,6 +515,7 @@ EXIT_QUEUE_IN_USE = 8  # --delete-queue refused: the queue has consumers (use --
 EXIT_BLOCKED = 10  # the broker blocked publishing (memory or disk alarm) for longer than --blocked-timeout
 EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
 
+STATISTICS_WAIT = 6.0  # seconds why_refused() waits for a new queue's statistics to name its length limit
 PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
 
 
@@ -599,6 +604,32 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
         raise queue_error(exc, queue) from None
 
 
+def why_refused(queue: str, refused: int, node: pika.ConnectionParameters, management_url: Optional[str]) -> str:
+    """One line on the messages the broker refused. A queue full at a length limit that refuses new messages
+    (overflow reject-publish, as the class's cap does) is the usual reason; the management API, when it answers this
+    user, names the limit and whether the instructor set it."""
+    kept = f"those {refused} were never sent, and nothing already on the queue was lost"
+    remedy = "start a worker to drain the queue (or empty it with --purge), then send them again"
+    try:
+        api = ManagementAPI(node, management_url)
+        shown = api.queue(queue) or {}
+        # A queue's policy fields come with its statistics, every few seconds (5 by default): a queue made by this
+        # very run may not have them yet.
+        deadline = time.monotonic() + STATISTICS_WAIT
+        while "effective_policy_definition" not in shown and time.monotonic() < deadline:
+            time.sleep(0.5)
+            shown = api.queue(queue) or {}
+        limit = length_limit(shown)
+    except ManagementError:
+        limit = None
+    if limit is None:
+        return (f"the broker refused {refused} messages, most likely because queue {queue!r} is full at a length "
+                f"limit that refuses new messages (overflow reject-publish): {kept}; {remedy}")
+    size, by_class = limit
+    whose = "the cap your instructor set on every queue of the class" if by_class else "its length limit"
+    return f"queue {queue!r} is full at {size}, {whose}: the broker refused {refused} messages; {kept}; {remedy}"
+
+
 def delete_own_policy(queue: str, node: pika.ConnectionParameters, management_url: Optional[str]) -> bool:
     """Delete the policy settle_limits() set for the queue, if there is one and the user may: a queue made again
     under the same name must not inherit a delivery limit nobody asked for this time."""
@@ -628,6 +659,7 @@ EXIT_NOT_AMQP = 9  # something answered on that port, but not an AMQP 0-9-1 brok
 EXIT_QUEUE_REFUSED = 12  # the broker refused to declare the queue (e.g. transient queues not permitted, no permission)
 EXIT_QUEUE_NODE_DOWN = 13  # the queue lives on a cluster node that is down (a classic queue; quorum ones fail over)
 EXIT_POLICY_REFUSED = 14  # --limits-by policy, and the management API refused the policy or did not answer
+EXIT_LIMIT_REACHED = 15  # a limit the instructor set is reached: connections (the vhost's or the user's), channels, queues
 EXIT_INTERRUPTED = 130  # interrupted (the sender: Ctrl-C; the worker: a second signal)
 
 
@@ -666,6 +698,9 @@ def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerErro
     if lost_mid_handshake(exc):
         return BrokerError(f"cannot reach a broker at {where}: the connection was lost during the handshake (is the "
                            "broker restarting?)", EXIT_UNREACHABLE)
+    limit = limit_reached(text, vhost, user)
+    if limit:
+        return limit
     if isinstance(exc, (amqp.ProbableAuthenticationError, amqp.AuthenticationError)) or "ACCESS_REFUSED - Login" in text:
         return BrokerError(f"login refused for user {user!r} at {where}: wrong username or password", EXIT_LOGIN_REFUSED)
     if isinstance(exc, amqp.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
@@ -684,6 +719,23 @@ def explain(exc: BaseException, params: pika.ConnectionParameters) -> BrokerErro
     causes = re.findall(r"\w+Error\(\d+, '([^']+)'\)", text)  # e.g. ConnectionRefusedError(111, 'Connection refused')
     reason = causes[-1] if causes else re.sub(r"^\w+: ", "", text.strip("(),'\"")) or type(exc).__name__
     return BrokerError(f"cannot reach a broker at {where}: {reason}", EXIT_UNREACHABLE)
+
+
+def limit_reached(text: str, vhost: str, user: str) -> Optional[BrokerError]:
+    """A connection or channel refused at a limit the instructor set (NOT_ALLOWED, as a refused vhost is): say which
+    limit, since "no permission" would send the student looking in the wrong place. The same words on 3.10 and 4."""
+    found = re.search(r"(user )?connection limit \((\d+)\) is reached", text)
+    if found:
+        whose = f"user {user!r}" if found.group(1) else f"vhost {vhost!r}"
+        return BrokerError(f"connection refused: {whose} already has {found.group(2)} connections open, the limit "
+                           "your instructor set; close those you no longer need (a worker left running in another "
+                           "window, a loop that connects again and again) and try again", EXIT_LIMIT_REACHED)
+    found = re.search(r"channels opened for user .* user limit of \(?(\d+)\)?", text)
+    if found:
+        return BrokerError(f"channel refused: user {user!r} already has {found.group(1)} channels open, the limit "
+                           "your instructor set; close connections you no longer need and try again",
+                           EXIT_LIMIT_REACHED)
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -852,6 +904,11 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Option
         return home_node_down(exc, queue) or BrokerError(f"queue {queue!r} does not exist", EXIT_QUEUE_MISMATCH)
     if exc.reply_code == 403:  # ACCESS_REFUSED: no configure (or read/write) permission on this queue name
         return BrokerError(f"the broker refused queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_REFUSED)
+    full = re.search(r"queue limit in vhost '([^']*)' \((\d+)\) is reached", exc.reply_text or "")
+    if full:  # PRECONDITION_FAILED, as a mismatch is: but nothing is wrong with the queue, the vhost is full
+        return BrokerError(f"cannot declare queue {queue!r}: vhost {full.group(1)!r} already holds {full.group(2)} "
+                           "queues, the limit your instructor set; delete those you no longer need (sender.py "
+                           "--delete-queue --queue NAME) and try again", EXIT_LIMIT_REACHED)
     differences = probe_differences(exc, declaration or {"queue": queue}, open_channel if declaration else None)
     if not differences:
         return BrokerError(f"queue {queue!r}: {exc.reply_text}", EXIT_QUEUE_MISMATCH)
@@ -869,6 +926,7 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Option
 # -- from labs/amqp/management.py --
 
 POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
+CLASS_CAP = "class-cap"  # the instructor's operator policy (and policy) capping each queue: labs.classroom.provision
 MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
 
 
@@ -957,6 +1015,26 @@ def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict
     """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
     matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
     return max(matching, key=lambda each: each.get("priority", 0), default=None)
+
+
+def length_limit(queue: dict) -> Optional[tuple[str, bool]]:
+    """The length limit of a queue as the management API shows it ('64 MiB', '10 messages'), and whether it is the
+    class's cap (the instructor's operator policy) rather than the queue's own; None without one.
+
+    Arguments and policies may both set a limit: the lower one applies, as RabbitMQ applies it."""
+    arguments, policy = queue.get("arguments") or {}, queue.get("effective_policy_definition") or {}
+    found = []
+    for key, unit in (("max-length-bytes", "bytes"), ("max-length", "messages")):
+        own, ruled = arguments.get("x-" + key), policy.get(key)
+        values = [value for value in (own, ruled) if isinstance(value, int)]
+        if values:
+            limit = min(values)
+            by_class = queue.get("operator_policy") == CLASS_CAP and limit == ruled and (own is None or ruled < own)
+            shown = f"{limit // 1048576} MiB" if unit == "bytes" and limit % 1048576 == 0 else f"{limit:,} {unit}"
+            found.append((shown, by_class))
+    if not found:
+        return None
+    return " and ".join(shown for shown, _ in found), any(by_class for _, by_class in found)
 
 
 def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],

@@ -101,6 +101,21 @@ class AdminAPI:
     def delete_queue(self, vhost: str, name: str) -> None:
         self._delete_if_there(f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")
 
+    def set_user_limits(self, username: str, limits: dict) -> None:
+        """User limits (max-connections, max-channels), each replacing the one it names."""
+        for name, value in limits.items():
+            self.request("PUT", f"/api/user-limits/{self.quote(username)}/{name}", {"value": value})
+
+    def drop_limits(self, username: str, vhost: str, policy: str) -> None:
+        """Take away a student's limits: the user's and the vhost's, and the operator policy and the policy named."""
+        for path in (f"/api/user-limits/{self.quote(username)}/max-connections",
+                     f"/api/user-limits/{self.quote(username)}/max-channels",
+                     f"/api/vhost-limits/{self.quote(vhost)}/max-connections",
+                     f"/api/vhost-limits/{self.quote(vhost)}/max-queues",
+                     f"/api/operator-policies/{self.quote(vhost)}/{self.quote(policy)}",
+                     f"/api/policies/{self.quote(vhost)}/{self.quote(policy)}"):
+            self._delete_if_there(path)
+
     def users(self) -> list[str]:
         """The names of the broker's users."""
         return [user["name"] for user in self.request("GET", "/api/users?columns=name")]  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # --- embedded from here on: the body of the scripts' connection code ---
 
 POLICY_PREFIX = "labkit-"  # the policy settle_limits() sets for queue Q is named labkit-Q
+CLASS_CAP = "class-cap"  # the instructor's operator policy (and policy) capping each queue: labs.classroom.provision
 MANAGEMENT_TIMEOUT = 5  # seconds: the management API answers at once or not at all
 
 
@@ -109,6 +110,26 @@ def ruling_policy(policies: list, queue: str, ignore: str = "") -> Optional[dict
     """The policy RabbitMQ applies to the queue: of those matching it, the one of highest priority."""
     matching = [each for each in policies if each.get("name") != ignore and policy_applies(each, queue)]
     return max(matching, key=lambda each: each.get("priority", 0), default=None)
+
+
+def length_limit(queue: dict) -> Optional[tuple[str, bool]]:
+    """The length limit of a queue as the management API shows it ('64 MiB', '10 messages'), and whether it is the
+    class's cap (the instructor's operator policy) rather than the queue's own; None without one.
+
+    Arguments and policies may both set a limit: the lower one applies, as RabbitMQ applies it."""
+    arguments, policy = queue.get("arguments") or {}, queue.get("effective_policy_definition") or {}
+    found = []
+    for key, unit in (("max-length-bytes", "bytes"), ("max-length", "messages")):
+        own, ruled = arguments.get("x-" + key), policy.get(key)
+        values = [value for value in (own, ruled) if isinstance(value, int)]
+        if values:
+            limit = min(values)
+            by_class = queue.get("operator_policy") == CLASS_CAP and limit == ruled and (own is None or ruled < own)
+            shown = f"{limit // 1048576} MiB" if unit == "bytes" and limit % 1048576 == 0 else f"{limit:,} {unit}"
+            found.append((shown, by_class))
+    if not found:
+        return None
+    return " and ".join(shown for shown, _ in found), any(by_class for _, by_class in found)
 
 
 def settle_limits(queue: "QueueSettings", node: pika.ConnectionParameters, management_url: Optional[str],

@@ -1,0 +1,171 @@
+"""The class on one shared broker, safe by default: provisioning gives each student limits they cannot lift, and what
+a student meets at a limit is one line that names it, with its own exit code, never "unreachable" or "no permission".
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pika
+import pytest
+
+from labs.amqp.management import CLASS_CAP
+from labs.drive.wait import wait_until
+from tests.helpers import ROOT, assert_one_line_error, require
+
+EXIT_NOT_CONFIRMED, EXIT_LIMIT_REACHED = 7, 15
+MIB = 1024 * 1024
+
+
+def provision(broker, roster: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "labs", "class", "provision", str(roster), "--apply",
+                             broker.admin.base_url, "--passwords-csv", str(roster.with_suffix(".csv")), *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def passwords(roster: Path) -> dict[str, str]:
+    with roster.with_suffix(".csv").open() as handle:
+        return {row["username"]: row["password"] for row in csv.DictReader(handle)}
+
+
+def admin_get(broker, path: str):
+    return broker.admin.request("GET", path)
+
+
+@pytest.fixture
+def students(broker, tmp_path, request):
+    """Two students of a fresh class (removed afterwards), and the roster file that names them."""
+    require(broker.local is not None, "provisions accounts through the suite's own broker's management API")
+    tag = f"{abs(hash(request.node.name)) % 10**6}"
+    names = [f"ann-{tag}", f"ben-{tag}"]
+    roster = tmp_path / "roster.txt"
+    roster.write_text("\n".join(names) + "\n")
+    yield names, roster
+    for name in names:
+        broker.admin.delete_vhost(name)
+        broker.admin.delete_user(name)
+
+
+def as_student(space, broker, name: str, password: str) -> dict:
+    return space.env(AMQP_URL=broker.url(name, name, password))
+
+
+def test_every_student_gets_the_class_limits_and_the_management_tag(broker, students):
+    names, roster = students
+    result = provision(broker, roster, "--max-queue-mb", "2", "--max-connections", "3", "--max-queues", "5")
+    assert "queues refuse new messages past 2 MiB, at most 3 connections and 5 queues" in result.stdout
+    major = broker.version()[0]
+    for name in names:
+        assert admin_get(broker, f"/api/vhost-limits/{name}")[0]["value"] == {"max-connections": 3, "max-queues": 5}
+        assert admin_get(broker, f"/api/user-limits/{name}")[0]["value"] == {"max-connections": 3, "max-channels": 24}
+        operator = admin_get(broker, f"/api/operator-policies/{name}/{CLASS_CAP}")
+        assert operator["definition"]["max-length-bytes"] == 2 * MIB
+        # RabbitMQ 4 takes the refusal into the operator policy itself; 3.10 refuses it there, so a policy says it.
+        assert operator["definition"].get("overflow") == ("reject-publish" if major >= 4 else None)
+        assert admin_get(broker, f"/api/policies/{name}/{CLASS_CAP}")["definition"] == {"overflow": "reject-publish"}
+        assert admin_get(broker, f"/api/users/{name}")["tags"] in (["management"], "management")
+
+    # A re-run with other limits sets them again and keeps every password; --no-limits takes them all away.
+    handed_out = passwords(roster)
+    provision(broker, roster, "--max-connections", "7")
+    assert passwords(roster) == handed_out
+    assert admin_get(broker, f"/api/vhost-limits/{names[0]}")[0]["value"]["max-connections"] == 7
+    assert admin_get(broker, f"/api/user-limits/{names[0]}")[0]["value"]["max-connections"] == 7
+    provision(broker, roster, "--no-limits")
+    assert passwords(roster) == handed_out
+    assert admin_get(broker, f"/api/vhost-limits/{names[0]}") == []
+    assert admin_get(broker, f"/api/user-limits/{names[0]}") == []
+    assert admin_get(broker, f"/api/operator-policies/{names[0]}") == []
+    assert admin_get(broker, f"/api/policies/{names[0]}") == []
+
+
+def test_no_limits_and_a_limit_together_are_refused_in_one_line(tmp_path):
+    roster = tmp_path / "roster.txt"
+    roster.write_text("ann\n")
+    result = subprocess.run([sys.executable, "-m", "labs", "class", "provision", str(roster), "--definitions",
+                             str(tmp_path / "d.json"), "--no-limits", "--max-queues", "9"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert_one_line_error(result, 2, "--no-limits takes every limit away: leave out --max-queues")
+
+
+def test_a_flood_is_refused_at_the_class_cap_and_the_sender_says_so(broker, students, space):
+    """The cap refuses new messages (reject-publish): what is on the queue stays, the rest was never "sent"; a
+    larger limit of the student's own cannot lift it, nor can the scripts' own policy for a queue's limits."""
+    names, roster = students
+    provision(broker, roster, "--max-queue-mb", "1", "--policymaker")
+    ann = names[0]
+    env = as_student(space, broker, ann, passwords(roster)[ann])
+    flood = space.send("--queue", "flood", "--count", "300", "--length", "10000", "--quiet", check=False, env=env)
+    assert flood.returncode == EXIT_NOT_CONFIRMED, flood.stderr
+    confirmed = int(flood.stdout.split("sent ")[1].split()[0])
+    assert 90 <= confirmed <= 110, flood.stdout  # 1 MiB of 10,000-byte messages
+    assert f"{300 - confirmed} nacked by the broker" in flood.stdout
+    assert (f"queue 'flood' is full at 1 MiB, the cap your instructor set on every queue of the class: the broker "
+            f"refused {300 - confirmed} messages; those {300 - confirmed} were never sent, and nothing already on "
+            "the queue was lost") in flood.stderr, flood.stderr
+    assert "Traceback" not in flood.stderr
+    held = broker.admin.queue(ann, "flood")
+    assert held["messages"] == confirmed and held["message_bytes"] <= MIB
+    connection = pika.BlockingConnection(pika.URLParameters(broker.url(ann, ann, passwords(roster)[ann])))
+    try:
+        first = connection.channel().basic_get("flood", auto_ack=False)[2]
+        assert first.startswith(b"1."), first[:20]  # the oldest message is still there: nothing was dropped
+        # A queue of the student's own with a far larger limit is still capped at the class's.
+        channel = connection.channel()
+        channel.queue_declare("mine", durable=True, arguments={"x-max-length-bytes": 10**9})
+    finally:
+        connection.close()
+    mine = space.send("--queue", "mine", "--no-declare", "--count", "300", "--length", "10000", "--quiet", check=False, env=env)
+    assert mine.returncode == EXIT_NOT_CONFIRMED and "is full at 1 MiB, the cap your instructor set" in mine.stderr
+    # A policymaker's script sets a policy of its own for the queue's delivery limit: the cap holds on it too.
+    # A quorum queue takes a moment to learn it is full (3.10 took in about 4 MB past a 1 MiB cap, the sender's
+    # messages in flight): a 10 MB flood shows the cap, not the overshoot.
+    # The queue is there before the flood, as a student's usually is: a new queue's policies reach the management
+    # API with its statistics, which for a quorum queue took 8 s here, past the sender's wait to name the limit.
+    limits = ("--queue", "limited", "--queue-type", "quorum", "--delivery-limit", "3")
+    assert "policy 'labkit-limited'" in space.send(*limits, "first", env=env).stderr
+    wait_until(lambda: broker.admin.queue(ann, "limited").get("operator_policy") == CLASS_CAP, 30, "the queue's policy")
+    limited = space.send(*limits, "--count", "1000", "--length", "10000", "--quiet", check=False, env=env)
+    assert limited.returncode == EXIT_NOT_CONFIRMED, limited.stderr
+    assert "is full at 1 MiB, the cap your instructor set" in limited.stderr
+    assert broker.admin.queue(ann, "limited")["messages"] <= 600
+
+
+def test_a_connection_past_the_limit_is_refused_in_one_line_at_once(broker, students, space):
+    names, roster = students
+    provision(broker, roster, "--max-connections", "2")
+    ann = names[0]
+    url = broker.url(ann, ann, passwords(roster)[ann])
+    held = [pika.BlockingConnection(pika.URLParameters(url)) for _ in range(2)]
+    try:
+        started = time.monotonic()
+        worker = space.run_worker("--idle-exit=0.5", check=False, env=as_student(space, broker, ann,
+                                                                                   passwords(roster)[ann]))
+        took = time.monotonic() - started
+    finally:
+        for connection in held:
+            connection.close()
+    # The user's limit and the vhost's are equal here: either may be the one the broker names.
+    assert_one_line_error(worker, EXIT_LIMIT_REACHED, "connection refused: ",
+                          f"'{ann}' already has 2 connections open, the limit your instructor set")
+    assert took < 5, f"refused at a limit, the worker retried for {took:.1f}s"
+    # A classmate is not affected by ann's connections.
+    ben = names[1]
+    assert space.send("hi", env=as_student(space, broker, ben, passwords(roster)[ben])).returncode == 0
+
+
+def test_a_queue_past_the_limit_is_refused_in_one_line(broker, students, space):
+    names, roster = students
+    provision(broker, roster, "--max-queues", "2")
+    ann = names[0]
+    env = as_student(space, broker, ann, passwords(roster)[ann])
+    for queue in ("one", "two"):
+        space.send("--queue", queue, "x", env=env)
+    third = space.send("--queue", "three", "x", check=False, env=env)
+    assert_one_line_error(third, EXIT_LIMIT_REACHED, f"cannot declare queue 'three': vhost '{ann}' already holds 2 "
+                                                     "queues, the limit your instructor set")
