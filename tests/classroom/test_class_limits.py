@@ -13,6 +13,7 @@ import pika
 import pytest
 
 from labs.amqp.management import CLASS_CAP
+from labs.classroom.provision import Student, write_passwords
 from labs.drive.wait import wait_until
 from tests.helpers import ROOT, assert_one_line_error, require
 
@@ -76,6 +77,12 @@ def test_every_student_gets_the_class_limits_and_the_management_tag(broker, stud
     assert passwords(roster) == handed_out
     assert admin_get(broker, f"/api/vhost-limits/{names[0]}")[0]["value"]["max-connections"] == 7
     assert admin_get(broker, f"/api/user-limits/{names[0]}")[0]["value"]["max-connections"] == 7
+    # A student with an account and no row in the CSV keeps their password, and gets the new limits all the same.
+    roster.with_suffix(".csv").unlink()
+    provision(broker, roster, "--max-connections", "9")
+    assert admin_get(broker, f"/api/user-limits/{names[0]}")[0]["value"]["max-connections"] == 9
+    pika.BlockingConnection(pika.URLParameters(broker.url(names[0], names[0], handed_out[names[0]]))).close()
+    write_passwords(roster.with_suffix(".csv"), [Student(name, handed_out[name]) for name in names])
     provision(broker, roster, "--no-limits")
     assert passwords(roster) == handed_out
     assert admin_get(broker, f"/api/vhost-limits/{names[0]}") == []
@@ -109,6 +116,7 @@ def test_a_flood_is_refused_at_the_class_cap_and_the_sender_says_so(broker, stud
             f"refused {300 - confirmed} messages; those {300 - confirmed} were never sent, and nothing already on "
             "the queue was lost") in flood.stderr, flood.stderr
     assert "Traceback" not in flood.stderr
+    assert flood.stderr.count("refused (nacked) message") == 1, "a flood's refusals are counted, not listed"
     held = broker.admin.queue(ann, "flood")
     assert held["messages"] == confirmed and held["message_bytes"] <= MIB
     connection = pika.BlockingConnection(pika.URLParameters(broker.url(ann, ann, passwords(roster)[ann])))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pika
 import pytest
 
-from labs.classroom.provision import assign_passwords, definitions, in_parts, password_hash, read_roster
+from labs.classroom.provision import (ClassLimits, assign_passwords, definitions, in_parts, password_hash,
+                                     read_roster)
 from tests.helpers import ROOT, require
 
 SAMPLE_DEFINITIONS = ROOT / "labs" / "classroom" / "sample-definitions.json"
@@ -178,12 +179,13 @@ def test_a_shared_initial_password_is_warned_about_in_one_line(tmp_path):
 def test_a_class_is_applied_in_parts_that_together_hold_every_account_once():
     """A class of 200 in one import outlasted the client's 30 s and was left without permissions: parts of ten."""
     students = assign_passwords([f"s{n:03d}" for n in range(23)], "pw", {})
-    document = definitions(students, keep_users=frozenset({"s007"}))
+    document = definitions(students, keep_users=frozenset({"s007"}), limits=ClassLimits())
     parts = in_parts(document)
     assert [len(part["vhosts"]) for part in parts] == [10, 10, 3]
-    for key in ("users", "vhosts", "permissions"):
+    for key in ("users", "vhosts", "permissions", "parameters", "policies"):
         assert [entry for part in parts for entry in part[key]] == document[key]
     for part in parts:  # a student's user, vhost and permissions travel together
         names = {vhost["name"] for vhost in part["vhosts"]}
-        assert {grant["vhost"] for grant in part["permissions"]} == names
+        for key in ("permissions", "parameters", "policies"):  # and their limits and cap
+            assert {each["vhost"] for each in part[key]} == names
         assert {user["name"] for user in part["users"]} == names - {"s007"}
