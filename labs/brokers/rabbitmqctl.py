@@ -105,3 +105,16 @@ def restore_env(key: str, original: str) -> str:
     if original == "undefined":
         return f"application:unset_env(rabbit, {key})"
     raise ValueError(f"cannot restore {key} from {original!r}")
+
+
+def memory_watermark(ctl: Callable[..., str]) -> tuple[str, ...]:
+    """The arguments of `rabbitmqctl set_vm_memory_high_watermark` that give the node back the watermark it has now:
+    a lab or a test that sets off the memory alarm (watermark 0) must leave the node as it found it, and the default
+    differs by version (0.4 on 3.10, 0.6 on 4.3) or may be an absolute figure an instructor chose."""
+    printed = ctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+    absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", printed)
+    if absolute:
+        return "absolute", absolute.group(1)
+    if re.fullmatch(r"\d+(\.\d+)?", printed):
+        return (printed,)
+    raise RabbitmqctlFailed(f"rabbitmqctl eval printed {printed!r}: not a memory watermark")
