@@ -323,7 +323,7 @@ def test_every_rabbitmqctl_command_in_a_handout_runs_on_this_broker_version(brok
             broker.ctl(*args)
         finally:
             given = float(memory_watermark(broker.ctl, then=before))  # what the command set, and the node's own back
-        assert given == float(args[-1])
+        assert given == float(args[-1]) and memory_watermark(broker.ctl) == before
         return
     output = broker.ctl(*args)
     if "list_queues" in command:

@@ -60,7 +60,8 @@ def refused(lab: Context) -> None:
               "counts only those 5 sent", code == EXIT_NOT_CONFIRMED and sent == 5 and held == 5,
               f"exit {code}, counted {sent} sent, the queue held {held}")
     lab.claim("nothing is lost: the worker processes exactly the 5 the broker took, once each (5 processed + 15 "
-              "refused = 20)", done == BURST[:5] and lab.ready("uploads") == 0, f"processed {', '.join(done)}")
+              "refused = 20)", done == BURST[:5] and not run.tally().missing and lab.ready("uploads") == 0,
+              f"processed {', '.join(done)}; counted sent and never processed: {len(run.tally().missing)}")
 
 
 def dropped(lab: Context) -> None:
