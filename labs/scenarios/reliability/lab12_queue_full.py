@@ -87,7 +87,7 @@ def dead_lettered(lab: Context) -> None:
     lab.claim("drop-head with --dead-letter-queue: the 15 oldest land in thumbnails-dropped, where a worker processes "
               "1 to 15 in order; all 20 processed", sent == 20 and run.tally().bodies(Event.DONE) == BURST[15:]
               and rescued.tally().bodies(Event.DONE) == BURST[:15],
-              f"dead-letter queue gave {rescued.tally().bodies('done')}")
+              f"the dead-letter queue's worker processed {', '.join(rescued.tally().bodies('done'))}")
 
     refusing_kept = ("--queue-type", "classic", "--max-length", "5", "--overflow", "reject-publish-dlx",
                      "--dead-letter-queue", "uploads-refused")
