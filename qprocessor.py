@@ -1080,6 +1080,9 @@ class Event(str, Enum):
 
 
 LIMITS_BY = ("auto", "policy", "argument")
+# What a queue at --max-length does with one more message: drop its oldest (dead-lettered when it has a dead-letter
+# queue), or refuse the new one with a nack, the publisher's to handle (reject-publish-dlx dead-letters it as well).
+OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
 
 
 T = TypeVar("T")
@@ -1238,10 +1241,19 @@ class QueueSettings:
         None, "--dead-letter-queue", envvar="RABBITMQ_DEAD_LETTER_QUEUE", show_envvar=True,
         help="Where rejected messages, and those past --delivery-limit, go instead of being dropped (declared too).")
 
+    max_length: Optional[int] = setting(
+        None, "--max-length", envvar="RABBITMQ_MAX_LENGTH", show_envvar=True, type=click.IntRange(0),
+        help="At most this many ready messages in the queue; what happens to one more is --overflow's choice.")
+    overflow: Optional[str] = setting(
+        None, "--overflow", envvar="RABBITMQ_OVERFLOW", show_envvar=True, type=click.Choice(OVERFLOWS),
+        help="At --max-length: drop-head drops the oldest message (to the --dead-letter-queue if any; RabbitMQ's "
+             "default), reject-publish refuses the new one (the sender is nacked), reject-publish-dlx refuses it and "
+             "dead-letters it too (classic queues only: a quorum queue takes it as drop-head).")
+
     limits_by: str = setting(
         "auto", "--limits-by", envvar="RABBITMQ_LIMITS_BY", show_envvar=True, show_default=True,
         type=click.Choice(LIMITS_BY),
-        help="How --delivery-limit and --dead-letter-queue reach the queue. policy: as RabbitMQ advises, changeable "
+        help="How --delivery-limit, --dead-letter-queue, --max-length and --overflow reach the queue. policy: as RabbitMQ advises, changeable "
              "later without deleting the queue (the user needs the policymaker tag); argument: queue arguments, "
              "fixed for the queue's life; auto: a policy when this user may set one, else arguments, saying why.")
 
@@ -1250,6 +1262,8 @@ class QueueSettings:
             raise click.BadParameter("a delivery limit needs --queue-type quorum", param_hint="--delivery-limit")
         if self.dead_letter_queue == self.name:
             raise click.BadParameter("a queue cannot dead-letter into itself", param_hint="--dead-letter-queue")
+        if self.overflow and self.max_length is None:  # alone it would say nothing: the queue has no length to overflow
+            raise click.BadParameter("--overflow needs --max-length", param_hint="--overflow")
 
     def declarations(self) -> list[dict]:
         """queue_declare's arguments, in order: the one place both scripts' declarations come from.
@@ -1270,19 +1284,26 @@ class QueueSettings:
         return declared
 
     def limit_arguments(self) -> dict:
-        """The delivery limit and dead-letter target as queue arguments (a policy names them without the "x-")."""
+        """The delivery limit, dead-letter target, length limit and overflow as queue arguments (a policy names them
+        without the "x-")."""
         arguments: dict = {}
         if self.delivery_limit is not None:
             arguments["x-delivery-limit"] = self.delivery_limit
         if self.dead_letter_queue:  # through the default exchange, which routes to the queue of that name
             arguments.update({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue})
+        if self.max_length is not None:
+            arguments["x-max-length"] = self.max_length
+        if self.overflow:
+            arguments["x-overflow"] = self.overflow
         return arguments
 
     def limits_phrase(self) -> str:
         """'delivery limit 3 and dead-letter queue 'failed'', for the lines that say where they were set."""
         parts = [f"delivery limit {self.delivery_limit}"] if self.delivery_limit is not None else []
-        return " and ".join(parts + ([f"dead-letter queue {self.dead_letter_queue!r}"] if self.dead_letter_queue
-                                     else []))
+        parts += [f"dead-letter queue {self.dead_letter_queue!r}"] if self.dead_letter_queue else []
+        if self.max_length is not None:
+            parts.append(f"max length {self.max_length}" + (f" ({self.overflow})" if self.overflow else ""))
+        return " and ".join(parts)
 
     def declare(self, channel) -> int:
         """Declare the queue on a blocking channel (idempotent) and return how many messages are ready in it."""

@@ -105,3 +105,21 @@ def restore_env(key: str, original: str) -> str:
     if original == "undefined":
         return f"application:unset_env(rabbit, {key})"
     raise ValueError(f"cannot restore {key} from {original!r}")
+
+
+
+# What vm_memory_monitor:get_vm_memory_high_watermark() prints: a fraction of the machine's memory (0.4 on 3.10, 0.6
+# on 4.3 by default), or a figure in bytes an instructor chose.
+WATERMARK = re.compile(r"\d+(\.\d+)?|\{absolute,\s*\d+\}")
+
+
+def memory_watermark(ctl: Callable[..., str], then: str = "") -> str:
+    """The node's memory watermark as Erlang prints it (`0.4`, `{absolute,1000000000}`), read in one `rabbitmqctl
+    eval` that afterwards sets the watermark `then` (an Erlang term, e.g. `0.0`), if given: what sets off the memory
+    alarm (0.0) and what gives the node back what it had, each in one call (each starts an Erlang VM, about a
+    second). Setting it is what `rabbitmqctl set_vm_memory_high_watermark` does."""
+    setting = f", vm_memory_monitor:set_vm_memory_high_watermark({then})" if then else ""
+    printed = ctl("eval", f"W = vm_memory_monitor:get_vm_memory_high_watermark(){setting}, W.").strip()
+    if not WATERMARK.fullmatch(printed):
+        raise RabbitmqctlFailed(f"rabbitmqctl eval printed {printed!r}: not a memory watermark")
+    return printed

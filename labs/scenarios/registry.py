@@ -12,6 +12,7 @@ from labs.scenarios.reliability.lab06_durability import durability
 from labs.scenarios.reliability.lab07_purge_and_delete import purge_and_delete
 from labs.scenarios.reliability.lab08_heartbeats import heartbeats
 from labs.scenarios.reliability.lab09_poison_messages import poison_messages
+from labs.scenarios.reliability.lab12_queue_full import queue_full
 from labs.scenarios.runner import Lab
 from labs.scenarios.systems.lab10_jobs_api import jobs_api
 from labs.scenarios.systems.lab11_node_dies import node_dies
@@ -31,4 +32,5 @@ LABS = [
     Lab(9, "poison-messages", "Poison messages, delivery limits and dead letters", poison_messages),
     Lab(10, "jobs-api", "A task queue behind a web API", jobs_api),
     Lab(11, "node-dies", "When a node dies: a quorum queue on a three-node cluster", node_dies, on_cluster=True),
+    Lab(12, "queue-full", "When the queue is full: length limits, overflow and a blocked publisher", queue_full),
 ]

@@ -20,9 +20,10 @@ SETTINGS_A_LAB_GIVES_BACK = ("channel_tick_interval", "consumer_timeout")  # tho
 
 
 ONE_BROKER_LABS = [lab for lab in LABS if not lab.on_cluster]  # a cluster lab: tests/brokers/test_cluster.py
-# Labs that wait on the broker's clocks (lab 4 the consumer timeout, lab 8 two heartbeat timeouts): about 16 s each,
-# handed out among the first tests (tests/conftest.py) so none of them starts last and runs on alone.
-LONG_LABS = {4: 16, 8: 16}
+# Labs that wait on the broker's clocks (lab 4 the consumer timeout, lab 8 two heartbeat timeouts) or run many short
+# runs (lab 12: five runs and the memory alarm, 14 s alone): about 16 s each, handed out among the first tests
+# (tests/conftest.py) so none of them starts last and runs on alone.
+LONG_LABS = {4: 16, 8: 16, 12: 16}
 
 
 def lab_param(lab: Lab, default_queue_type: Optional[str], id: str):

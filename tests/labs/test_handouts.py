@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from labs.amqp.connection import Event
-from labs.brokers.rabbitmqctl import RabbitmqctlFailed
+from labs.brokers.rabbitmqctl import RabbitmqctlFailed, memory_watermark
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
 from labs.settings import child_environment
@@ -63,6 +63,11 @@ EXPECTED_EXIT = {
     ("06-durability.md", "./sender.py --queue kept --queue-type classic --transient --count 1"): 6,
     ("07-purge-and-delete.md", "./sender.py --queue scratch --delete-queue"): 8,
     ("07-purge-and-delete.md", "./qprocessor.py --queue scratch"): 6,  # its queue is deleted under it
+    # A burst of 20 into a queue capped at 5 before any worker: 15 refused (nacked)
+    ("12-queue-full.md", "./sender.py --queue uploads --queue-type classic --max-length 5 --overflow reject-publish "
+                         "--count 20"): 7,
+    ("12-queue-full.md", "./sender.py --queue uploads-kept --queue-type classic --max-length 5 --overflow "
+                         "reject-publish-dlx --dead-letter-queue uploads-refused --count 20"): 7,
 }
 # Where the exit code depends on the broker: the suite's 3.10 permits transient queues, its 4.3 refuses them.
 EXIT_BY_VERSION = {
@@ -311,6 +316,14 @@ def test_every_rabbitmqctl_command_in_a_handout_runs_on_this_broker_version(brok
     if since and rabbitmq_version < since[0]:  # the handout says it is for newer brokers: this one refuses it
         with pytest.raises(RabbitmqctlFailed, match=since[1]):
             broker.ctl(*args)
+        return
+    if "set_vm_memory_high_watermark" in command:  # the instructor's alarm (lab 12): the node gets its own back
+        before = memory_watermark(broker.ctl)
+        try:
+            broker.ctl(*args)
+        finally:
+            given = float(memory_watermark(broker.ctl, then=before))  # what the command set, and the node's own back
+        assert given == float(args[-1]) and memory_watermark(broker.ctl) == before
         return
     output = broker.ctl(*args)
     if "list_queues" in command:
