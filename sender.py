@@ -814,6 +814,11 @@ def queue_phrase(differences: list[Difference], side: str) -> str:
     return " ".join(["a", *adjectives, "queue"]) + (" with " + " and ".join(extras) if extras else "")
 
 
+# The queue arguments a script's option sets (as the option's value), for naming the option that matches a queue.
+ARGUMENT_FLAGS = {"x-delivery-limit": "--delivery-limit", "x-dead-letter-routing-key": "--dead-letter-queue",
+                  "x-max-length": "--max-length", "x-overflow": "--overflow"}
+
+
 def matching_flags(differences: list[Difference]) -> str:
     """The command-line flags that declare the existing queue's values of these properties."""
     flags = []
@@ -830,8 +835,8 @@ def matching_flags(differences: list[Difference]) -> str:
                 flags.append("drop --dead-letter-queue")
             elif not any(d.arg == "x-dead-letter-routing-key" for d in differences):
                 flags.append("add the --dead-letter-queue it was declared with")
-        elif arg in ("x-delivery-limit", "x-dead-letter-routing-key"):
-            flag = "--delivery-limit" if arg == "x-delivery-limit" else "--dead-letter-queue"
+        elif arg in ARGUMENT_FLAGS:
+            flag = ARGUMENT_FLAGS[arg]
             flags.append(f"use {flag} {current}" if current is not None else f"drop {flag}")
         elif arg != "durable":
             flags.append(f"these scripts do not set {arg}: use the program that declared it")

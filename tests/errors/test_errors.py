@@ -112,6 +112,10 @@ MISMATCHES = [
     (("--durable", "--dead-letter-queue", "m-dead"), ("--durable", "--dead-letter-queue", "m-other"),
      "queue 'm' exists as a queue with x-dead-letter-routing-key m-dead, but this run asked for a queue with "
      "x-dead-letter-routing-key m-other: use --dead-letter-queue m-dead"),
+    # Lab 12's limits, named by the options that set them.
+    (("--durable", "--max-length", "5", "--overflow", "reject-publish", "--limits-by", "argument"), ("--durable",),
+     "queue 'm' exists as a queue with x-max-length 5 and x-overflow reject-publish, but this run asked for a queue "
+     "with no x-max-length and no x-overflow: use --max-length 5, use --overflow reject-publish"),
     # Lab 9 after lab 2 in one vhost: matching the old queue would drop what lab 9 teaches, so deleting it comes
     # first, and "drop --dead-letter-queue" is said once though two arguments differ.
     (("--durable",), ("--queue-type", "quorum", "--dead-letter-queue", "m-dead", "--limits-by", "argument"),
