@@ -3,21 +3,24 @@ a student meets at a limit is one line that names it, with its own exit code, ne
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pika
 import pytest
 
 from labs.amqp.management import CLASS_CAP
+from labs.brokers.rabbitmqctl import memory_watermark
 from labs.classroom.provision import Student, write_passwords
 from labs.drive.wait import wait_until
 from tests.helpers import ROOT, assert_one_line_error, require
 
-EXIT_NOT_CONFIRMED, EXIT_LIMIT_REACHED = 7, 15
+EXIT_NOT_CONFIRMED, EXIT_BLOCKED, EXIT_LIMIT_REACHED = 7, 10, 15
 MIB = 1024 * 1024
 
 
@@ -177,3 +180,75 @@ def test_a_queue_past_the_limit_is_refused_in_one_line(broker, students, space):
     third = space.send("--queue", "three", "x", check=False, env=env)
     assert_one_line_error(third, EXIT_LIMIT_REACHED, f"cannot declare queue 'three': vhost '{ann}' already holds 2 "
                                                      "queues, the limit your instructor set")
+
+
+def alarms(broker) -> set[str]:
+    return {kind for node in broker.admin.request("GET", "/api/nodes")
+            for kind, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm")) if node.get(key)}
+
+
+def node_figure(broker, key: str) -> int:
+    return wait_until(lambda: broker.admin.request("GET", "/api/nodes")[0].get(key), 30, f"the node's {key}")
+
+
+@contextlib.contextmanager
+def alarm_within(broker, room: int) -> Iterator[str]:
+    """Bring the node's alarm threshold to `room` bytes past what it uses now, and back afterwards; yields which
+    alarm that is. RabbitMQ 3.10's classic queues hold a queue's messages in memory, so a flood sets off the memory
+    alarm; 4.x's keep them on disk, where a full disk sets off the disk alarm. Either blocks every publisher."""
+    if broker.version()[0] < 4:
+        was = memory_watermark(broker.ctl, then=f"{{absolute, {node_figure(broker, 'mem_used') + room}}}")
+        restore = lambda: memory_watermark(broker.ctl, then=was)  # noqa: E731
+        kind = "memory"
+    else:
+        was = node_figure(broker, "disk_free_limit")
+        broker.ctl("set_disk_free_limit", str(node_figure(broker, "disk_free") - room))
+        restore = lambda: broker.ctl("set_disk_free_limit", str(was))  # noqa: E731
+        kind = "disk"
+    try:
+        yield kind
+    finally:
+        restore()
+
+
+def classmate_round_trip(space, env: dict) -> float:
+    """Seconds for a classmate to send 20 messages and have a worker process them all (lab 2's first steps)."""
+    started = time.monotonic()
+    sent = space.send("--queue", "tasks", "--count", "20", "--quiet", "--blocked-timeout", "20", check=False, env=env)
+    assert sent.returncode == 0, f"the classmate's sender: {sent.stderr}"
+    worker = space.run_worker("--queue", "tasks", "--acknowledge", "--seconds-per-char", "0", "--max-messages", "20",
+                              env=env)
+    assert worker.returncode == 0, worker.stderr
+    return time.monotonic() - started
+
+
+def test_a_flood_at_the_cap_blocks_no_classmate_where_without_it_an_alarm_blocks_everyone(broker, students, space):
+    """On a node with room for about 120 MB more, a 200 MB flood with no consumer sets off the
+    node's alarm without the cap (every publisher of the node blocked, a classmate too), and with the cap is refused
+    at 16 MiB while a classmate sends and works on as usual."""
+    require(broker.controllable, "lowers the node's alarm threshold")
+    names, roster = students
+    ann = names[0]
+    provision(broker, roster, "--max-queue-mb", "16")
+    ann_env, ben_env = (as_student(space, broker, name, passwords(roster)[name]) for name in names)
+    try:
+        with alarm_within(broker, 120 * MIB) as kind:
+            # Persistent messages for the disk; on 3.10 transient ones, which stay in memory (persistent ones were
+            # paged out within seconds, and the alarm with them).
+            flood = ("--queue", "flood", "--count", "20000", "--length", "10000", "--quiet", "--blocked-timeout", "5",
+                     *(("--persistent",) if kind == "disk" else ()))
+            capped = space.send(*flood, check=False, env=ann_env)
+            assert capped.returncode == EXIT_NOT_CONFIRMED and "is full at 16 MiB" in capped.stderr, capped.stderr
+            assert alarms(broker) == set(), "the capped flood set off an alarm"
+            assert classmate_round_trip(space, ben_env) < 10
+
+            provision(broker, roster, "--no-limits")  # the same flood without the cap
+            space.send("--queue", "flood", "--purge", env=ann_env)
+            uncapped = space.send(*flood, check=False, env=ann_env)
+            assert wait_until(lambda: kind in alarms(broker), 30, "the alarm", or_last=True), (
+                f"200 MB with no cap set off no {kind} alarm: {uncapped.stdout} {uncapped.stderr}")
+            blocked = space.send("--queue", "tasks", "one", "--blocked-timeout", "2", check=False, env=ben_env)
+            assert blocked.returncode == EXIT_BLOCKED, f"a classmate was not blocked by the alarm: {blocked.stderr}"
+    finally:
+        broker.admin.delete_queue(ann, "flood")
+        wait_until(lambda: not alarms(broker), 60, "the alarm to clear")
