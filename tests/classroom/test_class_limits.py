@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import resource
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ import pika
 import pytest
 
 from labs.amqp.management import CLASS_CAP
+from labs.brokers.broker import Broker
+from labs.brokers.local_node import LocalNode
 from labs.brokers.rabbitmqctl import memory_watermark
 from labs.classroom.provision import Student, write_passwords
 from labs.drive.wait import wait_until
@@ -222,6 +225,7 @@ def classmate_round_trip(space, env: dict) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow(seconds=35)
 def test_a_flood_at_the_cap_blocks_no_classmate_where_without_it_an_alarm_blocks_everyone(broker, students, space):
     """On a node with room for about 120 MB more, a 200 MB flood with no consumer sets off the
     node's alarm without the cap (every publisher of the node blocked, a classmate too), and with the cap is refused
@@ -252,3 +256,51 @@ def test_a_flood_at_the_cap_blocks_no_classmate_where_without_it_an_alarm_blocks
     finally:
         broker.admin.delete_queue(ann, "flood")
         wait_until(lambda: not alarms(broker), 60, "the alarm to clear")
+
+
+@contextlib.contextmanager
+def open_files_limit(soft: int) -> Iterator[None]:
+    """This process's soft limit on open files lowered, so that a node started meanwhile inherits it (as a broker
+    started from a shell without systemd's tuning does: 1024 is common, lower shows the same sooner)."""
+    was = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, was[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, was)
+
+
+@pytest.mark.slow(seconds=25)
+@pytest.mark.skipif("config.getoption('--rabbitmq') != '3.10'",
+                    reason="starts a local node of its own (rabbitmq-server 3.10): the 4.3 run would repeat it")
+def test_a_runaway_connection_loop_stops_at_the_limit_and_classmates_still_connect(tmp_path, space):
+    """A broker with few sockets (open files limited to 400: about 270 sockets, its log says): one student's loop
+    that opens connections and never closes them is refused at 32, and four classmates connect and finish."""
+    with open_files_limit(400):
+        node = LocalNode(tmp_path / "node").start()
+    held: list = []
+    try:
+        roster = tmp_path / "roster.txt"
+        names = ["runaway", "amy", "bo", "cy", "di"]
+        roster.write_text("\n".join(names) + "\n")
+        broker = Broker("127.0.0.1", node.port, "guest", "guest", "/", node.admin)
+        provision(broker, roster)
+        secret = passwords(roster)
+        refusal = ""
+        runaway = pika.URLParameters(broker.url("runaway", "runaway", secret["runaway"]))
+        while len(held) < 300:
+            try:
+                held.append(pika.BlockingConnection(runaway))
+            except pika.exceptions.AMQPConnectionError as exc:
+                refusal = str(exc)
+                break
+        assert len(held) == 32 and "connection limit (32) is reached" in refusal, (len(held), refusal)
+        for name in names[1:]:  # while the runaway's 32 are held
+            env = space.env(AMQP_URL=broker.url(name, name, secret[name]))
+            assert space.send("--queue", "tasks", "one", env=env).returncode == 0
+            done = space.run_worker("--queue", "tasks", "--acknowledge", "--max-messages", "1", env=env)
+            assert "processed 1" in done.stdout + done.stderr, done.stderr
+    finally:
+        for connection in held:
+            connection.close()
+        node.stop()
