@@ -1,0 +1,128 @@
+"""`python -m labs class ...`: the commands for a class on one broker (provision is added by labs/__main__.py, where it
+is also `python -m labs provision`)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from labs.amqp.admin import AdminAPI, ManagementError
+from labs.classroom.provision import read_roster
+from labs.classroom.remove import broker_accounts, plan_removal, remove
+from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
+from labs.exit_codes import EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, KitError, one_line_errors
+
+
+@click.group("class")
+def class_group() -> None:
+    """A class on one broker: provision the roster, watch every student at a glance, remove them at the end.
+
+    The management API and its administrator come from RABBITMQ_MANAGEMENT_URL, RABBITMQ_ADMIN_USER and
+    RABBITMQ_ADMIN_PASSWORD (or the options): unreachable is exit code 21, refused 22.
+    """
+
+
+def management_options(command):
+    """The management API and the administrator, as provisioning's --apply takes them."""
+    command = click.option("--admin-password", envvar="RABBITMQ_ADMIN_PASSWORD", show_envvar=True, default="guest",
+                           help="Its password (prefer the environment variable).")(command)
+    command = click.option("--admin-user", envvar="RABBITMQ_ADMIN_USER", show_envvar=True, default="guest",
+                           show_default=True, help="A user with the administrator tag.")(command)
+    return click.option("--management-url", metavar="URL", envvar="RABBITMQ_MANAGEMENT_URL", show_envvar=True,
+                        help="The broker's management API, e.g. http://localhost:15672.")(command)
+
+
+def class_api(management_url: Optional[str], admin_user: str, admin_password: str):
+    """The management API client, or one line and exit code 21 when no URL is given."""
+    if not management_url:
+        raise KitError("no management API given: set RABBITMQ_MANAGEMENT_URL or --management-url, e.g. "
+                       "http://localhost:15672", EXIT_MANAGEMENT_UNREACHABLE)
+    return AdminAPI(management_url, admin_user, admin_password)
+
+
+def roster_names(roster: Path) -> list[str]:
+
+    try:
+        return read_roster(roster)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ROSTER") from None
+
+
+@class_group.command("status", epilog="""\b
+Examples:
+  python -m labs class status --roster roster.txt
+  python -m labs class status --roster roster.txt --watch        # redraw every 5 s until Ctrl-C
+  python -m labs class status --roster roster.txt --json | jq '.students[] | select(.flags != [])'
+""")
+@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The class: one username (and vhost) per line, as for provision.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"students": [...], "alarms": [...]} instead of a table.')
+@click.option("--watch", type=click.FloatRange(1), is_flag=False, flag_value=5.0, default=None, metavar="[SECONDS]",
+              help="Read again every SECONDS (5 without a value) until Ctrl-C.")
+@click.option("--window", type=click.IntRange(10, 600), default=60, show_default=True,
+              help="Seconds the flags look back over: unacked with no ack all that time, redeliveries within it.")
+@click.option("--poison-after", type=click.IntRange(1), default=5, show_default=True,
+              help="Redeliveries within the window (and more than its acks) that flag a poison message.")
+@management_options
+def class_status(roster: Path, as_json: bool, watch: Optional[float], window: int, poison_after: int,
+                 management_url: Optional[str], admin_user: str, admin_password: str) -> None:
+    """One row per student on the roster: connections, consumers, queues, ready, unacked, publish/deliver/ack rates,
+    redeliveries, last activity, and flags (backlog with no consumer, unacked for long, poison message, limit
+    reached, no vhost); the node's memory and disk alarms on top. A few whole-broker calls, never one per student.
+    """
+
+
+    names = roster_names(roster)
+    api = class_api(management_url, admin_user, admin_password)
+    thresholds = Thresholds(window=window, poison_redeliveries=poison_after)
+
+    def show() -> None:
+        reading = read_class(api, thresholds.window)
+        rows = student_rows(names, reading, thresholds)
+        if as_json:
+            click.echo(json.dumps(document(rows, reading)))
+            return
+        if watch:
+            click.clear()
+        click.echo(table(rows, reading))
+
+    try:
+        with one_line_errors():
+            show()  # a wrong URL or password: one line and its code, before any watching
+        while watch:
+            time.sleep(watch)
+            try:
+                show()
+            except ManagementError as exc:  # a broker restarting mid-class: say so and keep watching
+                click.echo(f"{time.strftime('%H:%M:%S')} {exc}", err=True)
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        sys.exit(EXIT_OK)  # Ctrl-C is the way out of --watch, not a failure
+
+
+@class_group.command("remove", epilog="""\b
+Examples:
+  python -m labs class remove roster.txt --dry-run    # what would go
+  python -m labs class remove roster.txt
+""")
+@click.argument("roster", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@management_options
+def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], admin_user: str,
+                 admin_password: str) -> None:
+    """Remove exactly the roster's users and vhosts (their queues, messages, policies and limits with them), nothing
+    else. A name with no user or vhost on the broker is reported, not an error; an administrator is never removed."""
+    names = roster_names(roster)
+    api = class_api(management_url, admin_user, admin_password)
+    with one_line_errors():
+        users, vhosts = broker_accounts(api)
+        plan = plan_removal(names, users, vhosts, admin_user)
+        if not dry_run:
+            remove(api, plan)
+    for removal in plan:
+        click.echo(removal.describe(dry_run))
