@@ -23,7 +23,8 @@ from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXI
 
 @click.group("class")
 def class_group() -> None:
-    """A class on one broker: provision the roster, watch every student at a glance, remove them at the end.
+    """A class on one broker: provision the roster, watch every student at a glance (status in the terminal,
+    dashboard as a web page to project), remove them at the end.
 
     The management API and its administrator come from RABBITMQ_MANAGEMENT_URL, RABBITMQ_ADMIN_USER and
     RABBITMQ_ADMIN_PASSWORD (or the options): unreachable is exit code 21, refused 22.
