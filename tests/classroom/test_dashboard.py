@@ -115,10 +115,11 @@ def page_order(view: Page) -> list[str]:
     return view.locator("[data-student]").evaluate_all("found => found.map(e => e.dataset.student)")
 
 
-def publish(broker, vhost: str, queue: str, count: int) -> None:
-    """Declare a queue in a student's vhost and put messages in it, through the management API."""
+def publish(broker, vhost: str, queue: str, count: int, queue_type: str = "classic") -> None:
+    """Declare a durable queue in a student's vhost and put messages in it, through the management API."""
     quoted = broker.admin.quote
-    broker.admin.request("PUT", f"/api/queues/{quoted(vhost)}/{quoted(queue)}", {"durable": False})
+    broker.admin.request("PUT", f"/api/queues/{quoted(vhost)}/{quoted(queue)}",
+                         {"durable": True, "arguments": {"x-queue-type": queue_type}})
     for number in range(count):
         broker.admin.request("POST", f"/api/exchanges/{quoted(vhost)}/amq.default/publish",
                              {"properties": {}, "routing_key": queue, "payload": f"m{number}",
