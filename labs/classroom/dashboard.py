@@ -132,8 +132,11 @@ def create_app(read: Callable[[], dict], refresh: float = DEFAULT_REFRESH, passw
 def serve(app: Flask, bind: str, port: int, announce: Callable[[str], None]) -> None:
     """Listen (an OSError now if the port is taken), say where, and serve until interrupted."""
     server = waitress.create_server(app, host=bind, port=port, threads=8, ident="labkit")
-    shown = f"[{bind}]" if ":" in bind else bind
-    announce(f"dashboard on http://{shown}:{getattr(server, 'effective_port', port)}/ (Ctrl-C stops it)")
+    # One socket, or several when a name resolves to more than one address (localhost: 127.0.0.1 and ::1).
+    listening = [(server.effective_host, server.effective_port)] if hasattr(server, "effective_port") else \
+        server.effective_listen
+    for host, bound in listening:
+        announce(f"dashboard on http://{f'[{host}]' if ':' in host else host}:{bound}/ (Ctrl-C stops it)")
     try:
         server.run()
     finally:
