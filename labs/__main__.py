@@ -12,7 +12,7 @@ import click
 
 from labs.brokers.broker import LOCAL_VERSION, VERSIONS, Broker, broker_from_environment, version_name
 from labs.brokers.cluster import DEFAULT_BASE_PORT, Cluster, recorded_cluster, running_cluster, state_folder
-from labs.classroom.commands import class_group, provision
+from labs.classroom.cli import class_group, provision
 from labs.drive.tmux import HANDOUT_PACE, Board
 from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_USAGE, KitError, one_line_errors
 from labs.scenarios.demo import demo as run_demo

@@ -190,7 +190,7 @@ def vhost_names(broker) -> set[str]:
     return {vhost["name"] for vhost in broker.admin.request("GET", "/api/vhosts?columns=name")}
 
 
-@pytest.mark.parametrize("command", ["status", "remove"])
+@pytest.mark.parametrize("command", ["status", "remove", "dashboard"])
 @pytest.mark.parametrize("wrong, code, says", [
     ({"RABBITMQ_MANAGEMENT_URL": "http://127.0.0.1:9"}, 21, "no RabbitMQ management API at http://127.0.0.1:9"),
     ({"RABBITMQ_MANAGEMENT_URL": ""}, 21, "no management API given"),
@@ -200,7 +200,8 @@ def test_a_wrong_management_url_or_password_is_one_line_and_its_exit_code(broker
                                                                           says):
     (tmp_path / "roster.txt").write_text("ann\n")
     env = {**admin_env(broker), **wrong}
-    args = ["--roster", str(tmp_path / "roster.txt")] if command == "status" else [str(tmp_path / "roster.txt")]
+    args = {"status": ["--roster", str(tmp_path / "roster.txt")], "remove": [str(tmp_path / "roster.txt")],
+            "dashboard": ["--roster", str(tmp_path / "roster.txt"), "--port", "0"]}[command]  # checked before serving
     result = class_cli(broker, command, *args, env=env)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == code and len(lines) == 1 and says in lines[0], result.stderr

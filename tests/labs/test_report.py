@@ -20,11 +20,11 @@ from labs.scenarios.registry import LABS
 from labs.scenarios.report_html import Section, depth, page, sections
 from labs.scenarios.report_html import write_report as write_page
 from labs.scenarios.runner import Claim
-from tests.helpers import ROOT, require
+from tests.browser import chromium
+from tests.helpers import ROOT
 from tests.labs.runs import given_broker_env, labs_command
 
 ENDINGS = ("done", "lost", "requeued", "abandoned", "dead-lettered")
-CHROMIUM = "/usr/bin/chromium"  # Debian's (./kit test installs it): Playwright's own download is not reachable here
 
 
 class Drawing(html.parser.HTMLParser):
@@ -209,30 +209,22 @@ def test_a_browser_shows_every_bar_with_nothing_fetched_and_no_script(lab5_repor
     """Debian's chromium, headless, driven by Playwright: the bars the browser finds are those of the event logs,
     each drawn with a width inside its image; the page asks for nothing but itself."""
     path, context, _ = lab5_report
-    require(Path(CHROMIUM).exists(), "the browser test needs Debian's chromium: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
     logged = sum(len(bars) for run in context.runs for bars in expected_bars(run.log.read()).values())
     asked: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            view = browser.new_page(viewport={"width": 1040, "height": 900}, java_script_enabled=False)
-            view.on("request", lambda request: asked.append(request.url))
-            view.goto(path.as_uri())
-            found = view.locator("rect[data-worker]")
-            assert found.count() == logged
-            for index in range(found.count()):
-                box = found.nth(index).bounding_box()
-                image = found.nth(index).locator("xpath=ancestor::*[local-name()='svg']").bounding_box()
-                assert box and image and box["width"] >= 1 and box["height"] >= 10
-                assert image["x"] <= box["x"] and box["x"] + box["width"] <= image["x"] + image["width"] + 1
-            assert view.locator("script").count() == 0
-            shot = tmp_path / "report.png"
-            view.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        view = browser.new_page(viewport={"width": 1040, "height": 900}, java_script_enabled=False)
+        view.on("request", lambda request: asked.append(request.url))
+        view.goto(path.as_uri())
+        found = view.locator("rect[data-worker]")
+        assert found.count() == logged
+        for index in range(found.count()):
+            box = found.nth(index).bounding_box()
+            image = found.nth(index).locator("xpath=ancestor::*[local-name()='svg']").bounding_box()
+            assert box and image and box["width"] >= 1 and box["height"] >= 10
+            assert image["x"] <= box["x"] and box["x"] + box["width"] <= image["x"] + image["width"] + 1
+        assert view.locator("script").count() == 0
+        shot = tmp_path / "report.png"
+        view.screenshot(path=str(shot), full_page=True)
     assert asked == [path.as_uri()], f"the page asked for more than itself: {asked}"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 

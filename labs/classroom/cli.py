@@ -1,8 +1,9 @@
-"""The class commands: `python -m labs class provision|status|remove` (and `python -m labs provision`, the same
-provisioning command where it was first), for an instructor with one broker and a roster."""
+"""`python -m labs class ...`: the commands for a class on one broker: provision (also `python -m labs provision`,
+where it was first), status, dashboard, remove."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,12 +12,15 @@ from typing import Optional
 import click
 
 from labs.amqp.admin import AdminAPI, ManagementError
+from labs.classroom.dashboard import (DEFAULT_PORT, DEFAULT_REFRESH, PASSWORD_VARIABLE, class_document,
+                                      create_app, login_refusal, serve)
 from labs.amqp.management import CLASS_CAP
 from labs.classroom.provision import (ClassLimits, assign_passwords, definitions, in_parts, limits_line,
                                      read_passwords, read_roster, users_to_keep, write_passwords)
 from labs.classroom.remove import broker_accounts, plan_removal, remove
 from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
-from labs.exit_codes import EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, KitError, one_line_errors
+from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, EXIT_USAGE, KitError,
+                             one_line_errors)
 
 
 @click.command()
@@ -129,7 +133,8 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
 
 @click.group("class")
 def class_group() -> None:
-    """A class on one broker: provision the roster, watch every student at a glance, remove them at the end.
+    """A class on one broker: provision the roster, watch every student at a glance (status in the terminal,
+    dashboard as a web page to project), remove them at the end.
 
     The management API and its administrator come from RABBITMQ_MANAGEMENT_URL, RABBITMQ_ADMIN_USER and
     RABBITMQ_ADMIN_PASSWORD (or the options): unreachable is exit code 21, refused 22.
@@ -239,3 +244,49 @@ def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], adm
             remove(api, plan)
     for removal in plan:
         click.echo(removal.describe(dry_run))
+
+
+@class_group.command("dashboard", epilog="""\b
+Examples:
+  python -m labs class dashboard --roster roster.txt                 # http://127.0.0.1:8000/ on this machine
+  LABKIT_DASHBOARD_PASSWORD=... python -m labs class dashboard --roster roster.txt --bind 0.0.0.0 --port 8080
+""")
+@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The class: one username (and vhost) per line, as for provision.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="The port to serve on (0: any free one, said at start).")
+@click.option("--bind", default="127.0.0.1", show_default=True, metavar="HOST",
+              help=f"The address to serve on. Beyond loopback (e.g. 0.0.0.0) only with {PASSWORD_VARIABLE} set: "
+                   "the page then asks for that password.")
+@click.option("--refresh", type=click.FloatRange(1, 600), default=DEFAULT_REFRESH, show_default=True,
+              metavar="SECONDS", help="How often the page reads the class again.")
+@click.option("--window", type=click.IntRange(10, 600), default=60, show_default=True,
+              help="Seconds the flags look back over, as for status.")
+@click.option("--poison-after", type=click.IntRange(1), default=5, show_default=True,
+              help="Redeliveries within the window (and more than its acks) that flag a poison message.")
+@management_options
+def class_dashboard(roster: Path, port: int, bind: str, refresh: float, window: int, poison_after: int,
+                    management_url: Optional[str], admin_user: str, admin_password: str) -> None:
+    """The class status as a web page to project: one row per student, flagged students first, the alarms in a
+    banner on top, redrawn every few seconds without a reload (it reads /status.json, the same document as
+    `status --json`). A management API that fails meanwhile is a time-stamped line on the page, which keeps trying.
+
+    Served on 127.0.0.1 unless --bind says otherwise; beyond loopback only behind a login (HTTP basic auth, any user
+    name, the password from LABKIT_DASHBOARD_PASSWORD), since the page shows who is in the class and what they do.
+    """
+    names = roster_names(roster)
+    password = os.environ.get(PASSWORD_VARIABLE) or None
+    refusal = login_refusal(bind, password)
+    if refusal:
+        raise KitError(refusal, EXIT_USAGE)
+    api = class_api(management_url, admin_user, admin_password)
+    thresholds = Thresholds(window=window, poison_redeliveries=poison_after)
+    with one_line_errors():
+        read_class(api, thresholds.window)  # a wrong URL or password: one line and its code now, not on the page
+    app = create_app(lambda: class_document(api, names, thresholds), refresh, password)
+    try:
+        serve(app, bind, port, announce=lambda line: click.echo(line, err=True))
+    except OSError as exc:
+        raise KitError(f"cannot serve on {bind}:{port}: {exc.strerror or exc}", EXIT_CLAIM_FAILED) from None
+    except KeyboardInterrupt:
+        sys.exit(EXIT_OK)  # Ctrl-C is how the instructor stops it, not a failure
