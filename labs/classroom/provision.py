@@ -153,6 +153,14 @@ def definitions(students: list[Student], default_queue_type: str | None = None, 
     return document
 
 
+def cap_queues(api, vhost: str, limits: ClassLimits, operator_overflow: bool) -> None:
+    """The class's cap on the queues of one vhost, set through the management API (`api`: labs.amqp.admin.AdminAPI)
+    as provisioning's import sets it: for a vhost made otherwise, such as a lab's own."""
+    where = f"{api.quote(vhost)}/{api.quote(CLASS_CAP)}"
+    api.request("PUT", f"/api/operator-policies/{where}", limits.operator_policy(operator_overflow))
+    api.request("PUT", f"/api/policies/{where}", limits.policy())
+
+
 def limits_line(limits: ClassLimits | None) -> str:
     if limits is None:
         return ("no limits: one student's flood or connection loop can block the whole class (leave out --no-limits "

@@ -41,6 +41,10 @@ class Claim:
         return f"  {self.status}: {self.text}" + (f" ({self.detail})" if self.detail else "")
 
 
+STUDENT_TAGS = "management"  # what `class provision` gives every student unless told otherwise: their own vhost in
+#                              the management API, as the sender's line on a full queue and the observation steps use
+
+
 @dataclass
 class Context:
     """One lab's own vhost and user on the broker, as a student would have, and what the lab ran there."""
@@ -83,10 +87,11 @@ class Context:
         return " ".join(self.node_url(node.number) for node in self.cluster.nodes)
 
     def tag_user(self, tags: str) -> None:
-        """Give the lab's user these management tags, as an instructor would (rabbitmqctl set_user_tags)."""
+        """Give the lab's user these tags beside a student's own, as an instructor would (rabbitmqctl
+        set_user_tags); "" gives back a student's own."""
         parts = urllib.parse.urlsplit(self.url)
         username, password = (urllib.parse.unquote(part or "") for part in (parts.username, parts.password))
-        self.broker.admin.add_user(username, password, tags=tags)
+        self.broker.admin.add_user(username, password, tags=",".join(filter(None, (STUDENT_TAGS, tags))))
 
     def claim(self, text: str, ok: bool, detail: str = "") -> bool:
         self.claims.append(Claim(text, bool(ok), detail))
@@ -102,6 +107,12 @@ class Context:
                 return connection.channel().queue_declare(queue, passive=True).method.message_count
             except pika.exceptions.ChannelClosedByBroker:
                 return None
+
+    def first_body(self, queue: str) -> Optional[str]:
+        """The body of the message at the head of the queue, left there (taken unacked, given back on closing)."""
+        with contextlib.closing(pika.BlockingConnection(pika.URLParameters(self.url))) as connection:
+            body = connection.channel().basic_get(queue, auto_ack=False)[2]
+        return None if body is None else body.decode("utf-8", "replace")
 
     def stats(self, queue: str, settle: float = 1.2, timeout: float = 15) -> dict:
         """The management API's counts, after waiting out its sampling (a new queue has none at first)."""
@@ -177,7 +188,7 @@ def student_space(broker: Broker, lab: Lab,
 
     try:
         broker.admin.add_vhost(name, default_queue_type)
-        broker.admin.add_user(name, password)
+        broker.admin.add_user(name, password, tags=STUDENT_TAGS)
         broker.admin.grant(name, name)
     except (ManagementRefused, urllib.error.HTTPError) as exc:
         with contextlib.suppress(ManagementError, urllib.error.HTTPError):

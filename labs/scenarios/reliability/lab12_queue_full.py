@@ -9,7 +9,9 @@ import time
 from typing import Optional
 
 from labs.amqp.connection import Event
+from labs.amqp.management import CLASS_CAP
 from labs.brokers.rabbitmqctl import memory_watermark
+from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.processes import Run, numbered
 from labs.drive.wait import wait_until
 from labs.paths import SENDER
@@ -31,6 +33,7 @@ def queue_full(lab: Context) -> None:
     dropped(lab)
     dead_lettered(lab)
     blocked(lab)
+    class_cap(lab)
 
 
 def counted_sent(output: str) -> Optional[int]:
@@ -125,3 +128,25 @@ def blocked(lab: Context) -> None:
               f"queue held {held} while blocked, then {after}; sender exit {code}")
     now = memory_watermark(lab.broker.ctl)
     lab.claim("the node has its memory watermark back", now == before, f"{before} before, {now} after")
+
+
+def class_cap(lab: Context) -> None:
+    """The cap `./kit class provision` puts on every queue of a student (64 MiB by default; 1 MiB here, for a quick
+    flood), set on the lab's vhost as the instructor's provisioning sets it: a flood is refused at it, and said so."""
+    cap_queues(lab.broker.admin, lab.vhost, ClassLimits(queue_mb=1), operator_overflow=lab.broker.version()[0] >= 4)
+    try:
+        run = lab.run("photos")
+        result = run.send("--queue", "photos", "--queue-type", "classic", "--count", "300", "--length", "10000",
+                          "--quiet", check=False)
+        sent = counted_sent(result.stdout)
+        first = lab.first_body("photos")
+    finally:
+        for kind in ("operator-policies", "policies"):
+            lab.broker.admin.request("DELETE", f"/api/{kind}/{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}")
+    refused = 300 - (sent or 0)
+    lab.claim("the class's cap (1 MiB here) refuses a flood of 300 messages of 10,000 bytes after about 1 MiB: the "
+              "sender exits 7 and says the queue is full at the cap your instructor set, and the oldest message is "
+              "still first in the queue", result.returncode == EXIT_NOT_CONFIRMED and sent is not None
+              and 100 <= sent <= 110 and f"refused {refused} messages" in result.stderr
+              and "is full at 1 MiB, the cap your instructor set" in result.stderr and first == BURST[0] + "." * 9999,
+              f"exit {result.returncode}, {sent} sent; {result.stderr.strip().splitlines()[-1:]}")
