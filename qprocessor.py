@@ -949,7 +949,8 @@ def api_request(url: str, headers: dict, method: str = "GET", body: Optional[dic
 
 
 class ManagementAPI:
-    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
+    """The calls of RabbitMQ's management HTTP API that queue policies and sender.py --list-queues need, made as the
+    connecting user."""
 
     def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
         self.vhost, self.username = node.virtual_host, node.credentials.username
@@ -958,6 +959,10 @@ class ManagementAPI:
 
     def queue(self, name: str) -> Optional[dict]:
         return self.call("GET", "queues", name)
+
+    def queues(self) -> list:
+        """Every queue of the user's vhost, and only of it (a user with more vhosts sees the others elsewhere)."""
+        return self.call("GET", "queues") or []
 
     def policies(self, kind: str = "policies") -> list:
         return self.call("GET", kind) or []

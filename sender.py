@@ -432,6 +432,7 @@ Examples:
   ./sender.py --count 12 --length 3 --durable --persistent
   seq 1 100 | ./sender.py --queue numbers
   ./sender.py --purge            ./sender.py --delete-queue [--force]
+  ./sender.py --list-queues      (your vhost's queues: ready, unacked, consumers)
   AMQP_URL=amqp://alice:secret@localhost/alice ./sender.py --count 100000 --quiet
   LABKIT_PLAIN_PUBLISH=1 ./sender.py --count 1000   (every message through pika's basic_publish: slower)
 """
@@ -442,6 +443,8 @@ def main(messages: tuple[str, ...], connection: ConnectionSettings, queue: Queue
     """Send the messages (or --count generated ones, or standard input's lines) as the settings say: the command
     line's work, once its options are parsed (see cli at the end of this file)."""
     count, quiet = settings.count, settings.quiet
+    if settings.list_queues and (messages or count or settings.purge or settings.delete_queue):
+        raise click.UsageError("--list-queues lists and exits: give it no messages, --count, --purge or --delete-queue")
     if settings.delete_queue and (messages or count or settings.purge):
         raise click.UsageError("--delete-queue deletes and exits: give it no messages, --count or --purge")
     if settings.force and not settings.delete_queue:
@@ -449,13 +452,22 @@ def main(messages: tuple[str, ...], connection: ConnectionSettings, queue: Queue
     if messages and count:
         raise click.UsageError("give messages as arguments or --count, not both")
     # Purge or delete alone never waits on standard input, which may be an open pipe (ssh, cron).
-    reads_stdin = not (messages or count or settings.purge or settings.delete_queue) and not sys.stdin.isatty()
-    if not (messages or count or reads_stdin or settings.delete_queue or settings.purge):
+    reads_stdin = not (messages or count or settings.purge or settings.delete_queue or settings.list_queues) and \
+        not sys.stdin.isatty()
+    if not (messages or count or reads_stdin or settings.delete_queue or settings.purge or settings.list_queues):
         raise click.UsageError("nothing to send: give messages as arguments, --count N, or lines on standard input")
 
     brokers = connection.brokers()
     for node in brokers.nodes:
         node.blocked_connection_timeout = settings.blocked_timeout
+    if settings.list_queues:
+        admin = open_connection(brokers, connection.retry_for, quiet)
+        try:
+            click.echo(queue_table(list_queues(admin.channel, ManagementAPI(brokers.current, connection.management_url)),
+                                   brokers.current.virtual_host))
+        finally:
+            close_quietly(admin)
+        return
     if settings.delete_queue or settings.purge:
         admin = open_connection(brokers, connection.retry_for, quiet)
         try:
@@ -514,6 +526,8 @@ EXIT_NOT_CONFIRMED = 7  # some messages were nacked or unroutable: they are not 
 EXIT_QUEUE_IN_USE = 8  # --delete-queue refused: the queue has consumers (use --force)
 EXIT_BLOCKED = 10  # the broker blocked publishing (memory or disk alarm) for longer than --blocked-timeout
 EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
+EXIT_API_UNREACHABLE = 16  # --list-queues: no management API answers (at --management-url, or http://HOST:15672)
+EXIT_API_REFUSED = 17  # --list-queues: the management API refuses this user (no management tag)
 
 STATISTICS_WAIT = 6.0  # seconds why_refused() waits for a new queue's statistics to name its length limit
 PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
@@ -602,6 +616,69 @@ def delete_queue(channel, queue: str, force: bool = False) -> int:
         return channel.queue_delete(queue).method.message_count
     except amqp.ChannelClosedByBroker as exc:
         raise queue_error(exc, queue) from None
+
+
+class QueueRow(NamedTuple):
+    """One queue as --list-queues shows it; None for a figure the broker did not give."""
+
+    name: str
+    type: str
+    durable: bool
+    ready: Optional[int]
+    unacked: Optional[int]
+    consumers: Optional[int]
+
+
+def list_queues(open_channel: Callable[[], object], api: ManagementAPI) -> list[QueueRow]:
+    """Every queue of the user's vhost, by name, with its figures; made with the user's own credentials, so a
+    student sees their own vhost (with the management tag, which provisioning gives every student).
+
+    Only the management API lists queues, but its figures are statistics the broker refreshes every few seconds
+    (collect_statistics_interval: 5 s by default), so just after a send or a worker's start they are those of a
+    moment ago. A passive queue_declare answers with a queue's ready messages and consumers as they are now, exactly:
+    those two come from it. Unacknowledged messages only the API counts: that column may lag by those seconds.
+    """
+    try:
+        listed = api.queues()
+        # A queue declared a moment ago has no statistics yet: wait for its first ones, as why_refused() does.
+        deadline = time.monotonic() + STATISTICS_WAIT
+        while any("messages_unacknowledged" not in each for each in listed) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            listed = api.queues()
+    except ManagementError as exc:
+        if not exc.refused:
+            raise BrokerError(f"cannot list queues: {exc}", EXIT_API_UNREACHABLE) from None
+        raise BrokerError(f"cannot list queues: {exc}; the management API shows a user their queues only with the "
+                          "management tag, which your instructor gives", EXIT_API_REFUSED) from None
+    rows, channel = [], None
+    for queue in sorted(listed, key=lambda each: each["name"]):
+        ready, consumers = queue.get("messages_ready"), queue.get("consumers")
+        try:
+            channel = channel if channel is not None and channel.is_open else open_channel()
+            answer = channel.queue_declare(queue["name"], passive=True).method
+            ready, consumers = answer.message_count, answer.consumer_count
+        except amqp.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                continue  # deleted since the API listed it
+            # 405 RESOURCE_LOCKED: another connection's exclusive queue (ipython's server-named ones): only the
+            # API's figures, which any user of the vhost may read
+        rows.append(QueueRow(queue["name"], queue.get("type", "classic"), bool(queue.get("durable")), ready,
+                             queue.get("messages_unacknowledged"), consumers))
+    return rows
+
+
+def queue_table(rows: list[QueueRow], vhost: str) -> str:
+    """The rows as aligned columns, numbers to the right; '-' for a figure the broker did not give."""
+    if not rows:
+        return f"no queues on vhost {vhost!r}"
+    cells = [("queue", "type", "durable", "ready", "unacked", "consumers")]
+    cells += [(row.name, row.type, "yes" if row.durable else "no",
+               *("-" if figure is None else str(figure) for figure in (row.ready, row.unacked, row.consumers)))
+              for row in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(6)]
+    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(line[:3], widths[:3])),
+                                 *(cell.rjust(width) for cell, width in zip(line[3:], widths[3:]))]).rstrip()
+                     for line in cells)
 
 
 def why_refused(queue: str, refused: int, node: pika.ConnectionParameters, management_url: Optional[str]) -> str:
@@ -965,7 +1042,8 @@ def api_request(url: str, headers: dict, method: str = "GET", body: Optional[dic
 
 
 class ManagementAPI:
-    """The calls of RabbitMQ's management HTTP API that queue policies need, made as the connecting user."""
+    """The calls of RabbitMQ's management HTTP API that queue policies and sender.py --list-queues need, made as the
+    connecting user."""
 
     def __init__(self, node: pika.ConnectionParameters, url: Optional[str] = None) -> None:
         self.vhost, self.username = node.virtual_host, node.credentials.username
@@ -974,6 +1052,10 @@ class ManagementAPI:
 
     def queue(self, name: str) -> Optional[dict]:
         return self.call("GET", "queues", name)
+
+    def queues(self) -> list:
+        """Every queue of the user's vhost, and only of it (a user with more vhosts sees the others elsewhere)."""
+        return self.call("GET", "queues") or []
 
     def policies(self, kind: str = "policies") -> list:
         return self.call("GET", kind) or []
@@ -1435,6 +1517,11 @@ class SenderSettings:
                                  help="Delete the queue and exit; refused while it has consumers.")
     force: bool = setting(False, "--force", is_flag=True,
                           help="With --delete-queue: delete even while consumers are attached.")
+    list_queues: bool = setting(
+        False, "--list-queues", is_flag=True,
+        help="List your vhost's queues and exit: type, durability, ready and unacknowledged messages, consumers. "
+             "Needs the management API (--management-url) and the management tag on your user. Ready and consumers "
+             "are exact; unacked is the API's statistics, refreshed every few seconds (5 s by default).")
     quiet: bool = setting(False, "--quiet", is_flag=True, help="Print only the summary line.")
 
 

@@ -1,6 +1,6 @@
 """The exit codes of python -m labs (and python -m bench), and the one-line errors that end with them.
 
-The kit's own failures have numbers from 20 up, apart from every code sender.py and qprocessor.py use (2 to 15, 130,
+The kit's own failures have numbers from 20 up, apart from every code sender.py and qprocessor.py use (2 to 17, 130,
 137), so that a number in a log means one thing whichever tool printed it. 0, 1 and 2 mean what they mean everywhere:
 done, failed (a claim), and a bad command line (click's own code).
 """

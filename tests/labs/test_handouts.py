@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -22,6 +23,7 @@ from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
 from labs.settings import child_environment
+from tests.classroom.test_class_limits import passwords, provision
 from tests.helpers import ROOT, require, wait_until
 
 # --- the pika code a handout shows is the file its lab runs ---
@@ -97,6 +99,11 @@ class HandoutCommand:
     def script(self) -> str:
         return self.args[0].removeprefix("./")
 
+    @property
+    def observes(self) -> bool:
+        """An "observe it" step: what a student runs to look at their queues, with their own account."""
+        return "--list-queues" in self.args
+
 
 def handout_commands(handout: Path) -> list[HandoutCommand]:
     """The ./sender.py and ./qprocessor.py commands of a handout, in order: shell blocks and inline `code`."""
@@ -157,13 +164,15 @@ def queue_of(args: list[str]) -> str:
     return args[args.index("--queue") + 1] if "--queue" in args else "hello"
 
 
-# Handouts whose commands are not the two scripts (python, curl), and the test module that runs them as shown.
+# Handouts whose commands are not the two scripts (python, curl), and the test module that runs them as shown; their
+# observation steps (./sender.py --list-queues) are run by test_every_observation_step_runs_as_a_provisioned_student.
 PROVEN_ELSEWHERE = {"10-jobs-api": "jobs/test_jobs_api.py"}
 SCRIPT_HANDOUTS = [path for path in sorted(HANDOUTS.glob("*.md")) if path.stem not in PROVEN_ELSEWHERE]
 
 
 def test_a_handout_without_script_commands_is_run_by_its_own_tests():
-    without = {path.stem for path in HANDOUTS.glob("*.md") if not handout_commands(path)}
+    without = {path.stem for path in HANDOUTS.glob("*.md")
+               if all(command.observes for command in handout_commands(path))}
     assert without == set(PROVEN_ELSEWHERE)
     for module in PROVEN_ELSEWHERE.values():
         assert "HANDOUT" in (Path(__file__).resolve().parents[1] / module).read_text()
@@ -174,8 +183,12 @@ def test_every_script_command_in_a_handout_runs_as_shown(broker, space, handout,
     """Each command runs for real, in order, connected through lab 0's RABBITMQ_* variables, and ends with the exit
     code the handout implies: workers in the background (as in their own shell), `while true` loops restarted after
     each crash, senders in the foreground."""
+    # The space's user gets what provisioning gives every student, the management tag, so that the observation steps
+    # (--list-queues) read the management API with the student's own account, as on the class server.
+    broker.admin.add_user(space.username, space.password, tags="management")
     env = child_environment(RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(broker.port), RABBITMQ_VHOST=space.vhost,
-                            RABBITMQ_USERNAME=space.username, RABBITMQ_PASSWORD=space.password, PYTHONUNBUFFERED="1")
+                            RABBITMQ_USERNAME=space.username, RABBITMQ_PASSWORD=space.password,
+                            RABBITMQ_MANAGEMENT_URL=broker.admin.base_url, PYTHONUNBUFFERED="1")
     commands = handout_commands(handout)
     assert commands, f"{handout.name} shows no command"
     if handout.name in CAPPED:
@@ -270,6 +283,40 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
     return interrupted
 
 
+def test_every_observation_step_runs_as_a_provisioned_student(broker, tmp_path):
+    """Each "observe it" step of a handout, run as shown with the account provisioning gives a student (the
+    management tag, the class's limits, no permission elsewhere) through lab 0's variables, lists the student's queue
+    with the figures the broker has: what a student on the class server can run, where rabbitmqctl is not theirs."""
+    require(broker.local is not None, "provisions a student through the suite's own broker's management API")
+    steps = {(path.stem, command.text): command for path in sorted(HANDOUTS.glob("*.md"))
+             for command in handout_commands(path) if command.observes}
+    labs_observing = {stem[:2] for stem, _ in steps}
+    assert labs_observing >= {"00", "01", "02", "03", "04", "05", "06", "07", "10"}, labs_observing
+    name = f"observer-{secrets.token_hex(3)}"
+    roster = tmp_path / "roster.txt"
+    roster.write_text(name + "\n")
+    provision(broker, roster)
+    try:
+        env = child_environment(RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(broker.port), RABBITMQ_VHOST=name,
+                                RABBITMQ_USERNAME=name, RABBITMQ_PASSWORD=passwords(roster)[name],
+                                RABBITMQ_MANAGEMENT_URL=broker.admin.base_url)
+
+        def run(args: list[str]) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, str(ROOT / args[0].removeprefix("./")), *args[1:]], env=env,
+                                  capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+        assert run(["./sender.py", "--queue", "observed", "--count", "3"]).returncode == 0
+        for (stem, text), command in steps.items():
+            result = run(command.args)
+            assert result.returncode == 0, f"{stem}: {text}: {result.stderr}"
+            header, *rows = result.stdout.splitlines()
+            assert header.split() == ["queue", "type", "durable", "ready", "unacked", "consumers"], result.stdout
+            assert [row.split()[0::3] for row in rows] == [["observed", "3"]], f"{stem}: {text}: {result.stdout}"
+    finally:
+        broker.admin.delete_vhost(name)
+        broker.admin.delete_user(name)
+
+
 def test_one_ctrl_c_leaves_the_handouts_supervised_loop(space, tmp_path):
     """Handout 4's `while true; do ./qprocessor.py ...; done`, typed into a real shell in a tmux pane: one Ctrl-C
     stops the worker cleanly (its summary is printed) and the loop with it, and the prompt comes back. A worker that
@@ -308,6 +355,19 @@ def handout_rabbitmqctl_commands() -> list[list[str]]:
         for match in re.finditer(r"`(rabbitmqctl [^`]+)`|^(rabbitmqctl [^#\n]+)", text, re.M):
             commands.add((match.group(1) or match.group(2)).strip())
     return [shlex.split(command) for command in sorted(commands)]
+
+
+def test_every_rabbitmqctl_command_in_a_handout_is_marked_as_the_instructors():
+    """rabbitmqctl needs the node's Erlang cookie, which only the instructor has: a handout gives it only for the
+    instructor to run, and says so next to it; a student's observation step is one they can run themselves."""
+    for handout in sorted(HANDOUTS.glob("*.md")):
+        text = handout.read_text()
+        for line in re.findall(r"^rabbitmqctl .*$", text, re.M):  # a line of a shell block: its comment says so
+            assert "# (instructor)" in line, f"{handout.name}: {line!r} is not marked (instructor)"
+        prose = re.sub(r"\s*\n(?:> ?)?", " ", text)  # quoted pitfalls may wrap the mark onto the next line
+        for found in re.finditer(r"`rabbitmqctl [^`]+`", prose):
+            assert "(instructor)" in prose[found.end():found.end() + 20], \
+                f"{handout.name}: {found.group(0)} is not marked (instructor)"
 
 
 # Commands a handout gives for one RabbitMQ version on: (the version, what an older broker answers).
