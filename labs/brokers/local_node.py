@@ -178,6 +178,11 @@ class LocalNode(RabbitMqExecutor):
         wait_until(lambda: not any(port_in_use(port) for port in self.ports), 30,
                    f"node {self.node_name}'s ports to close", interval=0.05)
 
+    def log_lines(self) -> list[str]:
+        """The node's own log, every file of it (for a failure's diagnosis)."""
+        files = sorted(path for path in (Path(self._cwd) / "logs").rglob("*.log") if path.is_file())
+        return [line for path in files for line in path.read_text(errors="replace").splitlines()]
+
     def readable_path(self, path: Path) -> str:
         """Where this node's rabbitmqctl reads a host file: the file itself (a ContainerNode copies it in)."""
         return str(path)
