@@ -529,7 +529,7 @@ EXIT_TOO_LARGE = 11  # a message is larger than the broker's max_message_size
 EXIT_API_UNREACHABLE = 16  # --list-queues: no management API answers (at --management-url, or http://HOST:15672)
 EXIT_API_REFUSED = 17  # --list-queues: the management API refuses this user (no management tag)
 
-STATISTICS_WAIT = 6.0  # seconds why_refused() waits for a new queue's statistics to name its length limit
+STATISTICS_WAIT = 6.0  # seconds to wait for a new queue's first statistics (collected every 5 s by default)
 PROGRESS_BAR_FROM = 100  # from this many generated messages on, a progress bar replaces one line per message
 
 
@@ -629,6 +629,17 @@ class QueueRow(NamedTuple):
     consumers: Optional[int]
 
 
+def with_statistics(ask: Callable[[], T], counted: Callable[[T], bool]) -> T:
+    """The management API's answer once the broker's statistics are in it. A queue declared a moment ago has none
+    until the next collection (every 5 s by default): ask again, for up to STATISTICS_WAIT seconds."""
+    answer = ask()
+    deadline = time.monotonic() + STATISTICS_WAIT
+    while not counted(answer) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        answer = ask()
+    return answer
+
+
 def list_queues(open_channel: Callable[[], object], api: ManagementAPI) -> list[QueueRow]:
     """Every queue of the user's vhost, by name, with its figures; made with the user's own credentials, so a
     student sees their own vhost (with the management tag, which provisioning gives every student).
@@ -639,12 +650,7 @@ def list_queues(open_channel: Callable[[], object], api: ManagementAPI) -> list[
     those two come from it. Unacknowledged messages only the API counts: that column may lag by those seconds.
     """
     try:
-        listed = api.queues()
-        # A queue declared a moment ago has no statistics yet: wait for its first ones, as why_refused() does.
-        deadline = time.monotonic() + STATISTICS_WAIT
-        while any("messages_unacknowledged" not in each for each in listed) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            listed = api.queues()
+        listed = with_statistics(api.queues, lambda queues: all("messages_unacknowledged" in each for each in queues))
     except ManagementError as exc:
         if not exc.refused:
             raise BrokerError(f"cannot list queues: {exc}", EXIT_API_UNREACHABLE) from None
@@ -689,13 +695,8 @@ def why_refused(queue: str, refused: int, node: pika.ConnectionParameters, manag
     remedy = "start a worker to drain the queue (or empty it with --purge), then send them again"
     try:
         api = ManagementAPI(node, management_url)
-        shown = api.queue(queue) or {}
-        # A queue's policy fields come with its statistics, every few seconds (5 by default): a queue made by this
-        # very run may not have them yet.
-        deadline = time.monotonic() + STATISTICS_WAIT
-        while "effective_policy_definition" not in shown and time.monotonic() < deadline:
-            time.sleep(0.5)
-            shown = api.queue(queue) or {}
+        # A queue's policy fields come with its statistics: a queue made by this very run may not have them yet.
+        shown = with_statistics(lambda: api.queue(queue) or {}, lambda answer: "effective_policy_definition" in answer)
         limit = length_limit(shown)
     except ManagementError:
         limit = None
