@@ -18,7 +18,7 @@ from labs.exit_codes import EXIT_CLAIM_FAILED, EXIT_OK, EXIT_USAGE, KitError, on
 from labs.scenarios.demo import demo as run_demo
 from labs.scenarios.registry import LABS
 from labs.scenarios.report_html import sections, write_report as write_page
-from labs.scenarios.runner import report, run_lab
+from labs.scenarios.runner import Account, Claim, account_state, provisioned_student, report, run_lab
 from labs.settings import settings
 
 
@@ -58,7 +58,7 @@ def tmux_options(command):
 
 
 @cli.command()
-@click.argument("which", metavar="LAB|all")
+@click.argument("which", metavar="LAB...|all", nargs=-1, required=True)
 @tmux_options
 @click.option("--verbose", "-v", is_flag=True, help="Stream every process's output while the labs run.")
 @click.option("--rabbitmq", "version", type=click.Choice(VERSIONS),
@@ -70,12 +70,20 @@ def tmux_options(command):
 @click.option("--base-port", type=click.IntRange(1024, 55000),
               help="A cluster lab's cluster: the one `./kit cluster up --base-port` started there, or else one started "
                    "there for the lab. Without it: the cluster on 5701-5703 if up, or one on free ports.")
+@click.option("--as-student", is_flag=True,
+              help="Run the labs as one student of a class lives them: a student provisioned as `class provision` "
+                   "makes them (the class's limits and cap, the management tag), every lab in order in that one "
+                   "vhost with that account, each lab after what the ones before left; the instructor's steps (a "
+                   "restart, a tag, the memory alarm) run as the administrator, and each lab's report says which. "
+                   "Before class, run it as a student.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write FILE.html: each lab's claims and a timeline of every run, drawn from the workers' "
                    "event logs (one self-contained page: no network, no JavaScript); FILE.svg: the timelines only.")
-def run(which: str, use_tmux: bool, fast: bool, linger: Optional[float], verbose: bool, version: Optional[str],
-        default_queue_type: Optional[str], base_port: Optional[int], report_path: Optional[Path]) -> None:
-    """Run a lab's scenario (or all of them) on the broker and check each claim of its handout.
+def run(which: tuple[str, ...], use_tmux: bool, fast: bool, linger: Optional[float], verbose: bool, version: Optional[str],
+        default_queue_type: Optional[str], base_port: Optional[int], as_student: bool,
+        report_path: Optional[Path]) -> None:
+    """Run labs' scenarios (one, several in the order given, or all) on the broker and check each claim of their
+    handouts.
 
     A cluster lab ("When a node dies") runs on a three-node cluster of the kit on this machine, never on AMQP_URL's
     broker: it kills a node.
@@ -84,17 +92,26 @@ def run(which: str, use_tmux: bool, fast: bool, linger: Optional[float], verbose
     and a PASS or FAIL line per claim; exits 1 when any claim fails. With --report, also a page of the claims and a
     timeline of each run: python -m labs run all --report report.html
     """
-    chosen = LABS if which == "all" else [lab for lab in LABS if str(lab.number) == which or lab.slug == which]
-    if not chosen:
-        numbers = ", ".join(str(lab.number) for lab in LABS)
-        raise click.BadParameter(f"{which!r}: give a lab number ({numbers}), its name, or all", param_hint="LAB")
+    chosen = LABS if which == ("all",) else []
+    for one in which if not chosen else ():  # in the order given, each once
+        found = [lab for lab in LABS if one in (str(lab.number), lab.slug)]
+        if not found:
+            numbers = ", ".join(str(lab.number) for lab in LABS)
+            raise click.BadParameter(f"{one!r}: give lab numbers ({numbers}), their names, or all", param_hint="LAB")
+        chosen += [lab for lab in found if lab not in chosen]
     board = tmux_board(use_tmux, fast, linger)
     with one_line_errors(), contextlib.ExitStack() as stack:
         # Only a lab that uses it starts (or checks) the single broker: a cluster lab alone needs none.
         broker = stack.enter_context(running_broker(version)) if any(not lab.on_cluster for lab in chosen) else None
         ran: list = []
+        student = None
+        if as_student and broker is not None:
+            student = provisioned_student(broker, default_queue_type)
+            stack.callback(student.remove)
+            click.echo(f"as student {student.vhost!r}, provisioned as `class provision` makes a class's students: "
+                       "every lab in order in their vhost, with their account")
         failed = run_labs(chosen, broker, board, verbose, default_queue_type, version, base_port, ran,
-                          pace=None if fast or board is None else HANDOUT_PACE)
+                          pace=None if fast or board is None else HANDOUT_PACE, student=student)
     if board is not None:
         board.finish(linger)
     if report_path:
@@ -104,13 +121,16 @@ def run(which: str, use_tmux: bool, fast: bool, linger: Optional[float], verbose
 
 def run_labs(chosen: list, broker: Optional[Broker], board: Optional[Board] = None, verbose: bool = False,
              default_queue_type: Optional[str] = None, version: Optional[str] = None,
-             base_port: Optional[int] = None, ran: Optional[list] = None, pace: Optional[float] = None) -> int:
+             base_port: Optional[int] = None, ran: Optional[list] = None, pace: Optional[float] = None,
+             student: Optional[Account] = None) -> int:
     """Run the labs one after another, print each report, and return how many claims failed; each lab and its
     context (its claims and runs, their event logs kept) are added to `ran`, for a report page. With a tmux board,
     each run gets windows of its own there, and the reports go to its last window too.
 
-    A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`)."""
+    A cluster lab runs on a cluster of the same RabbitMQ version as the broker (or `version`), in a vhost of its own:
+    with a `student`, every other lab runs in the student's vhost, with their account."""
     failed = skipped = 0
+    provisioned = account_state(broker, student) if student else None
     for lab in chosen:
         if lab.on_cluster:
             cluster_version = version or (version_name(broker.version()) if broker else LOCAL_VERSION)
@@ -119,12 +139,22 @@ def run_labs(chosen: list, broker: Optional[Broker], board: Optional[Board] = No
                                   default_queue_type=default_queue_type, cluster=found, pace=pace)
         else:
             context = run_lab(lab, broker, echo=verbose, tmux=board, default_queue_type=default_queue_type,
-                              pace=pace)
-        said(board, report(lab, context) + "\n")
+                              pace=pace, student=student)
+        text = report(lab, context)
+        if student and lab.on_cluster:
+            text = text.replace("\n", "\n  not as the student: on the kit's own three nodes, in a vhost of its own\n", 1)
+        said(board, text + "\n")
         if ran is not None:
             ran.append((lab, context))
         failed += sum(claim.ok is False for claim in context.claims)
         skipped += sum(claim.ok is None for claim in context.claims)
+    if student:
+        now = account_state(broker, student)
+        kept = Claim(f"student {student.vhost!r} ends as provisioned: the labs gave back the tags, the vhost's limits "
+                     "and the instructor's policies (the class's cap)", now == provisioned, "" if now == provisioned else
+                     f"provisioned {provisioned}, now {now}")
+        said(board, kept.line() + "\n")
+        failed += not kept.ok
     said(board, f"{'FAIL' if failed else 'PASS'}: {len(chosen)} labs, {failed} failed claims, {skipped} skipped")
     return failed
 

@@ -91,6 +91,9 @@ class AdminAPI:
         self.request("PUT", f"/api/policies/{self.quote(vhost)}/{self.quote(name)}",
                      {"pattern": pattern, "definition": definition, "apply-to": apply_to})
 
+    def delete_policy(self, vhost: str, name: str) -> None:
+        self.request("DELETE", f"/api/policies/{self.quote(vhost)}/{self.quote(name)}")
+
     def policies(self, vhost: str) -> list[dict]:
         """The vhost's policies, each with its name, pattern, apply-to, priority and definition."""
         return self.request("GET", f"/api/policies/{self.quote(vhost)}")  # type: ignore[return-value]

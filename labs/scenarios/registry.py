@@ -24,13 +24,18 @@ LABS = [
     Lab(2, "work-queues", "Several workers share one queue", work_queues),
     Lab(3, "failures", "Workers that lose messages, with auto-ack", failures),
     Lab(4, "acknowledgements", "Acknowledgements bring lost messages back", acknowledgements,
-        sets_broker_settings=True),
+        sets_broker_settings=True, instructor="shortens the consumer timeout (a policy on RabbitMQ 4.3, the "
+        "broker's setting before), then gives it back"),
     Lab(5, "fair-dispatch", "Prefetch 1 against uneven work", fair_dispatch),
-    Lab(6, "durability", "Durable queues and persistent messages across a restart", durability),
+    Lab(6, "durability", "Durable queues and persistent messages across a restart", durability,
+        instructor="restarts the broker"),
     Lab(7, "purge-and-delete", "Purging and deleting queues", purge_and_delete),
     Lab(8, "heartbeats", "Heartbeats, long work and StreamLostError", heartbeats),
-    Lab(9, "poison-messages", "Poison messages, delivery limits and dead letters", poison_messages),
+    Lab(9, "poison-messages", "Poison messages, delivery limits and dead letters", poison_messages,
+        instructor="gives the student the policymaker tag, then takes it back"),
     Lab(10, "jobs-api", "A task queue behind a web API", jobs_api),
     Lab(11, "node-dies", "When a node dies: a quorum queue on a three-node cluster", node_dies, on_cluster=True),
-    Lab(12, "queue-full", "When the queue is full: length limits, overflow and a blocked publisher", queue_full),
+    Lab(12, "queue-full", "When the queue is full: length limits, overflow and a blocked publisher", queue_full,
+        instructor="sets off the memory alarm and lifts it; lowers the class's cap on the student's queues to 1 MiB, "
+        "then puts it back"),
 ]

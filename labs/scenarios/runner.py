@@ -20,6 +20,8 @@ import pika
 from labs.brokers.broker import Broker
 from labs.brokers.cluster import Cluster
 from labs.amqp.admin import ManagementError, ManagementRefused
+from labs.amqp.management import POLICY_PREFIX
+from labs.classroom.provision import ClassLimits, Student, definitions, new_password
 from labs.drive.processes import ProcessGroup, Run
 from labs.drive.tmux import Board
 from labs.drive.wait import wait_until
@@ -57,6 +59,7 @@ class Context:
     pace: Optional[float] = None  # at least this many seconds a character of work (Run.pace)
     name: str = "lab"  # "lab2": names its tmux windows
     cluster: Optional[Cluster] = None  # a cluster lab's three nodes; self.url is then node 1's
+    as_student: bool = False  # in a class-provisioned student's vhost that every lab shares, not one of its own
     runs: list[Run] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
 
@@ -165,16 +168,54 @@ class Lab:
     scenario: Callable[[Context], None]
     on_cluster: bool = False  # runs on a three-node cluster the kit controls (it kills a node), not on AMQP_URL's
     sets_broker_settings: bool = False  # changes the rabbit application's settings (rabbitmqctl eval), then restores
+    instructor: str = ""  # what only the instructor may do in this lab on a class broker: run as the administrator
 
     @property
     def handout(self) -> Path:
         return HANDOUTS / f"{self.number:02d}-{self.slug}.md"
 
 
-def student_space(broker: Broker, lab: Lab,
-                  default_queue_type: Optional[str] = None) -> tuple[str, str, Callable[[], None]]:
-    """A fresh vhost and user for the lab, as a student has (with the default queue type an instructor may give it);
-    the URL, the vhost, and what removes them.
+@dataclass(frozen=True)
+class Account:
+    """Where labs run: a vhost, a user who may use it and no other, and what removes both."""
+
+    url: str
+    vhost: str
+    remove: Callable[[], None]
+
+
+def provisioned_student(broker: Broker, default_queue_type: Optional[str] = None) -> Account:
+    """One student as `class provision` makes every student of a class: the class's limits and cap, the management
+    tag, a vhost of their own. `labs run --as-student` runs the labs in order there, with this account alone."""
+    student = Student(f"student-{secrets.token_hex(3)}", new_password())
+    document = definitions([student], default_queue_type, tags=(STUDENT_TAGS,), limits=ClassLimits(),
+                           operator_overflow=broker.version()[0] >= 4)
+    name = student.username
+
+    def remove() -> None:
+        broker.admin.delete_vhost(name)
+        broker.admin.delete_user(name)
+
+    broker.admin.import_definitions(document)
+    return Account(broker.url(name, name, student.password), name, remove)
+
+
+def account_state(broker: Broker, account: Account) -> dict:
+    """What provisioning gave a student that no lab may leave changed: the user's tags (lab 9 lends policymaker),
+    the vhost's limits, and the policies the instructor set (the class's cap, which lab 12 lowers for a moment; lab
+    4's short consumer timeout, for the lab only). The scripts' own policies (labkit-QUEUE) are the student's."""
+    admin, vhost = broker.admin, broker.admin.quote(account.vhost)
+    tags = admin.request("GET", f"/api/users/{vhost}")["tags"]  # the user is named as their vhost
+    caps = {kind: {policy["name"]: {key: policy[key] for key in ("pattern", "apply-to", "priority", "definition")}
+                   for policy in admin.request("GET", f"/api/{kind}/{vhost}")
+                   if not policy["name"].startswith(POLICY_PREFIX)}
+            for kind in ("policies", "operator-policies")}
+    return {"tags": sorted(tags if isinstance(tags, list) else filter(None, tags.split(","))),  # 3.10: "a,b"
+            "limits": [each["value"] for each in admin.request("GET", f"/api/vhost-limits/{vhost}")], **caps}
+
+
+def student_space(broker: Broker, lab: Lab, default_queue_type: Optional[str] = None) -> Account:
+    """A fresh vhost and user for the lab, as a student has (with the default queue type an instructor may give it).
 
     The management API must allow it: a lab never falls back to a shared vhost, where it would trip over what
     others left there.
@@ -201,20 +242,22 @@ def student_space(broker: Broker, lab: Lab,
         with contextlib.suppress(ManagementError, urllib.error.HTTPError):
             remove()
         raise
-    return broker.url(name, name, password), name, remove
+    return Account(broker.url(name, name, password), name, remove)
 
 
 def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] = None,
             default_queue_type: Optional[str] = None, cluster: Optional[Cluster] = None,
-            pace: Optional[float] = None) -> Context:
-    """Run the lab's scenario in a vhost of its own; a claim that cannot be checked fails, with its reason.
+            pace: Optional[float] = None, student: Optional[Account] = None) -> Context:
+    """Run the lab's scenario in a vhost of its own, or in the `student`'s that every lab shares (left for the next
+    lab, as a student's is); a claim that cannot be checked fails, with its reason.
 
     A management API that is unreachable or refuses us is not a claim: it is raised, for one line and its exit code.
     A run that cannot be stopped is a failed claim too, once every other run is stopped and the vhost removed.
     """
-    lab_url, vhost, remove = student_space(broker, lab, default_queue_type)
-    context = Context(broker, lab_url, vhost, echo=echo, tmux=tmux, pace=pace, name=f"lab{lab.number}",
-                      cluster=cluster)
+    account = student or student_space(broker, lab, default_queue_type)
+    context = Context(broker, account.url, account.vhost, echo=echo, tmux=tmux, pace=pace, name=f"lab{lab.number}",
+                      cluster=cluster, as_student=student is not None)
+    vhost = account.vhost
     try:
         if default_queue_type:  # what follows holds on such a vhost only if the broker really took the default
             found = broker.admin.default_queue_type(vhost)
@@ -233,7 +276,8 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] 
                 run.stop()
             except Exception as exc:  # reported below, once every other run is stopped
                 failures.append(f"queue {run.queue!r}: {type(exc).__name__}: {exc}")
-        remove()
+        if student is None:
+            account.remove()
     if failures:
         context.claims.append(Claim(f"lab {lab.number} stopped every process it started", False, "; ".join(failures)))
     return context
@@ -241,6 +285,10 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] 
 
 def report(lab: Lab, context: Context) -> str:
     lines = [f"Lab {lab.number}: {lab.title}  [{lab.handout.relative_to(ROOT)}]"]
+    if context.as_student:
+        lines.append(f"  as student {context.vhost!r}, in their vhost, after the labs before it")
+        if lab.instructor:
+            lines.append(f"  the instructor's step, run as the administrator: {lab.instructor}")
     for run in context.runs:
         if run.sent:
             lines.append(f"  queue {run.queue!r}:")

@@ -72,7 +72,7 @@ def test_a_lab_never_falls_back_to_the_given_vhost_when_it_may_not_create_one(br
 def test_unknown_lab_is_a_usage_error():
     result = labs_command("run", "99", env=child_environment(), timeout=60)
     numbers = ", ".join(str(lab.number) for lab in LABS)  # every lab the registry holds, however many there are
-    assert result.returncode == EXIT_USAGE and f"give a lab number ({numbers})" in result.stderr
+    assert result.returncode == EXIT_USAGE and f"'99': give lab numbers ({numbers})" in result.stderr
 
 
 def test_list_names_every_handout_and_each_exists():

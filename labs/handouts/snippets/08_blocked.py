@@ -18,9 +18,9 @@ params = pika.ConnectionParameters(os.environ["RABBITMQ_HOST"], int(os.environ.g
                                    heartbeat=2)
 connection = pika.BlockingConnection(params)
 channel = connection.channel()
-channel.queue_declare(queue='slow', durable=True)
-channel.basic_publish(exchange='', routing_key='slow', body='slow work')
-method, properties, body = next(channel.consume('slow'))
+channel.queue_declare(queue='heavy', durable=True)
+channel.basic_publish(exchange='', routing_key='heavy', body='slow work')
+method, properties, body = next(channel.consume('heavy'))
 time.sleep(8)                      # blocking "work"
 channel.basic_ack(method.delivery_tag)
 connection.process_data_events(1)

@@ -13,7 +13,7 @@ def heartbeats(lab: Context) -> None:
     lab.claim("plain pika blocked for 8 s under a 2 s heartbeat loses its connection",
               outcome in ("StreamLostError", "ConnectionResetError", "ConnectionClosedByBroker",
                           "AMQPHeartbeatTimeout", "ChannelWrongStateError"), outcome or result.stderr[-200:])
-    run = lab.run("slow")
+    run = lab.run("heavy")
     worker = run.worker("patient", "--acknowledge", "--heartbeat", "2", "--seconds-per-char", "0.8",
                         "--max-messages", "1", "--idle-exit", "15")
     wait_all([worker], 60)

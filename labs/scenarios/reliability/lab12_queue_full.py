@@ -133,7 +133,11 @@ def blocked(lab: Context) -> None:
 def class_cap(lab: Context) -> None:
     """The cap `./kit class provision` puts on every queue of a student (64 MiB by default; 1 MiB here, for a quick
     flood), set on the lab's vhost as the instructor's provisioning sets it: a flood is refused at it, and said so."""
-    cap_queues(lab.broker.admin, lab.vhost, ClassLimits(queue_mb=1), operator_overflow=lab.broker.version()[0] >= 4)
+    admin, where = lab.broker.admin, f"{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}"
+    # A class-provisioned student's vhost has the class's cap already: it is put back afterwards, not deleted.
+    kept = {kind: admin.request("GET", f"/api/{kind}/{where}") for kind in ("operator-policies", "policies")
+            if any(each["name"] == CLASS_CAP for each in admin.request("GET", f"/api/{kind}/{admin.quote(lab.vhost)}"))}
+    cap_queues(admin, lab.vhost, ClassLimits(queue_mb=1), operator_overflow=lab.broker.version()[0] >= 4)
     try:
         run = lab.run("photos")
         result = run.send("--queue", "photos", "--queue-type", "classic", "--count", "300", "--length", "10000",
@@ -142,7 +146,11 @@ def class_cap(lab: Context) -> None:
         first = lab.first_body("photos")
     finally:
         for kind in ("operator-policies", "policies"):
-            lab.broker.admin.request("DELETE", f"/api/{kind}/{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}")
+            if kind in kept:
+                admin.request("PUT", f"/api/{kind}/{where}",
+                              {key: kept[kind][key] for key in ("pattern", "apply-to", "priority", "definition")})
+            else:
+                admin.request("DELETE", f"/api/{kind}/{where}")
     refused = 300 - (sent or 0)
     lab.claim("the class's cap (1 MiB here) refuses a flood of 300 messages of 10,000 bytes after about 1 MiB: the "
               "sender exits 7 and says the queue is full at the cap your instructor set, and the oldest message is "
