@@ -283,6 +283,51 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
     return interrupted
 
 
+def lab0_settings_block() -> str:
+    """Handout 0's shell block that sets the environment every later lab reads."""
+    text = (HANDOUTS / "00-setup.md").read_text()
+    found = re.search(r"^```sh\n(# shell 1\nexport RABBITMQ_HOST=.*?)^```$", text, re.M | re.S)
+    assert found, "handout 0 shows no block setting RABBITMQ_HOST"
+    return found.group(1)
+
+
+def test_lab_0s_settings_typed_into_bash_give_every_later_lab_what_it_reads(broker, tmp_path):
+    """Handout 0's block, typed into bash as shown (the password read from the keyboard) with a provisioned
+    student's values, sets all a later lab reads: the scripts connect with RABBITMQ_* alone, --list-queues finds the
+    management API, and rabbitqueue.py (lab 10's Jobs API) finds the same account in AMQP_URL alone."""
+    require(broker.local is not None, "provisions a student through the suite's own broker's management API")
+    name = f"settings-{secrets.token_hex(3)}"
+    roster = tmp_path / "roster.txt"
+    roster.write_text(name + "\n")
+    provision(broker, roster)
+    try:
+        block = (lab0_settings_block().replace("http://localhost:15672", broker.admin.base_url)
+                 .replace("RABBITMQ_PORT=5672", f"RABBITMQ_PORT={broker.port}").replace("alice", name)
+                 .replace("RABBITMQ_HOST=localhost", "RABBITMQ_HOST=127.0.0.1"))
+        typed = subprocess.run(["bash", "-c", block + "\nenv -0"], input=passwords(roster)[name] + "\n",
+                               capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+        assert typed.returncode == 0, typed.stderr
+        set_there = {key: value for key, value in (line.split("=", 1) for line in typed.stdout.split("\0") if "=" in line)
+                     if key.startswith(("RABBITMQ_", "AMQP_"))}
+        assert set(set_there) == {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_USERNAME",
+                                  "RABBITMQ_PASSWORD", "RABBITMQ_MANAGEMENT_URL", "AMQP_URL"}
+        base = {key: value for key, value in child_environment().items() if not key.startswith(("RABBITMQ_", "AMQP_"))}
+        scripts = {**base, **{key: value for key, value in set_there.items() if key.startswith("RABBITMQ_")}}
+        sent = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--queue", "settled", "--count", "2"],
+                              env=scripts, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert sent.returncode == 0, sent.stderr
+        listed = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--list-queues"], env=scripts,
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert listed.returncode == 0 and re.search(r"^settled .* 2 ", listed.stdout, re.M), listed.stdout + listed.stderr
+        url_only = {**base, "AMQP_URL": set_there["AMQP_URL"]}
+        counted = subprocess.run([sys.executable, str(ROOT / "rabbitqueue.py"), "settled"], env=url_only,
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert counted.stdout.strip() == "2", counted.stderr
+    finally:
+        broker.admin.delete_vhost(name)
+        broker.admin.delete_user(name)
+
+
 def test_every_observation_step_runs_as_a_provisioned_student(broker, tmp_path):
     """Each "observe it" step of a handout, run as shown with the account provisioning gives a student (the
     management tag, the class's limits, no permission elsewhere) through lab 0's variables, lists the student's queue
