@@ -49,7 +49,12 @@ class ClassLimits:
     def policy() -> dict:
         """reject-publish, so the capped queue refuses new messages (the sender is told) instead of dropping its
         oldest ones unseen, which is RabbitMQ's default at a length limit. The scripts' own labkit-QUEUE policies
-        copy it (labs.amqp.management.settle_limits), so it holds on every queue."""
+        copy it (labs.amqp.management.settle_limits), so it holds on every queue.
+
+        For RabbitMQ 3.10 only, whose operator policies refuse `overflow`. A queue takes one policy, the highest
+        priority's (operator policies apply beside it): on RabbitMQ 4, where the operator policy says reject-publish
+        itself, this one would only tie with an instructor's own policy at the same priority and at times win,
+        as it did over lab 4's consumer timeout when the labs ran as one student."""
         return {"pattern": ".*", "apply-to": "queues", "priority": 0, "definition": {"overflow": "reject-publish"}}
 
 
@@ -149,7 +154,8 @@ def definitions(students: list[Student], default_queue_type: str | None = None, 
                 {"vhost": s.username, "component": "vhost-limits", "name": "limits", "value": limits.vhost_limits()},
                 {"vhost": s.username, "component": "operator_policy", "name": CLASS_CAP,
                  "value": limits.operator_policy(operator_overflow)})]
-        document["policies"] = [{"vhost": s.username, "name": CLASS_CAP, **limits.policy()} for s in students]
+        if not operator_overflow:  # 3.10: the refusal needs a policy of its own (see ClassLimits.policy)
+            document["policies"] = [{"vhost": s.username, "name": CLASS_CAP, **limits.policy()} for s in students]
     return document
 
 
@@ -158,7 +164,8 @@ def cap_queues(api, vhost: str, limits: ClassLimits, operator_overflow: bool) ->
     as provisioning's import sets it: for a vhost made otherwise, such as a lab's own."""
     where = f"{api.quote(vhost)}/{api.quote(CLASS_CAP)}"
     api.request("PUT", f"/api/operator-policies/{where}", limits.operator_policy(operator_overflow))
-    api.request("PUT", f"/api/policies/{where}", limits.policy())
+    if not operator_overflow:
+        api.request("PUT", f"/api/policies/{where}", limits.policy())
 
 
 def limits_line(limits: ClassLimits | None) -> str:

@@ -83,7 +83,9 @@ def test_every_student_gets_the_class_limits_and_the_management_tag(broker, stud
         assert operator["definition"]["max-length-bytes"] == 2 * MIB
         # RabbitMQ 4 takes the refusal into the operator policy itself; 3.10 refuses it there, so a policy says it.
         assert operator["definition"].get("overflow") == ("reject-publish" if major >= 4 else None)
-        assert admin_get(broker, f"/api/policies/{name}/{CLASS_CAP}")["definition"] == {"overflow": "reject-publish"}
+        # 3.10 only: on 4 a policy beside the operator policy would tie with the instructor's own ones and hide them.
+        assert [(p["name"], p["definition"]) for p in admin_get(broker, f"/api/policies/{name}")] == \
+            ([] if major >= 4 else [(CLASS_CAP, {"overflow": "reject-publish"})])
         assert admin_get(broker, f"/api/users/{name}")["tags"] in (["management"], "management")
 
     # A re-run with other limits sets them again and keeps every password; --no-limits takes them all away.

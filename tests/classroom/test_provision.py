@@ -97,7 +97,9 @@ def test_policymaker_students_get_their_limits_as_a_policy_on_their_own_vhost_on
         elsewhere = space.send(*limits, "--limits-by", "policy", check=False,
                                env=space.env(AMQP_URL=broker.url(second, first, "class-pass")))
         assert elsewhere.returncode == 14 and "cannot set policy 'labkit-q'" in elsewhere.stderr, elsewhere.stderr
-        assert [policy["name"] for policy in broker.admin.policies(second)] == ["class-cap"]  # the class's only
+        # None of the student's there: only the class's (a policy on 3.10; on 4 its cap is an operator policy alone).
+        class_only = ["class-cap"] if broker.version()[0] < 4 else []
+        assert [policy["name"] for policy in broker.admin.policies(second)] == class_only
     finally:
         for student in students:
             broker.admin.delete_vhost(student)

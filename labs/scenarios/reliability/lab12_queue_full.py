@@ -135,8 +135,7 @@ def class_cap(lab: Context) -> None:
     flood), set on the lab's vhost as the instructor's provisioning sets it: a flood is refused at it, and said so."""
     admin, where = lab.broker.admin, f"{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}"
     # A class-provisioned student's vhost has the class's cap already: it is put back afterwards, not deleted.
-    kept = {kind: admin.request("GET", f"/api/{kind}/{where}") for kind in ("operator-policies", "policies")
-            if any(each["name"] == CLASS_CAP for each in admin.request("GET", f"/api/{kind}/{admin.quote(lab.vhost)}"))}
+    kept = cap_policies(lab)
     cap_queues(admin, lab.vhost, ClassLimits(queue_mb=1), operator_overflow=lab.broker.version()[0] >= 4)
     try:
         run = lab.run("photos")
@@ -145,7 +144,7 @@ def class_cap(lab: Context) -> None:
         sent = counted_sent(result.stdout)
         first = lab.first_body("photos")
     finally:
-        for kind in ("operator-policies", "policies"):
+        for kind in cap_policies(lab):
             if kind in kept:
                 admin.request("PUT", f"/api/{kind}/{where}",
                               {key: kept[kind][key] for key in ("pattern", "apply-to", "priority", "definition")})
@@ -158,3 +157,10 @@ def class_cap(lab: Context) -> None:
               and 100 <= sent <= 110 and f"refused {refused} messages" in result.stderr
               and "is full at 1 MiB, the cap your instructor set" in result.stderr and first == BURST[0] + "." * 9999,
               f"exit {result.returncode}, {sent} sent; {result.stderr.strip().splitlines()[-1:]}")
+
+
+def cap_policies(lab: Context) -> dict[str, dict]:
+    """The class's cap on the lab's vhost as it is now: its operator policy and (RabbitMQ 3.10) policy, by kind."""
+    admin = lab.broker.admin
+    return {kind: policy for kind in ("operator-policies", "policies")
+            for policy in admin.request("GET", f"/api/{kind}/{admin.quote(lab.vhost)}") if policy["name"] == CLASS_CAP}
