@@ -1002,7 +1002,7 @@ def queue_error(exc: amqp.ChannelClosedByBroker, queue: str, declaration: Option
         remedy = f"delete the queue first ({delete}) to keep this run's options, or use it as it is: {flags}"
     else:
         remedy = f"{flags}, or delete the queue first ({delete})"
-    return BrokerError(f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run asked for "
+    return BrokerError(f"queue {queue!r} exists as {queue_phrase(differences, 'current')}, but this run declares "
                        f"{queue_phrase(differences, 'asked')}: {remedy}", EXIT_QUEUE_MISMATCH)
 
 

@@ -83,7 +83,7 @@ def test_vhost_of_another_user_is_refused(space, broker):
 def test_queue_redeclared_with_other_durability(space, script):
     space.send("--queue", "q", "first")  # durable, the default
     result = run(space, script, "--queue", "q", "--transient", "x" if script == "send" else "--max-messages=1")
-    assert_one_line_error(result, 6, "queue 'q' exists as a durable queue, but this run asked for a transient "
+    assert_one_line_error(result, 6, "queue 'q' exists as a durable queue, but this run declares a transient "
                                      "(non-durable) queue: leave out --transient")
 
 
@@ -92,35 +92,35 @@ def test_queue_redeclared_with_other_durability(space, script):
 # ('quorum' against "the value 'quorum' of type 'longstr'", none): every row runs on the suite's broker.
 MISMATCHES = [
     (("--queue-type", "quorum"), (),
-     "queue 'm' exists as a quorum queue, but this run asked for a classic queue: use --queue-type quorum"),
+     "queue 'm' exists as a quorum queue, but this run declares a classic queue: use --queue-type quorum"),
     (("--queue-type", "quorum"), ("--durable",),
-     "queue 'm' exists as a quorum queue, but this run asked for a classic queue: use --queue-type quorum"),
+     "queue 'm' exists as a quorum queue, but this run declares a classic queue: use --queue-type quorum"),
     (("--queue-type", "quorum", "--delivery-limit", "3"), (),
-     "queue 'm' exists as a quorum queue with x-delivery-limit 3, but this run asked for a classic queue with no "
+     "queue 'm' exists as a quorum queue with x-delivery-limit 3, but this run declares a classic queue with no "
      "x-delivery-limit: use --queue-type quorum, use --delivery-limit 3"),
     (("--durable",), ("--queue-type", "quorum"),
-     "queue 'm' exists as a classic queue, but this run asked for a quorum queue: use --queue-type classic"),
+     "queue 'm' exists as a classic queue, but this run declares a quorum queue: use --queue-type classic"),
     (("--queue-type", "quorum", "--delivery-limit", "3"), ("--queue-type", "quorum"),
-     "queue 'm' exists as a queue with x-delivery-limit 3, but this run asked for a queue with no x-delivery-limit: "
+     "queue 'm' exists as a queue with x-delivery-limit 3, but this run declares a queue with no x-delivery-limit: "
      "use --delivery-limit 3"),
     (("--queue-type", "quorum", "--delivery-limit", "3"), ("--queue-type", "quorum", "--delivery-limit", "5"),
-     "queue 'm' exists as a queue with x-delivery-limit 3, but this run asked for a queue with x-delivery-limit 5: "
+     "queue 'm' exists as a queue with x-delivery-limit 3, but this run declares a queue with x-delivery-limit 5: "
      "use --delivery-limit 3"),
     (("--durable", "--dead-letter-queue", "m-dead"), ("--durable",),
-     "queue 'm' exists as a queue with a dead-letter target and x-dead-letter-routing-key m-dead, but this run asked "
-     "for a queue with no dead-letter target and no x-dead-letter-routing-key: use --dead-letter-queue m-dead"),
+     "queue 'm' exists as a queue with a dead-letter target and x-dead-letter-routing-key m-dead, but this run declares "
+     "a queue with no dead-letter target and no x-dead-letter-routing-key: use --dead-letter-queue m-dead"),
     (("--durable", "--dead-letter-queue", "m-dead"), ("--durable", "--dead-letter-queue", "m-other"),
-     "queue 'm' exists as a queue with x-dead-letter-routing-key m-dead, but this run asked for a queue with "
+     "queue 'm' exists as a queue with x-dead-letter-routing-key m-dead, but this run declares a queue with "
      "x-dead-letter-routing-key m-other: use --dead-letter-queue m-dead"),
     # Lab 12's limits, named by the options that set them.
     (("--durable", "--max-length", "5", "--overflow", "reject-publish", "--limits-by", "argument"), ("--durable",),
-     "queue 'm' exists as a queue with x-max-length 5 and x-overflow reject-publish, but this run asked for a queue "
+     "queue 'm' exists as a queue with x-max-length 5 and x-overflow reject-publish, but this run declares a queue "
      "with no x-max-length and no x-overflow: use --max-length 5, use --overflow reject-publish"),
     # Lab 9 after lab 2 in one vhost: matching the old queue would drop what lab 9 teaches, so deleting it comes
     # first, and "drop --dead-letter-queue" is said once though two arguments differ.
     (("--durable",), ("--queue-type", "quorum", "--dead-letter-queue", "m-dead", "--limits-by", "argument"),
      "queue 'm' exists as a classic queue with no dead-letter target and no x-dead-letter-routing-key, but this run "
-     "asked for a quorum queue with a dead-letter target and x-dead-letter-routing-key m-dead: delete the queue first "
+     "declares a quorum queue with a dead-letter target and x-dead-letter-routing-key m-dead: delete the queue first "
      "(sender.py --delete-queue --queue m) to keep this run's options, or use it as it is: drop --dead-letter-queue, "
      "use --queue-type classic"),
 ]

@@ -73,4 +73,4 @@ def test_our_default_queue_against_the_tutorials_names_the_flag_that_matches(spa
     worker = subprocess.run([sys.executable, str(QPROCESSOR), "--queue", "task_queue", "--max-messages", "1"],
                             env=space.env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert worker.returncode == 6
-    assert "exists as a quorum queue, but this run asked for a classic queue: use --queue-type quorum" in worker.stderr
+    assert "exists as a quorum queue, but this run declares a classic queue: use --queue-type quorum" in worker.stderr
