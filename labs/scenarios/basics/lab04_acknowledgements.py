@@ -25,6 +25,14 @@ def acknowledgements(lab: Context) -> None:
     lost = tally.bodies(Event.LOST)
     lab.claim(f"with --acknowledge, {len(tally.missing)} of 12 lost, {tally.redelivered} redelivered",
               not tally.missing and lost and tally.redelivered >= len(lost), f"dropped {len(lost)} on purpose")
+    # What the handout shows: round-robin deals each worker four, each drops its third; the steady one gets them back.
+    back = [e["body"] for e in tally.events if e["event"] == Event.RECEIVED and e["redelivered"]
+            and e["worker"] == "steady"]
+    each = [len(tally.bodies(Event.LOST, worker=f"w{n}")) for n in (1, 2, 3)]
+    lab.claim("the three losing workers drop 7, 8 and 9, each its third message (each one's summary: lost 1), and the "
+              "steady worker receives those three back, redelivered", sorted(lost, key=int) == ["7", "8", "9"]
+              and each == [1, 1, 1] and sorted(back, key=int) == ["7", "8", "9"],
+              f"dropped {sorted(lost, key=int)}, by worker {each}; redelivered to steady {sorted(back, key=int)}")
 
     crashing = lab.run("supervised")
     # Started before the send, like lab 2's workers: with IDLE, the first worker left before a sender slowed by a busy
