@@ -18,7 +18,7 @@ import pytest
 from labs.amqp.management import CLASS_CAP
 from labs.brokers.broker import Broker
 from labs.brokers.local_node import LocalNode
-from labs.brokers.rabbitmqctl import memory_watermark
+from labs.brokers.rabbitmqctl import memory_watermark, read_rabbit_env, restore_rabbit_env
 from labs.classroom.provision import Student, write_passwords
 from labs.drive.wait import wait_until
 from tests.helpers import ROOT, assert_one_line_error, require
@@ -211,8 +211,15 @@ def alarm_within(broker, room: int) -> Iterator[str]:
     alarm that is. RabbitMQ 3.10's classic queues hold a queue's messages in memory, so a flood sets off the memory
     alarm; 4.x's keep them on disk, where a full disk sets off the disk alarm. Either blocks every publisher."""
     if broker.version()[0] < 4:
+        # Paging off meanwhile: 3.10 pages a queue's messages out to disk from half the watermark on, which ended the
+        # alarm within seconds on a loaded CI machine, before the test could see it block a classmate.
+        paging = read_rabbit_env(broker.ctl, ("vm_memory_high_watermark_paging_ratio",),
+                                 then="application:set_env(rabbit, vm_memory_high_watermark_paging_ratio, 10.0)")
         was = memory_watermark(broker.ctl, then=f"{{absolute, {node_figure(broker, 'mem_used') + room}}}")
-        restore = lambda: memory_watermark(broker.ctl, then=was)  # noqa: E731
+
+        def restore() -> None:
+            memory_watermark(broker.ctl, then=was)
+            broker.ctl("eval", restore_rabbit_env(paging) + ".")
         kind = "memory"
     else:
         was = node_figure(broker, "disk_free_limit")
