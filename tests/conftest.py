@@ -18,6 +18,9 @@ from labs.settings import settings
 from tests.helpers import Space, require
 from tests.tls import make_certificates
 
+# Fixtures defined beside their helpers: a provisioned class's two students (tests/classroom, tests/scripts).
+pytest_plugins = ["tests.classroom.accounts"]
+
 
 
 

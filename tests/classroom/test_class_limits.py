@@ -4,12 +4,10 @@ a student meets at a limit is one line that names it, with its own exit code, ne
 from __future__ import annotations
 
 import contextlib
-import csv
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pika
@@ -21,41 +19,15 @@ from labs.brokers.local_node import LocalNode
 from labs.brokers.rabbitmqctl import memory_watermark, read_rabbit_env, restore_rabbit_env
 from labs.classroom.provision import Student, write_passwords
 from labs.drive.wait import wait_until
+from tests.classroom.accounts import as_student, passwords, provision
 from tests.helpers import ROOT, assert_one_line_error, require
 
 EXIT_NOT_CONFIRMED, EXIT_BLOCKED, EXIT_LIMIT_REACHED = 7, 10, 15
 MIB = 1024 * 1024
 
 
-def provision(broker, roster: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "labs", "class", "provision", str(roster), "--apply",
-                             broker.admin.base_url, "--passwords-csv", str(roster.with_suffix(".csv")), *args],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def passwords(roster: Path) -> dict[str, str]:
-    with roster.with_suffix(".csv").open() as handle:
-        return {row["username"]: row["password"] for row in csv.DictReader(handle)}
-
-
 def admin_get(broker, path: str):
     return broker.admin.request("GET", path)
-
-
-@pytest.fixture
-def students(broker, tmp_path, request):
-    """Two students of a fresh class (removed afterwards), and the roster file that names them."""
-    require(broker.local is not None, "provisions accounts through the suite's own broker's management API")
-    tag = f"{abs(hash(request.node.name)) % 10**6}"
-    names = [f"ann-{tag}", f"ben-{tag}"]
-    roster = tmp_path / "roster.txt"
-    roster.write_text("\n".join(names) + "\n")
-    yield names, roster
-    for name in names:
-        broker.admin.delete_vhost(name)
-        broker.admin.delete_user(name)
 
 
 def queue_holding(broker, vhost: str, queue: str, messages: int) -> dict:
@@ -65,10 +37,6 @@ def queue_holding(broker, vhost: str, queue: str, messages: int) -> dict:
         return broker.admin.queue(vhost, queue)
     wait_until(lambda: shown().get("messages") == messages, 15, "the queue's statistics", or_last=True)
     return shown()
-
-
-def as_student(space, broker, name: str, password: str) -> dict:
-    return space.env(AMQP_URL=broker.url(name, name, password))
 
 
 def test_every_student_gets_the_class_limits_and_the_management_tag(broker, students):

@@ -23,7 +23,7 @@ from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
 from labs.settings import child_environment
-from tests.classroom.test_class_limits import passwords, provision
+from tests.classroom.accounts import passwords, provision
 from tests.helpers import ROOT, require, wait_until
 
 # --- the pika code a handout shows is the file its lab runs ---

@@ -11,25 +11,11 @@ import pytest
 
 from labs.paths import HANDOUTS
 from labs.drive.wait import wait_until
-from tests.classroom.test_class_limits import as_student, passwords, provision
-from tests.helpers import ROOT, assert_one_line_error, require
+from tests.classroom.accounts import as_student, passwords, provision
+from tests.helpers import ROOT, assert_one_line_error
 
 EXIT_USAGE, EXIT_API_UNREACHABLE, EXIT_API_REFUSED = 2, 16, 17
 FIGURES = {"ready": "messages_ready", "unacked": "messages_unacknowledged", "consumers": "consumers"}
-
-
-@pytest.fixture
-def students(broker, tmp_path, request):
-    """Two students of a fresh class, provisioned by each test as it needs (removed afterwards): (names, roster)."""
-    require(broker.local is not None, "provisions accounts through the suite's own broker's management API")
-    tag = f"{abs(hash(request.node.name)) % 10**6}"
-    names = [f"ann-{tag}", f"ben-{tag}"]
-    roster = tmp_path / "roster.txt"
-    roster.write_text("\n".join(names) + "\n")
-    yield names, roster
-    for name in names:
-        broker.admin.delete_vhost(name)
-        broker.admin.delete_user(name)
 
 
 def listed(result: subprocess.CompletedProcess) -> dict[str, dict]:
