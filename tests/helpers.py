@@ -200,8 +200,15 @@ def processes_with(command: str, environment_entry: str) -> list[int]:
 
 
 def erlang_vm_of(node_name: str) -> Optional[int]:
-    """The pid of the Erlang VM running this RabbitMQ node here, if any."""
-    return next(iter(processes_with("beam.smp", f"RABBITMQ_NODENAME={node_name}")), None)
+    """The pid of the Erlang VM running this RabbitMQ node here, if any: the one that boots rabbit, not a rabbitmqctl
+    VM run for the node, which has the node's name in its environment too."""
+    for pid in processes_with("beam.smp", f"RABBITMQ_NODENAME={node_name}"):
+        try:
+            if b"\0-s\0rabbit\0boot\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue  # gone meanwhile
+    return None
 
 
 def node_working_directory(node_name: str) -> Path:
