@@ -22,6 +22,8 @@ EXIT_NO_BROKER = 20  # no AMQP_URL and no rabbitmq-server installed to start a l
 #                     lab's, `cluster up`'s) could not be started or reached: e.g. another broker holds its ports
 EXIT_MANAGEMENT_UNREACHABLE = 21  # nothing answers at the management API (RABBITMQ_MANAGEMENT_URL, the plugin)
 EXIT_MANAGEMENT_REFUSED = 22  # the management API refuses the user or a request (needs the administrator tag)
+EXIT_REDIS_UNREACHABLE = 23  # nothing answers at the class's Redis (class provision/remove --redis)
+EXIT_REDIS_REFUSED = 24  # the class's Redis refuses the URL's account or its ACL commands
 
 
 class KitError(click.ClickException):

@@ -5,6 +5,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
@@ -29,6 +30,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_for(self, username: str, password: str) -> str:
+        """The URL a student's account logs in with (class provision --redis makes such accounts)."""
+        quoted = ":".join(urllib.parse.quote(part, safe="") for part in (username, password))
+        return f"redis://{quoted}@127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         import redis

@@ -2,12 +2,13 @@
 where it was first), status, dashboard, remove."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
@@ -15,12 +16,13 @@ from labs.amqp.admin import AdminAPI, ManagementError
 from labs.classroom.dashboard import (DEFAULT_PORT, DEFAULT_REFRESH, PASSWORD_VARIABLE, class_document,
                                       create_app, login_refusal, serve)
 from labs.amqp.management import CLASS_CAP
+from labs.classroom.redis_accounts import RedisRefused, RedisUnreachable, provision_redis, remove_redis
 from labs.classroom.provision import (ClassLimits, assign_passwords, definitions, in_parts, limits_line,
                                      read_passwords, read_roster, users_to_keep, write_passwords)
 from labs.classroom.remove import broker_accounts, plan_removal, remove
 from labs.classroom.status import Thresholds, as_json as document, read_class, student_rows, table
-from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, EXIT_USAGE, KitError,
-                             one_line_errors)
+from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXIT_OK, EXIT_REDIS_REFUSED,
+                             EXIT_REDIS_UNREACHABLE, EXIT_USAGE, KitError, one_line_errors)
 
 
 @click.command()
@@ -60,10 +62,14 @@ from labs.exit_codes import (EXIT_CLAIM_FAILED, EXIT_MANAGEMENT_UNREACHABLE, EXI
 @click.option("--reset-passwords", is_flag=True,
               help="With --apply: give new random passwords also to students who already have an account but no row "
                    "in the CSV (without it they keep the password they have).")
+@click.option("--redis", "redis_url", metavar="URL", envvar="LABKIT_CLASS_REDIS_URL", show_envvar=True,
+              help="Also give each student an account on the class's Redis (lab 10's job store), with the same "
+                   "password, for their own keys only; URL of an administrator, e.g. redis://default:PW@HOST:6379/0.")
 def provision(roster: Path, password: Optional[str], passwords_csv: Path, definitions_path: Optional[Path],
               management_url: Optional[str], admin_user: str, admin_password: str,
               default_queue_type: Optional[str], max_queue_mb: int, max_connections: int, max_queues: int,
-              no_limits: bool, no_management: bool, policymaker: bool, reset_passwords: bool) -> None:
+              no_limits: bool, no_management: bool, policymaker: bool, reset_passwords: bool,
+              redis_url: Optional[str]) -> None:
     """Create a user, a vhost of the same name and permissions on it only, for each username in ROSTER.
 
     Unless told otherwise each student gets the management tag and limits no student can lift: a size cap on each
@@ -128,7 +134,22 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
         except OSError as exc:
             raise click.ClickException(f"could not apply to {management_url}: {exc}") from None
         click.echo(f"applied to {management_url}: {', '.join(names)}")
+    if redis_url:
+        with redis_errors():
+            for line in provision_redis(redis_url, students, kept):
+                click.echo(line)
     click.echo(limits_line(limits))
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """The class's Redis unreachable or refusing: one line and its exit code, as for the management API."""
+    try:
+        yield
+    except RedisUnreachable as exc:
+        raise KitError(str(exc), EXIT_REDIS_UNREACHABLE) from None
+    except RedisRefused as exc:
+        raise KitError(str(exc), EXIT_REDIS_REFUSED) from None
 
 
 @click.group("class")
@@ -230,11 +251,15 @@ Examples:
 """)
 @click.argument("roster", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--redis", "redis_url", metavar="URL", envvar="LABKIT_CLASS_REDIS_URL", show_envvar=True,
+              help="Also remove the students' accounts on the class's Redis and their keys, as provision --redis "
+                   "made them.")
 @management_options
-def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], admin_user: str,
-                 admin_password: str) -> None:
+def class_remove(roster: Path, dry_run: bool, redis_url: Optional[str], management_url: Optional[str],
+                 admin_user: str, admin_password: str) -> None:
     """Remove exactly the roster's users and vhosts (their queues, messages, policies and limits with them), nothing
-    else. A name with no user or vhost on the broker is reported, not an error; an administrator is never removed."""
+    else. A name with no user or vhost on the broker is reported, not an error; an administrator is never removed.
+    With --redis, also each student's Redis account and the keys under their name."""
     names = roster_names(roster)
     api = class_api(management_url, admin_user, admin_password)
     with one_line_errors():
@@ -244,6 +269,10 @@ def class_remove(roster: Path, dry_run: bool, management_url: Optional[str], adm
             remove(api, plan)
     for removal in plan:
         click.echo(removal.describe(dry_run))
+    if redis_url:
+        with redis_errors():
+            for line in remove_redis(redis_url, names, dry_run):
+                click.echo(line)
 
 
 @class_group.command("dashboard", epilog="""\b

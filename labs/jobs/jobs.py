@@ -6,6 +6,10 @@ module's own business and may change without them noticing. Both read AMQP_URL a
 A job's life: "submitted" (recorded, then queued) -> "in progress" (a worker took it) -> "complete", or "failed"
 with the error once its last attempt raised. Every status change goes through _set_status, stored before the next
 step begins, with the time it happened (status_at, Unix seconds: how long a job waited and ran, from its record).
+
+On a class's shared Redis each student logs in as themselves (REDIS_URL=redis://alice:PASSWORD@HOST:6379/0), and
+their account may touch only keys that begin with their name and a colon (`./kit class provision --redis` makes it
+so): the records are then `alice:job.<id>`, out of every classmate's reach. Without a user in the URL, `job.<id>`.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ SUBMITTED, IN_PROGRESS, COMPLETE, FAILED = "submitted", "in progress", "complete
 
 q = RabbitQueue(QUEUE_NAME, os.environ.get("AMQP_URL"), attempts=ATTEMPTS)
 rd = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+_REDIS_USER = rd.connection_pool.connection_kwargs.get("username")  # the user named in REDIS_URL, if any
+_KEY_PREFIX = f"{_REDIS_USER}:" if _REDIS_USER else ""
 
 
 class JobsUnavailable(Exception):
@@ -43,7 +49,7 @@ def _generate_jid() -> str:
 
 
 def _job_key(jid: str) -> str:
-    return f"job.{jid}"
+    return f"{_KEY_PREFIX}job.{jid}"
 
 
 def _from_record(record: dict) -> dict:

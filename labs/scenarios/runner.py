@@ -89,11 +89,16 @@ class Context:
         assert self.cluster, "not a cluster lab"
         return " ".join(self.node_url(node.number) for node in self.cluster.nodes)
 
+    def credentials(self) -> tuple[str, str]:
+        """The lab's user and password, as the student was handed them."""
+        parts = urllib.parse.urlsplit(self.url)
+        username, password = (urllib.parse.unquote(part or "") for part in (parts.username, parts.password))
+        return username, password
+
     def tag_user(self, tags: str) -> None:
         """Give the lab's user these tags beside a student's own, as an instructor would (rabbitmqctl
         set_user_tags); "" gives back a student's own."""
-        parts = urllib.parse.urlsplit(self.url)
-        username, password = (urllib.parse.unquote(part or "") for part in (parts.username, parts.password))
+        username, password = self.credentials()
         self.broker.admin.add_user(username, password, tags=",".join(filter(None, (STUDENT_TAGS, tags))))
 
     def claim(self, text: str, ok: bool, detail: str = "") -> bool:

@@ -176,7 +176,7 @@ def test_a_body_over_the_size_limit_is_a_413_with_a_json_error_and_records_nothi
 def handout_curl_bodies() -> tuple[list[str], list[str]]:
     """The bodies lab 10 posts with curl: those of its shell block (jobs) and those it says to try (bad requests)."""
     text = HANDOUT.read_text()
-    jobs = re.findall(r"^curl -s -X POST localhost:5000/jobs -d '([^']*)'", text, re.M)
+    jobs = re.findall(r"^curl -s -X POST localhost:\$PORT/jobs -d '([^']*)'", text, re.M)
     bad = re.findall(r"`-d '([^']*)'`", text.split("Bad requests get a 400", 1)[1].split("\n\n", 1)[0])
     return jobs, bad
 
@@ -279,3 +279,37 @@ def test_a_worker_without_a_broker_exits_3_with_one_line(space, redis_server, tm
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"worker: cannot reach a broker at 127.0.0.1:{nobody}")
+
+
+def test_each_user_of_a_login_server_gets_an_api_port_of_their_own(space, redis_server):
+    """api.py without PORT listens where lab 0's PORT line puts it for the user who runs it, and another user's API
+    elsewhere, so a class's APIs on one login server do not collide. The users are made with a user namespace
+    (unshare: the process sees uid 1234 or 1235, and the files as they are)."""
+    unshare = shutil.which("unshare")
+    require(unshare, "runs the API as other users with unshare (util-linux)")
+    env = {key: value for key, value in space.env(REDIS_URL=redis_server.url).items() if key != "PORT"}
+    started = []
+    try:
+        for uid in (1234, 1235):
+            as_user = [unshare, "--user", f"--map-user={uid}", f"--map-group={uid}"]
+            lab0 = subprocess.run([*as_user, "bash", "-c", "echo $((20000 + $(id -u) % 10000))"], capture_output=True,
+                                  text=True, timeout=10)
+            port = int(lab0.stdout)
+            api = subprocess.Popen([*as_user, sys.executable, str(JOBS / "api.py")], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+            started.append(api)
+
+            def answers() -> bool:
+                assert api.poll() is None, api.stderr.read()
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/nothing", timeout=2).status_code == 404
+                except requests.ConnectionError:
+                    return False
+
+            wait_until(answers, 20, f"uid {uid}'s API on port {port}, as lab 0 sets PORT")
+        assert all(api.poll() is None for api in started), "the second user's API could not listen"
+    finally:
+        for api in started:
+            api.terminate()
+            api.wait(10)

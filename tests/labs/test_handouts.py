@@ -3,6 +3,7 @@ ends as the handout says, tmux panes, and the rabbitmqctl commands on this broke
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import secrets
 import shlex
@@ -19,6 +20,7 @@ import pytest
 
 from labs.amqp.connection import Event
 from labs.brokers.rabbitmqctl import RabbitmqctlFailed, memory_watermark
+from labs.brokers.redis_server import redis_installed, running_redis
 from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, SNIPPETS
@@ -294,38 +296,70 @@ def lab0_settings_block() -> str:
 def test_lab_0s_settings_typed_into_bash_give_every_later_lab_what_it_reads(broker, tmp_path):
     """Handout 0's block, typed into bash as shown (the password read from the keyboard) with a provisioned
     student's values, sets all a later lab reads: the scripts connect with RABBITMQ_* alone, --list-queues finds the
-    management API, and rabbitqueue.py (lab 10's Jobs API) finds the same account in AMQP_URL alone."""
+    management API, rabbitqueue.py finds the same account in AMQP_URL alone, and lab 10's Jobs API runs on the
+    class's Redis with the student's own account (REDIS_URL) on their own port (PORT), where curl finds it."""
     require(broker.local is not None, "provisions a student through the suite's own broker's management API")
+    require(redis_installed(), "lab 10's job store is a redis-server: apt-get install redis-server (./kit test does)")
     name = f"settings-{secrets.token_hex(3)}"
     roster = tmp_path / "roster.txt"
     roster.write_text(name + "\n")
-    provision(broker, roster)
+    with running_redis(tmp_path / "redis") as class_redis:
+        provision(broker, roster, "--redis", class_redis.url)
+        try:
+            block = (lab0_settings_block().replace("http://localhost:15672", broker.admin.base_url)
+                     .replace("RABBITMQ_PORT=5672", f"RABBITMQ_PORT={broker.port}").replace("alice", name)
+                     .replace("RABBITMQ_HOST=localhost", "RABBITMQ_HOST=127.0.0.1")
+                     .replace("@localhost:6379/", f"@127.0.0.1:{class_redis.port}/"))
+            typed = subprocess.run(["bash", "-c", block + "\nenv -0"], input=passwords(roster)[name] + "\n",
+                                   capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+            assert typed.returncode == 0, typed.stderr
+            set_there = {key: value for key, value in (line.split("=", 1) for line in typed.stdout.split("\0")
+                                                       if "=" in line) if key.startswith(LAB_SETTINGS)}
+            assert set(set_there) == {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_USERNAME",
+                                      "RABBITMQ_PASSWORD", "RABBITMQ_MANAGEMENT_URL", "AMQP_URL", "REDIS_URL", "PORT"}
+            base = {key: value for key, value in child_environment().items() if not key.startswith(LAB_SETTINGS)}
+            scripts = {**base, **{key: value for key, value in set_there.items() if key.startswith("RABBITMQ_")}}
+            sent = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--queue", "settled", "--count", "2"],
+                                  env=scripts, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert sent.returncode == 0, sent.stderr
+            listed = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--list-queues"], env=scripts,
+                                    capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert listed.returncode == 0 and re.search(r"^settled .* 2 ", listed.stdout, re.M), \
+                listed.stdout + listed.stderr
+            url_only = {**base, "AMQP_URL": set_there["AMQP_URL"]}
+            counted = subprocess.run([sys.executable, str(ROOT / "rabbitqueue.py"), "settled"], env=url_only,
+                                     capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert counted.stdout.strip() == "2", counted.stderr
+            lab10 = {**base, **{key: set_there[key] for key in ("AMQP_URL", "REDIS_URL", "PORT")}}
+            jid = posted_to_the_jobs_api(lab10, tmp_path)
+            assert class_redis.client().hget(f"{name}:job.{jid}", "status") == "submitted"
+        finally:
+            broker.admin.delete_vhost(name)
+            broker.admin.delete_user(name)
+
+
+LAB_SETTINGS = ("RABBITMQ_", "AMQP_", "REDIS_URL", "PORT")  # what handout 0 sets for the later labs
+
+
+def posted_to_the_jobs_api(env: dict, folder: Path) -> str:
+    """Lab 10's API started with `env` alone, a job posted with the handout's curl line to localhost:$PORT; its id."""
+    log = folder / "api.log"
+    with log.open("w") as output:
+        api = subprocess.Popen([sys.executable, str(ROOT / "labs" / "jobs" / "api.py")], env=env, stdout=output,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        block = (lab0_settings_block().replace("http://localhost:15672", broker.admin.base_url)
-                 .replace("RABBITMQ_PORT=5672", f"RABBITMQ_PORT={broker.port}").replace("alice", name)
-                 .replace("RABBITMQ_HOST=localhost", "RABBITMQ_HOST=127.0.0.1"))
-        typed = subprocess.run(["bash", "-c", block + "\nenv -0"], input=passwords(roster)[name] + "\n",
-                               capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
-        assert typed.returncode == 0, typed.stderr
-        set_there = {key: value for key, value in (line.split("=", 1) for line in typed.stdout.split("\0") if "=" in line)
-                     if key.startswith(("RABBITMQ_", "AMQP_"))}
-        assert set(set_there) == {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_USERNAME",
-                                  "RABBITMQ_PASSWORD", "RABBITMQ_MANAGEMENT_URL", "AMQP_URL"}
-        base = {key: value for key, value in child_environment().items() if not key.startswith(("RABBITMQ_", "AMQP_"))}
-        scripts = {**base, **{key: value for key, value in set_there.items() if key.startswith("RABBITMQ_")}}
-        sent = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--queue", "settled", "--count", "2"],
-                              env=scripts, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert sent.returncode == 0, sent.stderr
-        listed = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--list-queues"], env=scripts,
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert listed.returncode == 0 and re.search(r"^settled .* 2 ", listed.stdout, re.M), listed.stdout + listed.stderr
-        url_only = {**base, "AMQP_URL": set_there["AMQP_URL"]}
-        counted = subprocess.run([sys.executable, str(ROOT / "rabbitqueue.py"), "settled"], env=url_only,
-                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert counted.stdout.strip() == "2", counted.stderr
+        def posted() -> Optional[dict]:
+            assert api.poll() is None, log.read_text()
+            curl = subprocess.run(["bash", "-c", "curl -s -X POST localhost:$PORT/jobs -d '{\"start\": 1, \"end\": 10}'"],
+                                  env=env, capture_output=True, text=True, timeout=30)
+            return json.loads(curl.stdout) if curl.stdout else None
+
+        job = wait_until(posted, 20, "the Jobs API to answer curl on $PORT")
+        assert job["status"] == "submitted", job
+        return job["id"]
     finally:
-        broker.admin.delete_vhost(name)
-        broker.admin.delete_user(name)
+        api.terminate()
+        api.wait(10)
 
 
 def test_every_observation_step_runs_as_a_provisioned_student(broker, tmp_path):
