@@ -94,9 +94,11 @@ class AdminAPI:
     def delete_policy(self, vhost: str, name: str) -> None:
         self.request("DELETE", f"/api/policies/{self.quote(vhost)}/{self.quote(name)}")
 
-    def policies(self, vhost: str) -> list[dict]:
-        """The vhost's policies, each with its name, pattern, apply-to, priority and definition."""
-        return self.request("GET", f"/api/policies/{self.quote(vhost)}")  # type: ignore[return-value]
+    def policies(self, vhost: Optional[str] = None) -> list[dict]:
+        """The vhost's policies (every vhost's without one), each with its vhost, name, pattern, apply-to, priority
+        and definition."""
+        where = f"/{self.quote(vhost)}" if vhost is not None else ""
+        return self.request("GET", f"/api/policies{where}")  # type: ignore[return-value]
 
     def queue(self, vhost: str, name: str) -> dict:
         return self.request("GET", f"/api/queues/{self.quote(vhost)}/{self.quote(name)}")  # type: ignore[return-value]

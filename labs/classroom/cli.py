@@ -131,6 +131,13 @@ def provision(roster: Path, password: Optional[str], passwords_csv: Path, defini
                         api.drop_limits(name, name, CLASS_CAP)  # a re-run with --no-limits takes them away
                     elif name in kept:  # left out of the import's users, so their user limits are set here
                         api.set_user_limits(name, limits.user_limits())
+                if limits is not None and operator_overflow:
+                    # A class provisioned on RabbitMQ 4 before the cap was the operator policy alone has the 3.10
+                    # policy too, which ties with the instructor's own policies (ClassLimits.policy): one call for
+                    # the whole broker, a deletion only where it is.
+                    for policy in api.policies():
+                        if policy["name"] == CLASS_CAP and policy["vhost"] in names:
+                            api.delete_policy(policy["vhost"], CLASS_CAP)
         except OSError as exc:
             raise click.ClickException(f"could not apply to {management_url}: {exc}") from None
         click.echo(f"applied to {management_url}: {', '.join(names)}")
