@@ -356,6 +356,8 @@ def posted_to_the_jobs_api(env: dict, folder: Path) -> str:
 
         job = wait_until(posted, 20, "the Jobs API to answer curl on $PORT")
         assert job["status"] == "submitted", job
+        said = f"api INFO Serving on http://127.0.0.1:{env['PORT']}"  # as handout 10 shows it
+        assert said in log.read_text().splitlines(), log.read_text()
         return job["id"]
     finally:
         api.terminate()
