@@ -191,3 +191,17 @@ def test_a_class_is_applied_in_parts_that_together_hold_every_account_once():
         for key in ("permissions", "parameters", "policies"):  # and their limits and cap
             assert {each["vhost"] for each in part[key]} == names
         assert {user["name"] for user in part["users"]} == names - {"s007"}
+
+
+def test_the_cap_is_the_operator_policy_alone_where_the_broker_takes_overflow_there():
+    """RabbitMQ 4 takes `overflow` in an operator policy: the document then gives each vhost that alone, since a
+    class-cap policy beside it would tie with the instructor's own policies at priority 0. For 3.10 (and a definitions
+    file, which every version imports) the refusal is a policy of its own."""
+    students = assign_passwords(["ann", "ben"], "pw", {})
+    on_4 = definitions(students, limits=ClassLimits(), operator_overflow=True)
+    assert "policies" not in on_4
+    assert [p["value"]["definition"]["overflow"] for p in on_4["parameters"] if p["component"] == "operator_policy"] \
+        == ["reject-publish", "reject-publish"]
+    on_3 = definitions(students, limits=ClassLimits(), operator_overflow=False)
+    assert [(p["vhost"], p["definition"]) for p in on_3["policies"]] == \
+        [("ann", {"overflow": "reject-publish"}), ("ben", {"overflow": "reject-publish"})]
