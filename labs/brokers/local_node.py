@@ -28,6 +28,7 @@ from labs.brokers.rabbitmqctl import Rabbitmqctl, RabbitmqctlFailed
 from labs.settings import settings
 
 BOOT_TIMEOUT = 90  # seconds; a cold node on 2 busy cores takes about 10
+PORT_TIMEOUT = 180  # seconds for the AMQP port to open, at the busiest (see __init__)
 # RabbitMQ 3.10 stalls its own shutdown for 5 s: the management plugin's statistics handler, on its way out of the
 # rabbit_event manager, calls a process that no longer answers, and the node waits out rabbit_event's 5 s shutdown
 # timeout (a probe node saw rabbit_sup in supervisor:shutdown and rabbit_event in
@@ -98,6 +99,10 @@ class LocalNode(RabbitMqExecutor):
         super().__init__(str(rabbitmq_bin / "rabbitmq-server"), "127.0.0.1", port, distribution_port,
                          str(rabbitmq_bin / "rabbitmqctl"), logpath=workdir / "logs", path=workdir,
                          plugin_path=workdir, node_name=self.node_name)
+        # pytest-rabbitmq gives mirakuru a fixed 60 s for the AMQP port to open. When a test run begins, some eleven
+        # Erlang VMs boot at once on 2 cores (a broker per test process, two clusters): twice today a node had not
+        # opened its port by then, and every test of its process failed. mirakuru reads the limit from _timeout.
+        self._timeout = PORT_TIMEOUT
         erl_args = (f"-rabbitmq_management tcp_config [{{port,{self.management_port}}},{{ip,\"127.0.0.1\"}}] "
                     # Queue counts in the management API refresh every 0.5 s instead of 5 s, so waits are short.
                     "-rabbit collect_statistics_interval 500 -kernel inet_dist_use_interface {127,0,0,1}")
