@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from labs.classroom.provision import Student
 
@@ -27,10 +27,12 @@ class RedisRefused(Exception):
     """The class's Redis refuses the URL's account or its ACL commands (Redis 6 or newer, an administrator)."""
 
 
-def student_rules(name: str) -> list[str]:
+def student_rules(name: str, keep_password: bool = False) -> list[str]:
     """What a student may do, beside their password: their own keys, every command but the dangerous ones, no
-    pub/sub channel. `reset` first, so a re-run leaves nothing an earlier one granted."""
-    return ["reset", "on", f"~{name}:*", "resetchannels", "+@all", "-@dangerous"]
+    pub/sub channel. All an earlier run granted is cleared first (`reset`, or all but the password when it is kept),
+    and the channels explicitly: `reset` grants every channel on a Redis whose acl-pubsub-default says so."""
+    clear = ["resetkeys", "-@all"] if keep_password else ["reset"]
+    return [*clear, "resetchannels", "on", f"~{name}:*", "+@all", "-@dangerous"]
 
 
 def shown(url: str) -> str:
@@ -71,44 +73,49 @@ def provision_redis(url: str, students: list[Student], kept: frozenset[str]) -> 
     know) keeps the password of the account they have. The lines to print: who has none, and whether the accounts
     outlive a restart of Redis."""
     import redis
-    lines = []
+    lines, given, taken = [], 0, reserved(url)
     with reaching(url) as client:
         existing = set(client.acl_users())
         batch = client.pipeline(transaction=False)  # one round trip for the class, not one a student
         for student in students:
             name = student.username
-            if name in reserved(url):
+            if name in taken:
                 lines.append(f"no Redis account for {name}: Redis's own administrator has that name")
             elif name not in kept:
                 batch.execute_command("ACL", "SETUSER", name, *student_rules(name), f">{student.password}")
+                given += 1
             elif name in existing:  # its rules as this run gives them, its password as it is
-                batch.execute_command("ACL", "SETUSER", name, "resetkeys", f"~{name}:*", "resetchannels", "-@all",
-                                      "+@all", "-@dangerous", "on")
+                batch.execute_command("ACL", "SETUSER", name, *student_rules(name, keep_password=True))
+                given += 1
             else:
                 lines.append(f"no Redis account for {name}: their password is not in the CSV (--reset-passwords "
                              "gives them a new one on both)")
         batch.execute()
         try:
             client.execute_command("ACL", "SAVE")
-            lines.append(f"Redis accounts for {len(students) - len(lines)} students at {shown(url)}, saved to its "
-                         "ACL file")
+            lines.append(f"Redis accounts for {given} students at {shown(url)}, saved to its ACL file")
         except redis.ResponseError as exc:  # no aclfile configured (or users in redis.conf)
-            lines.append(f"Redis accounts for {len(students) - len(lines)} students at {shown(url)}, kept until "
-                         f"Redis restarts ({exc}): give it an aclfile, or provision again after a restart")
+            lines.append(f"Redis accounts for {given} students at {shown(url)}, kept until Redis restarts ({exc}): "
+                         "give it an aclfile, or provision again after a restart")
     return lines
 
 
-def remove_redis(url: str, names: Iterable[str], dry_run: bool) -> list[str]:
+def remove_redis(url: str, names: list[str], dry_run: bool) -> list[str]:
     """Remove each student's account and every key under their name; a line each."""
     import redis
-    lines = []
+    lines, taken = [], reserved(url)
     with reaching(url) as client:
         existing = set(client.acl_users())
+        keys_of: dict[str, list[str]] = {name: [] for name in names if name not in taken}
+        for key in client.scan_iter(count=1000):  # one pass over the keys for the class, not one a student
+            owner, mine, _ = key.partition(":")
+            if mine and owner in keys_of:
+                keys_of[owner].append(key)
         for name in names:
-            if name in reserved(url):
+            keys = keys_of.get(name)
+            if keys is None:
                 lines.append(f"kept Redis account {name}: Redis's own administrator")
                 continue
-            keys = list(client.scan_iter(match=f"{name}:*", count=500))
             if name not in existing and not keys:
                 lines.append(f"no Redis account {name}")
                 continue

@@ -17,7 +17,7 @@ from labs.amqp.management import CLASS_CAP
 from labs.brokers.broker import Broker
 from labs.brokers.local_node import LocalNode
 from labs.brokers.rabbitmqctl import memory_watermark, read_rabbit_env, restore_rabbit_env
-from labs.classroom.provision import Student, write_passwords
+from labs.classroom.provision import ClassLimits, Student, write_passwords
 from labs.drive.wait import wait_until
 from tests.classroom.accounts import as_student, passwords, provision
 from tests.helpers import ROOT, assert_one_line_error, require
@@ -58,9 +58,7 @@ def test_every_student_gets_the_class_limits_and_the_management_tag(broker, stud
 
     # A re-run with other limits sets them again and keeps every password; --no-limits takes them all away.
     if major >= 4:  # as a class provisioned before the cap was the operator policy alone on 4 has it
-        broker.admin.request("PUT", f"/api/policies/{names[0]}/{CLASS_CAP}",
-                             {"pattern": ".*", "apply-to": "queues", "priority": 0,
-                              "definition": {"overflow": "reject-publish"}})
+        broker.admin.request("PUT", f"/api/policies/{names[0]}/{CLASS_CAP}", ClassLimits.policy())
     handed_out = passwords(roster)
     provision(broker, roster, "--max-connections", "7")
     assert passwords(roster) == handed_out

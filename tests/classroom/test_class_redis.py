@@ -2,8 +2,6 @@
 the Jobs API keeps each student's records there under their name, and `class remove --redis` takes it all away."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Iterator
 
 import pytest
@@ -12,7 +10,8 @@ import redis
 from labs.brokers.redis_server import RedisServer, redis_installed, running_redis
 from labs.drive.jobs_service import JobsService
 from tests.classroom.accounts import passwords, provision
-from tests.helpers import ROOT, require
+from tests.classroom.test_class_status import class_cli
+from tests.helpers import require
 
 
 @pytest.fixture
@@ -20,11 +19,6 @@ def class_redis(tmp_path) -> Iterator[RedisServer]:
     require(redis_installed(), "the class's Redis is a redis-server: apt-get install redis-server (./kit test does)")
     with running_redis(tmp_path / "redis") as server:
         yield server
-
-
-def kit_class(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labs", "class", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
 
 
 def refusal(client: redis.Redis, *command: str) -> str:
@@ -72,11 +66,10 @@ def test_class_remove_takes_the_students_redis_accounts_and_their_keys(broker, s
     admin = class_redis.client()
     admin.set(f"{ann}:job.1", "x")
     admin.set("instructor:notes", "kept")
-    management = ("--management-url", broker.admin.base_url)
-    dry = kit_class("remove", str(roster), "--dry-run", "--redis", class_redis.url, *management)
+    dry = class_cli(broker, "remove", str(roster), "--dry-run", "--redis", class_redis.url)
     assert dry.returncode == 0 and f"would remove Redis account {ann} and its 1 keys" in dry.stdout, dry.stdout
     assert admin.exists(f"{ann}:job.1") and ann in admin.acl_users()
-    removed = kit_class("remove", str(roster), "--redis", class_redis.url, *management)
+    removed = class_cli(broker, "remove", str(roster), "--redis", class_redis.url)
     assert removed.returncode == 0, removed.stderr
     assert f"removed Redis account {ben} and its 0 keys" in removed.stdout, removed.stdout
     assert not admin.exists(f"{ann}:job.1") and admin.get("instructor:notes") == "kept"
@@ -85,13 +78,13 @@ def test_class_remove_takes_the_students_redis_accounts_and_their_keys(broker, s
 
 def test_a_class_redis_unreachable_or_refusing_is_one_line_and_its_own_code(broker, students, class_redis):
     (_ann, _ben), roster = students
-    unreachable = kit_class("provision", str(roster), "--apply", broker.admin.base_url, "--passwords-csv",
+    unreachable = class_cli(broker, "provision", str(roster), "--apply", broker.admin.base_url, "--passwords-csv",
                             str(roster.with_suffix(".csv")), "--redis", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 23, unreachable.stderr
     assert unreachable.stderr.strip().splitlines() == [
         "Error: cannot reach Redis at redis://127.0.0.1:1/0: Error 111 connecting to 127.0.0.1:1. Connection refused."]
     class_redis.client().execute_command("ACL", "SETUSER", "helper", "on", ">helper-pw", "~*", "+@read")
-    refused = kit_class("provision", str(roster), "--apply", broker.admin.base_url, "--passwords-csv",
+    refused = class_cli(broker, "provision", str(roster), "--apply", broker.admin.base_url, "--passwords-csv",
                         str(roster.with_suffix(".csv")), "--redis", class_redis.url_for("helper", "helper-pw"))
     assert refused.returncode == 24, refused.stderr
     line, = refused.stderr.strip().splitlines()

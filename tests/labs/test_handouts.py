@@ -23,7 +23,7 @@ from labs.brokers.rabbitmqctl import RabbitmqctlFailed, memory_watermark
 from labs.brokers.redis_server import redis_installed, running_redis
 from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.event_log import read_events
-from labs.paths import HANDOUTS, SNIPPETS
+from labs.paths import HANDOUTS, JOBS, SNIPPETS
 from labs.settings import child_environment
 from tests.classroom.accounts import passwords, provision
 from tests.helpers import ROOT, require, wait_until
@@ -345,7 +345,7 @@ def posted_to_the_jobs_api(env: dict, folder: Path) -> str:
     """Lab 10's API started with `env` alone, a job posted with the handout's curl line to localhost:$PORT; its id."""
     log = folder / "api.log"
     with log.open("w") as output:
-        api = subprocess.Popen([sys.executable, str(ROOT / "labs" / "jobs" / "api.py")], env=env, stdout=output,
+        api = subprocess.Popen([sys.executable, str(JOBS / "api.py")], env=env, stdout=output,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         def posted() -> Optional[dict]:
