@@ -19,6 +19,7 @@ from labs.scenarios.demo import demo as run_demo
 from labs.scenarios.registry import LABS
 from labs.scenarios.report_html import sections, write_report as write_page
 from labs.scenarios.runner import Account, Claim, account_state, provisioned_student, report, run_lab
+from labs.scenarios.setup import SettingsBlockFailed
 from labs.settings import settings
 
 
@@ -106,7 +107,10 @@ def run(which: tuple[str, ...], use_tmux: bool, fast: bool, linger: Optional[flo
         ran: list = []
         student = None
         if as_student and broker is not None:
-            student = provisioned_student(broker, default_queue_type)
+            try:
+                student = provisioned_student(broker, default_queue_type)
+            except SettingsBlockFailed as exc:  # handout 0 as the student follows it: the first claim, failed
+                raise KitError(str(exc), EXIT_CLAIM_FAILED) from None
             stack.callback(student.remove)
             click.echo(f"as student {student.vhost!r}, provisioned as `class provision` makes a class's students: "
                        "every lab in order in their vhost, with their account")

@@ -48,14 +48,19 @@ class JobsService:
 
     def request(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, object]:
         """The status and the JSON answer (0 and None when nothing answers), as curl -d sends a body."""
+        status, text = self.exchange(method, path, body)
+        return status, json.loads(text or "null")
+
+    def exchange(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, str]:
+        """The status and the answer as sent, the text `curl -s` prints (0 and "" when nothing answers)."""
         request = urllib.request.Request(self.base + path, data=body, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
+                return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+            return error.code, error.read().decode()
         except OSError:
-            return 0, None
+            return 0, ""
 
     def post(self, body: bytes) -> tuple[int, dict]:
         return self.request("POST", "/jobs", body)  # type: ignore[return-value]

@@ -7,6 +7,9 @@ own so a class can watch the dispatch live (labs/drive/tmux.py).
 from __future__ import annotations
 
 import contextlib
+import os
+import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -49,19 +52,23 @@ class ProcessGroup:
 
     def start(self, command: Sequence[str], label: str, *, env: Optional[dict] = None,
               relay: Optional[Callable[[str], None]] = None, errors_apart: bool = False,
-              screen: Optional[str] = None) -> subprocess.Popen:
+              screen: Optional[str] = None, group: bool = False) -> subprocess.Popen:
         """Start `command` in the background; its output goes to output(label) (its errors too, unless
         `errors_apart` sends them to errors(label)), or each line of both to `relay`, or both to a terminal (a tmux
-        pane's) at `screen`."""
+        pane's) at `screen`. With `group`, it leads a process group of its own (a shell and what it starts), which
+        interrupt() and kill() reach whole."""
         if relay is None:
             with (open(screen, "ab") if screen else self.output(label).open("ab")) as sink, \
                     (self.errors(label).open("ab") if errors_apart else contextlib.nullcontext()) as errors:
                 process = subprocess.Popen(command, stdout=sink, stderr=errors or subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd)
+                                           stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd,
+                                           start_new_session=group)
         else:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd)
+                                       stdin=subprocess.DEVNULL, env=env or self.env, cwd=self.cwd,
+                                       start_new_session=group)
             threading.Thread(target=lambda: [relay(line) for line in process.stdout], daemon=True).start()
+        process.leads_group = group
         return self.adopt(process)
 
     def run(self, command: Sequence[str], *, input: Optional[str] = None, env: Optional[dict] = None,
@@ -69,6 +76,39 @@ class ProcessGroup:
         """Run `command` to its end and return what it printed (text): a script's one run, as a student types it."""
         return subprocess.run(command, input=input, capture_output=True, text=True, env=env or self.env,
                               cwd=self.cwd, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+    def run_as_seen(self, command: Sequence[str], timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `command` to its end like run(), and also keep its lines of output and errors in the order they came,
+        as one terminal shows both (`seen`, a list of lines): what a handout's output block shows."""
+        process = self.adopt(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd))
+        whole = {process.stdout: bytearray(), process.stderr: bytearray()}
+        pending = {process.stdout: b"", process.stderr: b""}  # each stream's line not yet ended
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            for stream in whole:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map():
+                if time.monotonic() > deadline:
+                    self.kill(process)
+                    raise subprocess.TimeoutExpired(command, timeout)
+                for key, _ in selector.select(timeout=1):
+                    chunk = os.read(key.fd, 65536)
+                    whole[key.fileobj] += chunk
+                    *lines, pending[key.fileobj] = (pending[key.fileobj] + chunk).split(b"\n")
+                    if not chunk:  # the end of the stream: its last line, even without a newline
+                        selector.unregister(key.fileobj)
+                        lines.append(pending[key.fileobj])
+                    seen += [line.decode("utf-8", "replace") for line in lines if line or chunk]
+        process.wait(max(1.0, deadline - time.monotonic()))
+        process.stdout.close()
+        process.stderr.close()
+        result = subprocess.CompletedProcess(command, process.returncode,
+                                             *(bytes(whole[stream]).decode("utf-8", "replace")
+                                               for stream in (process.stdout, process.stderr)))
+        result.seen = seen
+        return result
 
     def adopt(self, process):
         """Count a process started another way (with a pipe of a test's own, in a folder of its own) among the
@@ -78,10 +118,19 @@ class ProcessGroup:
 
     @staticmethod
     def kill(process, timeout: float = 10) -> None:
-        """SIGKILL the process if it still runs, and wait until it has exited."""
+        """SIGKILL the process if it still runs (with its group, if it leads one), and wait until it has exited."""
+        if getattr(process, "leads_group", False):
+            with contextlib.suppress(ProcessLookupError):  # the group is gone already
+                os.killpg(process.pid, signal.SIGKILL)
         if process.poll() is None:
             process.kill()
-            process.wait(timeout)
+        process.wait(timeout)
+
+    @staticmethod
+    def interrupt(process) -> None:
+        """Ctrl-C, as a terminal sends it: SIGINT to the process's whole group (a shell loop and its worker)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
 
     def kill_all(self, timeout: float = 10) -> None:
         for process in self.processes:
@@ -123,6 +172,9 @@ class Run:
     ideal_makespan: Optional[float] = None
     depth_chart: bool = False
     moments: list[tuple[float, str]] = field(default_factory=list)
+    # What each of the run's processes printed, a list of lines each, output and errors as a terminal shows them
+    # (without tmux): the student mode checks the handout's output blocks against it (labs/scenarios/shown.py).
+    printed: list[list[str]] = field(default_factory=list)
     log: EventLog = field(init=False, repr=False)  # the workers' shared event log, in the folder
     children: ProcessGroup = field(init=False, repr=False)
     # Set by stop(), under the lock worker() starts processes under: a process either starts before stop() takes the
@@ -145,7 +197,8 @@ class Run:
     def send(self, *args: str, bodies: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
         """Run sender.py; `bodies` records what it sends, so the tally knows what should be processed."""
         command = [sys.executable, str(SENDER), *args]
-        result = self.children.run(command)
+        result = self.children.run_as_seen(command)
+        self.printed.append(result.seen)
         if self.tmux:
             show(self.tmux.pane("sender.py"), result.stdout + result.stderr)
         else:
@@ -156,21 +209,46 @@ class Run:
         self.sent_at.extend([time.time()] * len(bodies))
         return result
 
-    def worker(self, name: str, *args: str, role: Optional[str] = None):
-        """Start qprocessor.py as worker `name`; RunStopped once the run is stopped. `role` titles its tmux pane."""
-        command = [sys.executable, str(QPROCESSOR), "--name", name, "--events", str(self.folder / "events.jsonl"),
+    def worker(self, name: Optional[str], *args: str, role: Optional[str] = None):
+        """Start qprocessor.py as worker `name` (None: the default name a student's worker has, worker-PID);
+        RunStopped once the run is stopped. `role` titles its tmux pane."""
+        named = ["--name", name] if name else []
+        command = [sys.executable, str(QPROCESSOR), *named, "--events", str(self.folder / "events.jsonl"),
                    *self.paced(args)]
+        label = name or f"worker{len(self.processes)}"
+        return self._start(command, label, f"qprocessor.py {label}" + (f" ({role})" if role else ""))
+
+    def shell_loop(self, name: str, *args: str):
+        """The handouts' `while true; do ./qprocessor.py ...; done`, in bash as a student types it: bash starts worker
+        `name` again each time it ends, until one Ctrl-C (ProcessGroup.interrupt) stops the worker and, with it, the
+        loop. Its own process group, as a terminal's foreground job, which is what Ctrl-C reaches."""
+        worker = shlex.join([sys.executable, str(QPROCESSOR), "--name", name, "--events",
+                             str(self.folder / "events.jsonl"), *self.paced(args)])
+        return self._start(["bash", "-c", f"while true; do {worker}; done"], name,
+                           f"while true; do qprocessor.py {name}; done", group=True)
+
+    def _start(self, command: list[str], label: str, title: str, group: bool = False):
+        """Start a process of the run, unless the run is stopped (RunStopped): in a tmux pane titled `title`, or with
+        its lines relayed and kept in `printed`."""
         with self._lock:
             if self.stopped:
-                raise RunStopped(f"the run on queue {self.queue!r} is stopped: {name} is not started")
+                raise RunStopped(f"the run on queue {self.queue!r} is stopped: {label} is not started")
             if self.tmux:
-                title = f"qprocessor.py {name}" + (f" ({role})" if role else "")
-                return self.children.start(command, name, screen=self.tmux.pane(title))
-            return self.children.start(command, name, relay=lambda line: self._print(None, [line]))
+                return self.children.start(command, label, screen=self.tmux.pane(title), group=group)
+            lines: list[str] = []
+            self.printed.append(lines)
+
+            def relay(line: str) -> None:
+                lines.append(line.rstrip("\n"))
+                self._print(None, [line])
+
+            process = self.children.start(command, label, relay=relay, group=group)
+            process.printed = lines  # what it has printed so far
+            return process
 
     def paced(self, args: Sequence[str]) -> list[str]:
         """A worker's arguments with its --seconds-per-char raised to the run's pace, if it has one. Zero stays zero:
-        a scenario that gives its worker no work at all (lab 9's poison loop, 40 deliveries) is about something
+        a scenario that gives its worker no work at all (lab 9's poison loop, 20 deliveries) is about something
         else, and would take minutes at the handouts' pace."""
         args = list(args)
         if self.pace is not None and "--seconds-per-char" in args:

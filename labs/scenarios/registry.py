@@ -36,6 +36,5 @@ LABS = [
     Lab(10, "jobs-api", "A task queue behind a web API", jobs_api),
     Lab(11, "node-dies", "When a node dies: a quorum queue on a three-node cluster", node_dies, on_cluster=True),
     Lab(12, "queue-full", "When the queue is full: length limits, overflow and a blocked publisher", queue_full,
-        instructor="sets off the memory alarm and lifts it; lowers the class's cap on the student's queues to 1 MiB, "
-        "then puts it back"),
+        instructor="sets off the memory alarm and lifts it"),
 ]

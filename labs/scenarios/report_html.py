@@ -176,7 +176,7 @@ def marker(outcome: str, x: float, y: float) -> str:
 
 def extent(run: Run) -> tuple[float, float]:
     """The span a run's drawings show: from its first delivery to its last ending or the lab's last moment. What
-    came before (workers connecting, sender.py's run) is drawn at the left edge: a poison message's 40 deliveries in
+    came before (workers connecting, sender.py's run) is drawn at the left edge: a poison message's 20 deliveries in
     a few milliseconds would otherwise be a sliver after a second of waiting for the worker to start."""
     events = run.log.read()
     found = deliveries(events)

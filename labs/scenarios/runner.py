@@ -26,6 +26,8 @@ from labs.drive.processes import ProcessGroup, Run
 from labs.drive.tmux import Board
 from labs.drive.wait import wait_until
 from labs.paths import HANDOUTS, ROOT, SNIPPETS
+from labs.scenarios.setup import SettingsBlockFailed, typed_settings
+from labs.scenarios.shown import shown_output_claims
 from labs.settings import child_environment
 
 
@@ -60,15 +62,17 @@ class Context:
     name: str = "lab"  # "lab2": names its tmux windows
     cluster: Optional[Cluster] = None  # a cluster lab's three nodes; self.url is then node 1's
     as_student: bool = False  # in a class-provisioned student's vhost that every lab shares, not one of its own
+    settings: dict[str, str] = field(default_factory=dict)  # the student's lab 0 variables (as_student)
     runs: list[Run] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    printed: list[list[str]] = field(default_factory=list)  # what the lab's other commands printed (see saw())
 
     def run(self, queue: str, url: Optional[str] = None, paced: bool = True) -> Run:
         """Processes on one queue, connected to `url` (several separated by spaces), by default the lab's broker;
         `paced=False` keeps the scenario's own pace in tmux too (a run of many messages, as lab 11's)."""
         window = self.tmux.window(f"{self.name} {queue}") if self.tmux else None
         run = Run(url or self.url, queue, echo=self.echo, tmux=window, pace=self.pace if paced else None,
-                  management_url=self.broker.admin.base_url)
+                  management_url=self.settings.get("RABBITMQ_MANAGEMENT_URL", self.broker.admin.base_url))
         self.runs.append(run)
         return run
 
@@ -101,6 +105,15 @@ class Context:
         username, password = self.credentials()
         self.broker.admin.add_user(username, password, tags=",".join(filter(None, (STUDENT_TAGS, tags))))
 
+    def saw(self, text: str) -> None:
+        """Keep what a command other than a run's scripts printed (a snippet, a request's answer): the handout's
+        output blocks may show it."""
+        self.printed.append(text.splitlines())
+
+    def everything_printed(self) -> list[list[str]]:
+        """What each process and command of the lab printed, a list of lines each."""
+        return [*self.printed, *(lines for run in self.runs for lines in run.printed)]
+
     def claim(self, text: str, ok: bool, detail: str = "") -> bool:
         self.claims.append(Claim(text, bool(ok), detail))
         return bool(ok)
@@ -132,7 +145,10 @@ class Context:
 
     def student_environment(self) -> dict[str, str]:
         """The variables lab 0 has a student set (RABBITMQ_HOST, RABBITMQ_PORT, RABBITMQ_VHOST, RABBITMQ_USERNAME,
-        RABBITMQ_PASSWORD), for the lab's own vhost and user."""
+        RABBITMQ_PASSWORD): those the student typed (as_student), or those of the lab's own vhost and user."""
+        if self.settings:
+            return child_environment(PYTHONUNBUFFERED="1", **{key: value for key, value in self.settings.items()
+                                                              if key.startswith("RABBITMQ_")})
         parts = urllib.parse.urlsplit(self.url)
         return child_environment(RABBITMQ_HOST=parts.hostname or "localhost", RABBITMQ_PORT=str(parts.port or 5672),
                                  RABBITMQ_VHOST=urllib.parse.unquote(parts.path[1:]),
@@ -150,7 +166,9 @@ class Context:
         with tempfile.TemporaryDirectory(prefix="labkit-snippet-") as folder:
             children = ProcessGroup(Path(folder), self.student_environment())
             if until_lines is None:
-                return children.run(command, timeout=timeout)
+                result = children.run_as_seen(command, timeout=timeout)
+                self.printed.append(result.seen)
+                return result
             # A file, not a pipe: the output is read while the consumer runs, without a thread to drain it.
             consumer = children.start(command, "consumer", errors_apart=True)
             output = children.output("consumer")
@@ -161,8 +179,10 @@ class Context:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 consumer.wait(15)
             children.kill_all()
-            return subprocess.CompletedProcess(command, consumer.returncode, output.read_text(),
-                                               children.errors("consumer").read_text())
+            result = subprocess.CompletedProcess(command, consumer.returncode, output.read_text(),
+                                                 children.errors("consumer").read_text())
+            self.saw(result.stdout + result.stderr)
+            return result
 
 
 @dataclass(frozen=True)
@@ -187,6 +207,7 @@ class Account:
     url: str
     vhost: str
     remove: Callable[[], None]
+    settings: dict[str, str] = field(default_factory=dict)  # what handout 0 has this student set, if they follow it
 
 
 def provisioned_student(broker: Broker, default_queue_type: Optional[str] = None) -> Account:
@@ -202,7 +223,16 @@ def provisioned_student(broker: Broker, default_queue_type: Optional[str] = None
         broker.admin.delete_user(name)
 
     broker.admin.import_definitions(document)
-    return Account(broker.url(name, name, student.password), name, remove)
+    # The student follows handout 0: the labs run with what its block sets, typed into bash with this student's
+    # values, so that a handout 0 that leaves a variable out or builds AMQP_URL wrong fails the labs after it.
+    try:
+        settings = typed_settings(broker.host, broker.port, broker.admin.base_url, name, student.password)
+        if "AMQP_URL" not in settings:
+            raise SettingsBlockFailed("handout 0's settings block sets no AMQP_URL, which the labs connect with")
+    except Exception:
+        remove()
+        raise
+    return Account(settings["AMQP_URL"], name, remove, settings)
 
 
 def account_state(broker: Broker, account: Account) -> dict:
@@ -261,7 +291,7 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] 
     """
     account = student or student_space(broker, lab, default_queue_type)
     context = Context(broker, account.url, account.vhost, echo=echo, tmux=tmux, pace=pace, name=f"lab{lab.number}",
-                      cluster=cluster, as_student=student is not None)
+                      cluster=cluster, as_student=student is not None, settings=student.settings if student else {})
     vhost = account.vhost
     try:
         if default_queue_type:  # what follows holds on such a vhost only if the broker really took the default
@@ -285,7 +315,20 @@ def run_lab(lab: Lab, broker: Broker, echo: bool = False, tmux: Optional[Board] 
             account.remove()
     if failures:
         context.claims.append(Claim(f"lab {lab.number} stopped every process it started", False, "; ".join(failures)))
+    if context.as_student:
+        shown_output(lab, context)
     return context
+
+
+def shown_output(lab: Lab, context: Context) -> None:
+    """Each output block of the handout is what the student's processes printed (labs/scenarios/shown.py)."""
+    if context.tmux:
+        context.skip("the handout's output blocks are what the student saw",
+                     "checked without --tmux: in tmux the processes print to their panes")
+        return
+    for text, ok, detail in shown_output_claims(lab.handout, context.everything_printed(), context.vhost,
+                                                context.broker.version()):
+        context.claim(text, ok, detail)
 
 
 def report(lab: Lab, context: Context) -> str:

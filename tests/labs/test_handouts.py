@@ -24,6 +24,7 @@ from labs.brokers.redis_server import redis_installed, running_redis
 from labs.classroom.provision import ClassLimits, cap_queues
 from labs.drive.event_log import read_events
 from labs.paths import HANDOUTS, JOBS, SNIPPETS
+from labs.scenarios.setup import LAB0_SETTINGS, typed_settings
 from labs.settings import child_environment
 from tests.classroom.accounts import passwords, provision
 from tests.helpers import ROOT, require, wait_until
@@ -285,14 +286,6 @@ def finish_drained_workers(space, commands: list[HandoutCommand], running: dict[
     return interrupted
 
 
-def lab0_settings_block() -> str:
-    """Handout 0's shell block that sets the environment every later lab reads."""
-    text = (HANDOUTS / "00-setup.md").read_text()
-    found = re.search(r"^```sh\n(# shell 1\nexport RABBITMQ_HOST=.*?)^```$", text, re.M | re.S)
-    assert found, "handout 0 shows no block setting RABBITMQ_HOST"
-    return found.group(1)
-
-
 def test_lab_0s_settings_typed_into_bash_give_every_later_lab_what_it_reads(broker, tmp_path):
     """Handout 0's block, typed into bash as shown (the password read from the keyboard) with a provisioned
     student's values, sets all a later lab reads: the scripts connect with RABBITMQ_* alone, --list-queues finds the
@@ -306,18 +299,11 @@ def test_lab_0s_settings_typed_into_bash_give_every_later_lab_what_it_reads(brok
     with running_redis(tmp_path / "redis") as class_redis:
         provision(broker, roster, "--redis", class_redis.url)
         try:
-            block = (lab0_settings_block().replace("http://localhost:15672", broker.admin.base_url)
-                     .replace("RABBITMQ_PORT=5672", f"RABBITMQ_PORT={broker.port}").replace("alice", name)
-                     .replace("RABBITMQ_HOST=localhost", "RABBITMQ_HOST=127.0.0.1")
-                     .replace("@localhost:6379/", f"@127.0.0.1:{class_redis.port}/"))
-            typed = subprocess.run(["bash", "-c", block + "\nenv -0"], input=passwords(roster)[name] + "\n",
-                                   capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
-            assert typed.returncode == 0, typed.stderr
-            set_there = {key: value for key, value in (line.split("=", 1) for line in typed.stdout.split("\0")
-                                                       if "=" in line) if key.startswith(LAB_SETTINGS)}
+            set_there = typed_settings("127.0.0.1", broker.port, broker.admin.base_url, name, passwords(roster)[name],
+                                       redis_address=f"127.0.0.1:{class_redis.port}")
             assert set(set_there) == {"RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_USERNAME",
                                       "RABBITMQ_PASSWORD", "RABBITMQ_MANAGEMENT_URL", "AMQP_URL", "REDIS_URL", "PORT"}
-            base = {key: value for key, value in child_environment().items() if not key.startswith(LAB_SETTINGS)}
+            base = {key: value for key, value in child_environment().items() if not key.startswith(LAB0_SETTINGS)}
             scripts = {**base, **{key: value for key, value in set_there.items() if key.startswith("RABBITMQ_")}}
             sent = subprocess.run([sys.executable, str(ROOT / "sender.py"), "--queue", "settled", "--count", "2"],
                                   env=scripts, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -336,9 +322,6 @@ def test_lab_0s_settings_typed_into_bash_give_every_later_lab_what_it_reads(brok
         finally:
             broker.admin.delete_vhost(name)
             broker.admin.delete_user(name)
-
-
-LAB_SETTINGS = ("RABBITMQ_", "AMQP_", "REDIS_URL", "PORT")  # what handout 0 sets for the later labs
 
 
 def posted_to_the_jobs_api(env: dict, folder: Path) -> str:

@@ -19,7 +19,7 @@ def hello_world(lab: Context) -> None:
               received == [b"Hello World!"] * 3, str(received) if received else output.strip()[-200:])
     run = lab.run("hello")
     run.send("Hello World!", bodies=["Hello World!"])
-    worker = run.worker("w1", "--max-messages", "1", *QUICK)
+    worker = run.worker(None, "--max-messages", "1", *QUICK)  # no --name, as the handout types it: worker-PID
     wait_all([worker], 30)
     lab.claim("qprocessor.py receives what sender.py sent", run.tally().bodies(Event.DONE) == ["Hello World!"])
     lab.claim("the queue is empty afterwards", lab.ready("hello") == 0)

@@ -2,13 +2,20 @@
 message too long loses it (how depends on the RabbitMQ version)."""
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import threading
 
 from labs.amqp.connection import Event
 from labs.brokers.rabbitmqctl import read_rabbit_env, restore_rabbit_env
 from labs.drive.processes import numbered, wait_all
+from labs.drive.wait import wait_until
 from labs.scenarios.helpers import IDLE, IDLE_UNTIL_SENT, QUICK, settled
 from labs.scenarios.runner import Context
+
+# The handout's supervised worker: it kills itself on every third message it takes.
+CRASHING = ("--acknowledge", "--prefetch", "1", *QUICK, "--lose-every", "3", "--lose-mode", "crash")
 
 
 def acknowledgements(lab: Context) -> None:
@@ -34,13 +41,25 @@ def acknowledgements(lab: Context) -> None:
               and each == [1, 1, 1] and sorted(back, key=int) == ["7", "8", "9"],
               f"dropped {sorted(lost, key=int)}, by worker {each}; redelivered to steady {sorted(back, key=int)}")
 
+    if lab.as_student:
+        supervised_in_bash(lab)
+    else:
+        supervised(lab)
+
+    if lab.broker.version() >= (4, 3):
+        consumer_timeout_on_43(lab)
+    else:
+        consumer_timeout_before_43(lab)
+
+
+def supervised(lab: Context) -> None:
+    """A worker that crashes on every third message, started again after each crash (Run.supervise, which names
+    each start in tmux): all 12 are processed."""
     crashing = lab.run("supervised")
     # Started before the send, like lab 2's workers: with IDLE, the first worker left before a sender slowed by a busy
     # machine had sent anything (exit 0, so no restart, and nothing processed).
     crashes: list[int] = []
-    supervisor = threading.Thread(target=lambda: crashes.append(crashing.supervise(
-        "w1", "--acknowledge", "--prefetch", "1", *QUICK, "--lose-every", "3", "--lose-mode", "crash",
-        *IDLE_UNTIL_SENT)))
+    supervisor = threading.Thread(target=lambda: crashes.append(crashing.supervise("w1", *CRASHING, *IDLE_UNTIL_SENT)))
     supervisor.start()
     # The worker declares the queue first: on RabbitMQ 3.10 a quorum queue that two clients declare at the same
     # moment can nack a publish that races its start (all 12, seen once on a vhost whose default type is quorum).
@@ -51,10 +70,30 @@ def acknowledgements(lab: Context) -> None:
     lab.claim("a worker restarted after each crash still processes all 12",
               not tally.missing and sum(crashes) >= 3, f"{sum(crashes)} crashes, {tally.redelivered} redelivered")
 
-    if lab.broker.version() >= (4, 3):
-        consumer_timeout_on_43(lab)
-    else:
-        consumer_timeout_before_43(lab)
+
+def supervised_in_bash(lab: Context) -> None:
+    """The same as the student types it: the handout's `while true; do ./qprocessor.py ...; done` in bash, and once
+    the 12 are processed, one Ctrl-C, which must end the worker and the loop with it."""
+    crashing = lab.run("supervised")
+    loop = crashing.shell_loop("w1", *CRASHING)
+    crashing.wait_for_consumers(1)
+    crashing.send("--count", "12", bodies=numbered(12))
+    wait_until(lambda: not crashing.tally().missing, crashing.waited(120), "the 12 to be processed", or_last=True)
+    crashing.children.interrupt(loop)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        loop.wait(20)
+    tally = crashing.tally()
+    crashes = sum(1 for e in tally.events if e["event"] == Event.RECEIVED and e["redelivered"])
+    lab.claim("a worker restarted after each crash still processes all 12",
+              not tally.missing and crashes >= 3, f"{crashes} redelivered after a crash")
+    printed = getattr(loop, "printed", None)  # in tmux the loop prints to its pane, and only bash's end is checked
+    if printed is not None:  # its last line, once the relay has read it
+        wait_until(lambda: printed and "summary:" in printed[-1], 5, "the worker's summary", or_last=True)
+    lab.claim("one Ctrl-C leaves the loop: the worker stops cleanly, prints its summary and ends as interrupted, and "
+              "bash ends the loop instead of starting the worker again",
+              loop.returncode == -signal.SIGINT and (printed is None or bool(printed) and "summary:" in printed[-1]),
+              f"bash {'still loops' if loop.returncode is None else f'ended with {loop.returncode}'}"
+              + (f"; the last line: {printed[-1] if printed else 'none'!r}" if printed is not None else ""))
 
 
 def consumer_timeout_on_43(lab: Context) -> None:

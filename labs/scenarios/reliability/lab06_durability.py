@@ -23,6 +23,11 @@ def durability(lab: Context) -> None:
                  "needs a broker the runner started, or LABKIT_RABBITMQCTL")
         return
     lab.broker.restart()
+    # What the handout has the student look at after the restart, once the management API has counted the queues
+    # again (a few seconds: a student who types the command right away sees the counts empty).
+    for queue in ("kept", "kept-but-not-persistent", "quorum"):
+        lab.stats(queue, settle=0)
+    lab.run("kept").send("--list-queues")
     lab.claim("a durable queue with persistent messages survives a broker restart: 5 of 5 there",
               lab.ready("kept") == 5)
     lab.claim("a durable queue survives, but its non-persistent messages do not: 0 of 5",

@@ -25,6 +25,7 @@ BURST = numbered(20)  # `--count 20`: what the sender sends in a few millisecond
 REFUSING = ("--queue-type", "classic", "--max-length", "5", "--overflow", "reject-publish")
 DROPPING = ("--queue-type", "classic", "--max-length", "5", "--overflow", "drop-head")
 WORK = ("--seconds-per-char", "0.02", *IDLE)
+FLOOD, FLOODED_BYTES = 700, 100_000  # the handout's flood: 70 MB nobody reads, against the class's cap
 
 
 def queue_full(lab: Context) -> None:
@@ -122,6 +123,7 @@ def blocked(lab: Context) -> None:
     finally:
         lab.broker.ctl("eval", f"vm_memory_monitor:set_vm_memory_high_watermark({before}).")
     code = sender.wait(60)
+    lab.saw(output.read_text())
     after = lab.ready("reports")
     lab.claim(text, waiting and held in (0, None) and code == 0 and after == 10
               and counted_sent(output.read_text()) == 10,
@@ -131,31 +133,32 @@ def blocked(lab: Context) -> None:
 
 
 def class_cap(lab: Context) -> None:
-    """The cap `./kit class provision` puts on every queue of a student (64 MiB by default; 1 MiB here, for a quick
-    flood), set on the lab's vhost as the instructor's provisioning sets it: a flood is refused at it, and said so."""
-    admin, where = lab.broker.admin, f"{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}"
-    # A class-provisioned student's vhost has the class's cap already: it is put back afterwards, not deleted.
-    kept = cap_policies(lab)
-    cap_queues(admin, lab.vhost, ClassLimits(queue_mb=1), operator_overflow=lab.broker.version()[0] >= 4)
+    """The cap `./kit class provision` puts on every queue of a student (64 MiB by default): the handout's flood of
+    70 MB is refused at it, and said so; then the handout's purge. A class-provisioned student's vhost has the cap
+    already, and the lab uses it as it is; the lab's own vhost gets it as provisioning sets it, for the lab only."""
+    limits = ClassLimits()
+    own = not cap_policies(lab)
+    if own:
+        cap_queues(lab.broker.admin, lab.vhost, limits, operator_overflow=lab.broker.version()[0] >= 4)
     try:
         run = lab.run("photos")
-        result = run.send("--queue", "photos", "--queue-type", "classic", "--count", "300", "--length", "10000",
-                          "--quiet", check=False)
+        result = run.send("--queue", "photos", "--queue-type", "classic", "--count", str(FLOOD), "--length",
+                          str(FLOODED_BYTES), "--quiet", check=False)
         sent = counted_sent(result.stdout)
         first = lab.first_body("photos")
+        purged = run.send("--queue", "photos", "--purge")
     finally:
-        for kind in cap_policies(lab):
-            if kind in kept:
-                admin.request("PUT", f"/api/{kind}/{where}",
-                              {key: kept[kind][key] for key in ("pattern", "apply-to", "priority", "definition")})
-            else:
-                admin.request("DELETE", f"/api/{kind}/{where}")
-    refused = 300 - (sent or 0)
-    lab.claim("the class's cap (1 MiB here) refuses a flood of 300 messages of 10,000 bytes after about 1 MiB: the "
-              "sender exits 7 and says the queue is full at the cap your instructor set, and the oldest message is "
-              "still first in the queue", result.returncode == EXIT_NOT_CONFIRMED and sent is not None
-              and 100 <= sent <= 110 and f"refused {refused} messages" in result.stderr
-              and "is full at 1 MiB, the cap your instructor set" in result.stderr and first == BURST[0] + "." * 9999,
+        if own:
+            for kind in cap_policies(lab):
+                lab.broker.admin.request("DELETE", f"/api/{kind}/{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}")
+    fits = limits.queue_mb * 2 ** 20 // FLOODED_BYTES  # the messages whose bodies fit under the cap
+    lab.claim(f"the class's cap ({limits.queue_mb} MiB) refuses a flood of {FLOOD} messages of {FLOODED_BYTES:,} "
+              f"bytes after the {fits} that fit: the sender exits 7 and says the queue is full at the cap your "
+              f"instructor set, the oldest message is still first in the queue, and --purge empties it",
+              result.returncode == EXIT_NOT_CONFIRMED and sent == fits
+              and f"refused {FLOOD - fits} messages" in result.stderr
+              and f"is full at {limits.queue_mb} MiB, the cap your instructor set" in result.stderr
+              and first == BURST[0] + "." * (FLOODED_BYTES - 1) and f"purged {fits} messages" in purged.stdout,
               f"exit {result.returncode}, {sent} sent; {result.stderr.strip().splitlines()[-1:]}")
 
 

@@ -4,6 +4,7 @@ Redis as a class has it: the student logs in with an account of their own that `
 may touch only the keys under their name; a classmate's account is there beside it."""
 from __future__ import annotations
 
+import json
 import signal
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,9 @@ def jobs_api(lab: Context) -> None:
 def job_service(lab: Context, service: JobsService) -> None:
     """The handout's steps on the running API, its workers started and stopped as the handout says."""
     service.start_api()
-    status, job = service.post(b'{"start": 1, "end": 10}')
+    status, answer = service.exchange("POST", "/jobs", b'{"start": 1, "end": 10}')  # the handout's first curl
+    lab.saw(answer)
+    job = json.loads(answer or "{}")
     submitted = status == 201 and job.get("status") == "submitted"
     first = service.start_worker("w1", seconds=0.5)
     done = service.wait_for(job["id"], "complete") if submitted else {}
