@@ -212,20 +212,23 @@ class Run:
     def worker(self, name: Optional[str], *args: str, role: Optional[str] = None):
         """Start qprocessor.py as worker `name` (None: the default name a student's worker has, worker-PID);
         RunStopped once the run is stopped. `role` titles its tmux pane."""
-        named = ["--name", name] if name else []
-        command = [sys.executable, str(QPROCESSOR), *named, "--events", str(self.folder / "events.jsonl"),
-                   *self.paced(args)]
         label = name or f"worker{len(self.processes)}"
-        return self._start(command, label, f"qprocessor.py {label}" + (f" ({role})" if role else ""))
+        return self._start(self.worker_command(name, args), label,
+                           f"qprocessor.py {label}" + (f" ({role})" if role else ""))
 
     def shell_loop(self, name: str, *args: str):
         """The handouts' `while true; do ./qprocessor.py ...; done`, in bash as a student types it: bash starts worker
         `name` again each time it ends, until one Ctrl-C (ProcessGroup.interrupt) stops the worker and, with it, the
         loop. Its own process group, as a terminal's foreground job, which is what Ctrl-C reaches."""
-        worker = shlex.join([sys.executable, str(QPROCESSOR), "--name", name, "--events",
-                             str(self.folder / "events.jsonl"), *self.paced(args)])
+        worker = shlex.join(self.worker_command(name, args))
         return self._start(["bash", "-c", f"while true; do {worker}; done"], name,
                            f"while true; do qprocessor.py {name}; done", group=True)
+
+    def worker_command(self, name: Optional[str], args: Sequence[str]) -> list[str]:
+        """qprocessor.py as the run starts it: named (or not), logging to the run's event log, at the run's pace."""
+        named = ["--name", name] if name else []
+        return [sys.executable, str(QPROCESSOR), *named, "--events", str(self.folder / "events.jsonl"),
+                *self.paced(args)]
 
     def _start(self, command: list[str], label: str, title: str, group: bool = False):
         """Start a process of the run, unless the run is stopped (RunStopped): in a tmux pane titled `title`, or with

@@ -83,9 +83,9 @@ def supervised_in_bash(lab: Context) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         loop.wait(20)
     tally = crashing.tally()
-    crashes = sum(1 for e in tally.events if e["event"] == Event.RECEIVED and e["redelivered"])
+    redelivered = sum(1 for e in tally.events if e["event"] == Event.RECEIVED and e["redelivered"])  # one a crash
     lab.claim("a worker restarted after each crash still processes all 12",
-              not tally.missing and crashes >= 3, f"{crashes} redelivered after a crash")
+              not tally.missing and redelivered >= 3, f"{redelivered} redelivered after a crash")
     printed = getattr(loop, "printed", None)  # in tmux the loop prints to its pane, and only bash's end is checked
     if printed is not None:  # its last line, once the relay has read it
         wait_until(lambda: printed and "summary:" in printed[-1], 5, "the worker's summary", or_last=True)
