@@ -11,7 +11,7 @@ from typing import Optional
 from labs.amqp.connection import Event
 from labs.amqp.management import CLASS_CAP
 from labs.brokers.rabbitmqctl import memory_watermark
-from labs.classroom.provision import ClassLimits, cap_queues
+from labs.classroom.provision import MIB, ClassLimits, cap_queues
 from labs.drive.processes import Run, numbered
 from labs.drive.wait import wait_until
 from labs.paths import SENDER
@@ -151,7 +151,7 @@ def class_cap(lab: Context) -> None:
         if own:
             for kind in cap_policies(lab):
                 lab.broker.admin.request("DELETE", f"/api/{kind}/{lab.broker.admin.quote(lab.vhost)}/{CLASS_CAP}")
-    fits = limits.queue_mb * 2 ** 20 // FLOODED_BYTES  # the messages whose bodies fit under the cap
+    fits = limits.queue_mb * MIB // FLOODED_BYTES  # the messages whose bodies fit under the cap
     lab.claim(f"the class's cap ({limits.queue_mb} MiB) refuses a flood of {FLOOD} messages of {FLOODED_BYTES:,} "
               f"bytes after the {fits} that fit: the sender exits 7 and says the queue is full at the cap your "
               f"instructor set, the oldest message is still first in the queue, and --purge empties it",
