@@ -31,7 +31,7 @@ LOOSE = [
     (r"\blocalhost:5672\b", r"[\w.-]+:\d+"),
     (r"\bworker-\d+\b", r"worker-\d+"),
     (r"\b\d+\.\d+s\b", r"\d+(?:\.\d+)?s"),
-    (r"\(\d+ msg/s\)", r"\(\d+ msg/s\)"),
+    (r"\([\d,]+ msg/s\)", r"\([\d,]+ msg/s\)"),  # the sender groups thousands: (1,210 msg/s)
     (r"\b[0-9a-f]{12,}\b", r"[0-9a-f]+"),
     (r" {2,}", r" +"),
 ]
