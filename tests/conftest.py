@@ -18,8 +18,9 @@ from labs.settings import settings
 from tests.helpers import Space, require
 from tests.tls import make_certificates
 
-# Fixtures defined beside their helpers: a provisioned class's two students (tests/classroom, tests/scripts).
-pytest_plugins = ["tests.classroom.accounts"]
+# Fixtures defined beside their helpers: a provisioned class's two students (tests/classroom, tests/scripts), the
+# suite's three-node cluster (tests/brokers, tests/classroom).
+pytest_plugins = ["tests.classroom.accounts", "tests.brokers.shared_cluster"]
 
 
 
@@ -39,7 +40,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     there; the quick tests behind it are stolen by the others. The long ones go to the blocks longest first, each to
     the block with the least long work so far, so no process runs two of them back to back while others sit idle.
     Long tests in one `xdist_group` (a costly shared fixture, e.g. a cluster) stay together, set up once, unless so
-    few tests are selected that no block has room for them all. Without xdist the long scenarios simply come first.
+    few tests are selected that no block has room for them all; a group's `last_in_group` tests (those that take the
+    shared fixture down) come after its others. Without xdist the long scenarios simply come first.
     """
     processes = getattr(config, "workerinput", {}).get("workercount", 1)
     units: dict[str, list[pytest.Item]] = {}
@@ -57,6 +59,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         left -= sizes[-1]
     blocks: list[list[pytest.Item]] = [[] for _ in range(processes)]
     load = [0.0] * processes
+    for unit in units.values():  # a test that takes the group's shared fixture down runs after the others
+        unit.sort(key=lambda item: item.get_closest_marker("last_in_group") is not None)
     for unit in sorted(units.values(), key=lambda unit: -sum(map(estimated_seconds, unit))):
         # The block with the least long work among those with room for the whole unit (a few tests selected: the
         # one with the most room), so that the blocks keep the sizes pytest-xdist deals them in.

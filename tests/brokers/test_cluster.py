@@ -1,7 +1,7 @@
 """A real three-node cluster (labs.brokers.cluster: local nodes on 3.10, containers on 4.3): lab 11 run on it as an instructor
 runs it (workers keep a quorum queue's work going when the node holding its leader is killed, 0 lost), and every node
-killed in turn with a network cut besides, nothing confirmed lost. Both share the module's cluster: under pytest-xdist
-they run one after the other on one test process (their xdist_group, kept together by tests/conftest.py)."""
+killed in turn with a network cut besides, nothing confirmed lost. The cluster is the suite's
+(tests/brokers/shared_cluster.py): its tests run one after the other on one test process (their xdist_group)."""
 from __future__ import annotations
 
 import collections
@@ -14,35 +14,15 @@ from typing import Optional
 import pytest
 
 from labs.amqp.connection import Event
-from labs.brokers.cluster import Cluster, free_base_port
-from labs.brokers.container import docker_available
-from labs.brokers.local_node import rabbitmq_installed
-from labs.settings import child_environment
-from tests.helpers import QPROCESSOR, ROOT, SENDER, erlang_vm_of, node_working_directory, require, wait_until
-from tests.proxy import CuttableProxy
 from labs.drive.event_log import EventLog
+from labs.settings import child_environment
+from tests.helpers import QPROCESSOR, ROOT, SENDER, node_working_directory, wait_until
+from tests.proxy import CuttableProxy
 
 MESSAGES = 3000
 
 
-# Both scenarios share the module's cluster: one test process sets it up (three nodes) and runs them in turn.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
-
-
-@pytest.fixture(scope="module")
-def cluster(pytestconfig, tmp_path_factory):
-    version = pytestconfig.getoption("--rabbitmq")
-    require(rabbitmq_installed() if version == "3.10" else docker_available(),
-            f"a RabbitMQ {version} cluster needs " + ("rabbitmq-server" if version == "3.10" else "Docker"))
-    # Where ./kit keeps a cluster (LABKIT_CACHE/cluster-VERSION), so `labs run 11` below finds this one.
-    started = Cluster(version, tmp_path_factory.mktemp("labkit-cache") / f"cluster-{version}", free_base_port())
-    try:
-        started.up()
-        yield started
-    finally:
-        started.down()
-    if version == "3.10":  # local nodes: none is left running
-        assert [node.name for node in started.nodes if erlang_vm_of(node.name)] == []
 
 
 def start_worker(env, name: str, events, queue: str = "jobs", seconds_per_char: str = "0.002") -> subprocess.Popen:

@@ -2,26 +2,25 @@
 commands act on the cluster that is up, ask which one when both are, and `cluster up` on ports another RabbitMQ holds
 says so at once (exit 20) instead of failing to "form" with the other broker's nodes.
 
-Real clusters from the real command, at free ports (never 5701-5703) and with a LABKIT_CACHE of the test's own: a
-RabbitMQ 4.3 cluster of containers (the kit's image) and a 3.10 cluster of local nodes. In the 4.3 suite, for which
-./kit test makes the image; both tests share the module's 4.3 cluster, one after the other on one test process."""
+Real clusters at free ports (never 5701-5703), in a LABKIT_CACHE of the suite's own: the suite's RabbitMQ 4.3 cluster
+of containers (the kit's image; tests/brokers/shared_cluster.py) and a 3.10 cluster of local nodes that the real
+command starts. In the 4.3 suite, for which ./kit test makes the image; on the test process that runs every cluster
+test, the one that takes the 4.3 cluster down last."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from labs.brokers.cluster import Cluster, free_base_port
-from labs.brokers.container import docker_available
 from labs.brokers.local_node import rabbitmq_installed
 from labs.exit_codes import EXIT_NO_BROKER, EXIT_OK, EXIT_USAGE
 from labs.settings import child_environment
 from tests.helpers import ROOT, assert_one_line_error, erlang_vm_of, require
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-cli"),
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster"),
               pytest.mark.skipif("config.getoption('--rabbitmq') != '4.3'",
                                  reason="a RabbitMQ 4.3 cluster of the kit's image: the 4.3 suite's (./kit test "
                                         "makes the image for it)")]
@@ -40,29 +39,12 @@ def containers_of(cluster: Cluster) -> list[str]:
     return listed.stdout.split()
 
 
-@pytest.fixture(scope="module")
-def recorded_43(tmp_path_factory) -> Iterator[Cluster]:
-    """Where the module's RabbitMQ 4.3 cluster lives (a cache of the module's own, free ports); down afterwards."""
-    require(docker_available(), "a RabbitMQ 4.3 cluster needs Docker")
-    require(rabbitmq_installed(), "a RabbitMQ 3.10 cluster needs rabbitmq-server")
-    cluster = Cluster("4.3", tmp_path_factory.mktemp("labkit-cache") / "cluster-4.3", free_base_port())
-    try:
-        yield cluster
-    finally:
-        cluster.down()
-
-
 @pytest.fixture
-def cluster_43(recorded_43: Cluster) -> Cluster:
-    """The module's RabbitMQ 4.3 cluster, up and recorded as `cluster up --rabbitmq 4.3` leaves it: started once,
-    and again after a test that took it down (in whatever order the tests run)."""
-    if not recorded_43.is_up():
-        up = kit_cluster(recorded_43.folder.parent, "up", "--rabbitmq", "4.3", "--base-port",
-                         str(recorded_43.base_port))
-        require(up.returncode == 0 or "docker could not start" not in up.stderr,
-                f"the kit's RabbitMQ 4.3 image is missing (images/build): {up.stderr.strip()[-300:]}")
-        assert up.returncode == EXIT_OK, up.stdout + up.stderr
-    return recorded_43
+def cluster_43(cluster: Cluster) -> Cluster:
+    """The suite's RabbitMQ 4.3 cluster (tests/brokers/shared_cluster.py), up and recorded in its LABKIT_CACHE as
+    `cluster up --rabbitmq 4.3` leaves it; these tests start a 3.10 cluster of local nodes beside it."""
+    require(rabbitmq_installed(), "a RabbitMQ 3.10 cluster needs rabbitmq-server")
+    return cluster
 
 
 def test_cluster_up_on_ports_another_rabbitmq_holds_says_so_at_once(cluster_43, tmp_path):
@@ -85,6 +67,7 @@ def test_cluster_up_on_ports_another_rabbitmq_holds_says_so_at_once(cluster_43, 
         mine.down()  # the nodes a broken check would have launched
 
 
+@pytest.mark.last_in_group  # it takes the suite's cluster down: the other cluster tests before it
 def test_cluster_commands_without_rabbitmq_act_on_the_cluster_that_is_up(cluster_43):
     """Without --rabbitmq (nor --base-port): status shows the 4.3 cluster that is up, not a 3.10 one "down"; with a
     3.10 cluster up too, a one-line refusal asking for --rabbitmq; `down --rabbitmq 3.10` finds its recorded ports;

@@ -9,13 +9,12 @@ from playwright.sync_api import expect
 
 from labs.brokers.broker import Broker
 from labs.drive.wait import wait_until
-from tests.brokers.test_cluster import cluster  # noqa: F401 - the fixture: the kit's three nodes, started here
 from tests.browser import chromium
 from tests.classroom.test_class_status import Klass, admin_env, class_cli
 from tests.classroom.test_dashboard import cell, dashboards, publish  # noqa: F401 - dashboards is a fixture
 
-# Three nodes of its own: on one test process, with the long ones spread first (tests/conftest.py).
-pytestmark = [pytest.mark.slow(seconds=90), pytest.mark.xdist_group("class-cluster")]
+# The suite's three nodes (tests/brokers/shared_cluster.py): on the test process that runs every cluster test.
+pytestmark = [pytest.mark.slow(seconds=20), pytest.mark.xdist_group("cluster")]
 
 
 def status_from(node_broker: Broker, klass: Klass) -> dict:
@@ -24,7 +23,7 @@ def status_from(node_broker: Broker, klass: Klass) -> dict:
     return json.loads(result.stdout)
 
 
-def test_the_class_reads_the_same_from_every_node_and_a_node_down_is_an_alarm(cluster, dashboards, tmp_path):  # noqa: F811
+def test_the_class_reads_the_same_from_every_node_and_a_node_down_is_an_alarm(cluster, dashboards, tmp_path):
     nodes = [Broker.of_cluster_node(node) for node in cluster.nodes]
     klass = Klass(nodes[0], tmp_path, ["ann", "ben"])
     ann, ben = klass.names

@@ -8,11 +8,12 @@ from tests.conftest import pytest_collection_modifyitems
 
 
 class Item:
-    """What the ordering reads of a collected test: its id and its slow and xdist_group markers."""
+    """What the ordering reads of a collected test: its id and its slow, xdist_group and last_in_group markers."""
 
-    def __init__(self, nodeid: str, seconds: Optional[float] = None, group: Optional[str] = None) -> None:
+    def __init__(self, nodeid: str, seconds: Optional[float] = None, group: Optional[str] = None,
+                 last: bool = False) -> None:
         self.nodeid = nodeid
-        self._markers = {}
+        self._markers = {"last_in_group": SimpleNamespace(args=(), kwargs={})} if last else {}
         if seconds is not None:
             self._markers["slow"] = SimpleNamespace(args=(), kwargs={"seconds": seconds})
         if group is not None:
@@ -60,3 +61,14 @@ def test_without_xdist_the_long_scenarios_come_first():
     pytest_collection_modifyitems(SimpleNamespace(), items)
     assert [item.nodeid for item in items] == ["long", "quick", "other"]
 
+
+
+def test_a_test_that_takes_its_groups_fixture_down_runs_after_the_rest_of_the_group():
+    """The cluster command test takes the suite's cluster down: collected before the class-on-cluster test, it still
+    runs after it, so the three nodes are not booted a second time."""
+    group = [Item("cluster-lab", 100, "cluster"), Item("cluster-cli-down", 30, "cluster", last=True),
+             Item("cluster-cli-ports", 30, "cluster"), Item("class-on-cluster", 20, "cluster")]
+    items = [Item("quick0")] + group + [Item("quick1")]
+    pytest_collection_modifyitems(SimpleNamespace(workerinput={"workercount": 2}), items)
+    assert [item.nodeid for item in items if item.get_closest_marker("xdist_group")] == \
+        ["cluster-lab", "cluster-cli-ports", "class-on-cluster", "cluster-cli-down"]
