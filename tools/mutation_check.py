@@ -20,9 +20,15 @@ not notice that behaviour breaking, which is a defect in the tests. Exit status:
     .venv/bin/python tools/mutation_check.py                 # every mutant
     .venv/bin/python tools/mutation_check.py -k signal       # those whose name contains "signal"
     .venv/bin/python tools/mutation_check.py --list
+    .venv/bin/python tools/mutation_check.py --jobs 2        # two mutants at a time, each in a copy of its own
+
+With --jobs, mutants run side by side, each in its own copy with brokers of its own (the tests start theirs): most
+tests wait on a broker most of the time, so two at a time on two cores finish sooner, though each takes longer.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import queue
 import shutil
 import subprocess
 import sys
@@ -120,7 +126,9 @@ def survives(mutant: Mutant, workdir: Path, timeout: float) -> tuple[bool, str]:
 @click.option("--list", "list_only", is_flag=True, help="List the mutants and their tests, and run nothing.")
 @click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True,
               help="Seconds one mutant's tests may take.")
-def main(keyword: str | None, list_only: bool, timeout: float) -> None:
+@click.option("--jobs", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="How many mutants to check at a time, each in a copy of its own.")
+def main(keyword: str | None, list_only: bool, timeout: float, jobs: int) -> None:
     """Apply each breakage in tools/mutants/*.toml to a copy and check that its tests fail."""
     mutants = [m for m in load_mutants() if not keyword or keyword in m.name]
     if not mutants:
@@ -147,14 +155,30 @@ def main(keyword: str | None, list_only: bool, timeout: float) -> None:
             if not passed:
                 raise click.ClickException(f"the named tests fail without any breakage ({detail}): fix them first")
             click.echo(f"unbroken{' ' + ' '.join(args) if args else ''}: {len(named)} named tests pass ({detail})")
-        for number, mutant in enumerate(mutants, 1):
+
+        lanes: queue.Queue[Path] = queue.Queue()  # a scratch folder per mutant under way, never two at once
+        for index in range(jobs):
+            (Path(scratch) / f"lane{index}").mkdir()
+            lanes.put(Path(scratch) / f"lane{index}")
+
+        def check(mutant: Mutant) -> tuple[bool, str, float]:
+            lane = lanes.get()
             started = time.monotonic()
-            alive, detail = survives(mutant, Path(scratch), timeout)
-            verdict = "SURVIVED" if alive else "caught"
-            click.echo(f"[{number}/{len(mutants)}] {verdict:<8} {mutant.name} ({time.monotonic() - started:.0f}s; "
-                       f"{detail})")
-            if alive:
-                survivors.append(mutant)
+            try:
+                alive, detail = survives(mutant, lane, timeout)
+            finally:
+                lanes.put(lane)
+            return alive, detail, time.monotonic() - started
+
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futures = {pool.submit(check, mutant): (number, mutant) for number, mutant in enumerate(mutants, 1)}
+            for future in concurrent.futures.as_completed(futures):
+                number, mutant = futures[future]
+                alive, detail, seconds = future.result()
+                verdict = "SURVIVED" if alive else "caught"
+                click.echo(f"[{number}/{len(mutants)}] {verdict:<8} {mutant.name} ({seconds:.0f}s; {detail})")
+                if alive:
+                    survivors.append(mutant)
     click.echo(f"{len(mutants) - len(survivors)} of {len(mutants)} mutants caught"
                + (": survivors: " + "; ".join(m.name for m in survivors) if survivors else ""))
     sys.exit(1 if survivors else 0)
