@@ -62,7 +62,6 @@ def test_without_xdist_the_long_scenarios_come_first():
     assert [item.nodeid for item in items] == ["long", "quick", "other"]
 
 
-
 def test_a_test_that_takes_its_groups_fixture_down_runs_after_the_rest_of_the_group():
     """The cluster command test takes the suite's cluster down: collected before the class-on-cluster test, it still
     runs after it, so the three nodes are not booted a second time."""
